@@ -1,0 +1,234 @@
+//! Microsoft.Sql: server PATCH as a long-running operation with the private-endpoint
+//! precondition; firewall rules (sync CRUD and replace-all) refused while public access is off.
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::lro::{self, Effect};
+use super::{Ctx, bad_request, children, get_stored, key, ok_resource};
+use crate::State;
+use crate::http_util::Resp;
+
+pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
+    let t = ctx.m.route.template;
+    if t.ends_with("{serverName}") {
+        return match ctx.req.method {
+            Method::GET => ok_resource(st, ctx.path),
+            _ => patch_server(st, ctx),
+        };
+    }
+    let server = server_id(ctx);
+    if get_stored(st, &server).is_none() {
+        return Resp::arm_error(
+            StatusCode::NOT_FOUND,
+            "ParentResourceNotFound",
+            &format!(
+                "Can not perform requested operation on nested resource. Parent resource '{server}' not found."
+            ),
+        );
+    }
+    if t.ends_with("ipv6FirewallRules") {
+        return Resp::json(StatusCode::OK, &json!({"value": children(st, ctx.path)}));
+    }
+    match (&ctx.req.method, t.ends_with("firewallRules")) {
+        (&Method::GET, true) => {
+            Resp::json(StatusCode::OK, &json!({"value": children(st, ctx.path)}))
+        }
+        (&Method::PUT, true) => replace_all(st, ctx, &server),
+        (&Method::GET, false) => ok_resource(st, ctx.path),
+        (&Method::PUT, false) => put_rule(st, ctx, &server),
+        (&Method::DELETE, false) => {
+            if st.resources.remove(&key(ctx.path)).is_some() {
+                Resp::empty(StatusCode::OK)
+            } else {
+                Resp::empty(StatusCode::NO_CONTENT)
+            }
+        }
+        _ => Resp::arm_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "Unsupported.",
+        ),
+    }
+}
+
+fn server_id(ctx: &Ctx) -> String {
+    let marker = "/providers/microsoft.sql/servers/";
+    let lower = ctx.path.to_ascii_lowercase();
+    let start = lower.find(marker).map(|i| i + marker.len()).unwrap_or(0);
+    let end = ctx.path[start..]
+        .find('/')
+        .map(|i| start + i)
+        .unwrap_or(ctx.path.len());
+    ctx.path[..end].to_string()
+}
+
+fn public_access_disabled(st: &State, server: &str) -> bool {
+    get_stored(st, server).is_some_and(|s| s["properties"]["publicNetworkAccess"] == "Disabled")
+}
+
+fn deny_public_endpoint() -> Resp {
+    bad_request(
+        "DenyPublicEndpointEnabled",
+        "Unable to create or modify firewall rules when public network interface for the server is disabled. To manage server or database level firewall rules, please enable the public network interface.",
+    )
+}
+
+fn patch_server(st: &mut State, ctx: &Ctx) -> Resp {
+    let Some(current) = get_stored(st, ctx.path).cloned() else {
+        return Resp::not_found(ctx.path);
+    };
+    let body = match ctx.body() {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let props = body["properties"].clone();
+    if let Some(v) = props.get("publicNetworkAccess") {
+        let allowed: &[&str] = if ctx.version == "2021-11-01" {
+            &["Enabled", "Disabled"]
+        } else {
+            &["Enabled", "Disabled", "SecuredByPerimeter"]
+        };
+        if !v.as_str().is_some_and(|s| allowed.contains(&s)) {
+            return bad_request(
+                "InvalidPublicNetworkAccessValue",
+                &format!(
+                    "Invalid value {v} for properties.publicNetworkAccess; allowed: {}.",
+                    allowed.join(", ")
+                ),
+            );
+        }
+        let pecs = current["properties"]["privateEndpointConnections"]
+            .as_array()
+            .map(|a| a.len())
+            .unwrap_or(0);
+        if v == "Disabled" && pecs == 0 {
+            return bad_request(
+                "PECsNotExistingToDenyPublicNetworkAccess",
+                "Unable to set Deny Public Network Access to Yes since there is no private endpoint enabled to access the server. Please set up private endpoints and retry the operation.",
+            );
+        }
+    }
+    let mut patch = json!({"properties": props});
+    if let Some(tags) = body.get("tags") {
+        patch["tags"] = tags.clone();
+    }
+    lro::start(
+        st,
+        ctx,
+        StatusCode::ACCEPTED,
+        Effect::Merge {
+            id: ctx.path.to_string(),
+            patch,
+        },
+        Some(ctx.path.to_string()),
+        None,
+    )
+}
+
+fn validate_rule(name: &str, props: &Value) -> Result<(), Resp> {
+    if name.is_empty() {
+        return Err(bad_request(
+            "FirewallRuleNameEmpty",
+            "The firewall rule name cannot be empty.",
+        ));
+    }
+    if name.len() > 128 {
+        return Err(bad_request(
+            "FirewallRuleNameTooLong",
+            "The firewall rule name exceeds the maximum length of 128 characters.",
+        ));
+    }
+    if name.chars().any(|c| "<>*%&:\\/?".contains(c)) || name.ends_with('.') {
+        return Err(bad_request(
+            "FirewallRuleNameInvalid",
+            &format!("The firewall rule name '{name}' contains invalid characters."),
+        ));
+    }
+    let ip = |f: &str| {
+        props[f]
+            .as_str()
+            .and_then(|s| s.parse::<std::net::Ipv4Addr>().ok())
+    };
+    let (Some(start), Some(end)) = (ip("startIpAddress"), ip("endIpAddress")) else {
+        return Err(bad_request(
+            "FirewallRuleNotIPv4Address",
+            "The firewall rule start and end addresses must be IPv4 addresses.",
+        ));
+    };
+    if u32::from(start) > u32::from(end) {
+        return Err(bad_request(
+            "FirewallRuleInvalidRange",
+            &format!(
+                "The firewall rule start IP address {start} cannot exceed the end IP address {end}."
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn rule_body(id: &str, name: &str, props: &Value) -> Value {
+    json!({"id": id, "name": name, "type": "Microsoft.Sql/servers/firewallRules",
+        "properties": {"startIpAddress": props["startIpAddress"], "endIpAddress": props["endIpAddress"]}})
+}
+
+fn put_rule(st: &mut State, ctx: &Ctx, server: &str) -> Resp {
+    if public_access_disabled(st, server) {
+        return deny_public_endpoint();
+    }
+    let body = match ctx.body() {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let name = ctx.m.param("firewallRuleName");
+    if let Err(r) = validate_rule(name, &body["properties"]) {
+        return r;
+    }
+    let existed = get_stored(st, ctx.path).is_some();
+    let rule = rule_body(ctx.path, name, &body["properties"]);
+    st.resources.insert(key(ctx.path), rule.clone());
+    Resp::json(
+        if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        &rule,
+    )
+}
+
+fn replace_all(st: &mut State, ctx: &Ctx, server: &str) -> Resp {
+    if public_access_disabled(st, server) {
+        return deny_public_endpoint();
+    }
+    let body = match ctx.body() {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(values) = body["values"].as_array() else {
+        return bad_request(
+            "InvalidRequestContent",
+            "The request must carry 'values', the complete list of firewall rules.",
+        );
+    };
+    let mut rules = Vec::new();
+    for v in values {
+        let name = v["name"].as_str().unwrap_or("");
+        if let Err(r) = validate_rule(name, &v["properties"]) {
+            return r;
+        }
+        rules.push(rule_body(
+            &format!("{}/{name}", ctx.path),
+            name,
+            &v["properties"],
+        ));
+    }
+    for old in children(st, ctx.path) {
+        st.resources.remove(&key(old["id"].as_str().unwrap_or("")));
+    }
+    for r in &rules {
+        st.resources
+            .insert(key(r["id"].as_str().unwrap_or("")), r.clone());
+    }
+    Resp::json(StatusCode::OK, &rules.first().cloned().unwrap_or(json!({})))
+}

@@ -1,0 +1,281 @@
+//! Microsoft Graph: beta threat submissions (notStarted → running → succeeded), users and
+//! service principals (accountEnabled, revokeSignInSessions), and the authorization policy.
+
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::State;
+use crate::http_util::{Req, Resp, guid, merge_patch, now, rfc3339};
+use crate::token::Claims;
+use crate::world::GraphWorld;
+
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub kind: String,
+    pub body: Value,
+    pub created: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct GraphState {
+    pub users: Vec<Value>,
+    pub service_principals: Vec<Value>,
+    pub authorization_policy: Value,
+    pub submissions: Vec<Submission>,
+}
+
+impl GraphState {
+    pub fn from_world(w: &GraphWorld) -> Self {
+        Self {
+            users: w.users.clone(),
+            service_principals: w.service_principals.clone(),
+            authorization_policy: w.authorization_policy.clone().unwrap_or_else(|| json!({
+                "id": "authorizationPolicy",
+                "defaultUserRolePermissions": {"permissionGrantPoliciesAssigned": ["ManagePermissionGrantsForSelf.microsoft-user-default-legacy"]}
+            })),
+            submissions: Vec::new(),
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Resp {
+    Resp::json(
+        status,
+        &json!({"error": {"code": code, "message": message, "innerError": {"request-id": guid(), "date": rfc3339(now())}}}),
+    )
+}
+
+fn require(claims: &Claims, any_of: &[&str]) -> Result<(), Resp> {
+    if claims.roles.iter().any(|r| any_of.contains(&r.as_str())) {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::FORBIDDEN,
+            "Authorization_RequestDenied",
+            &format!(
+                "Insufficient privileges to complete the operation. Requires one of: {}.",
+                any_of.join(", ")
+            ),
+        ))
+    }
+}
+
+fn submission_json(s: &Submission, step: Duration) -> Value {
+    let mut b = s.body.clone();
+    let elapsed = s.created.elapsed();
+    let category = b["category"].clone();
+    if elapsed < step {
+        b["status"] = json!("notStarted");
+    } else if elapsed < step * 2 {
+        b["status"] = json!("running");
+        b["result"] = json!({"detail": "underInvestigation", "category": "unknown"});
+    } else {
+        b["status"] = json!("succeeded");
+        b["result"] = json!({"detail": "allowedByPolicy", "category": category, "detectedUrls": [], "detectedFiles": []});
+    }
+    b
+}
+
+pub fn handle(st: &mut State, req: &Req, claims: &Claims) -> Resp {
+    match inner(st, req, claims) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn inner(st: &mut State, req: &Req, claims: &Claims) -> Result<Resp, Resp> {
+    let segs: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    let step = Duration::from_millis(st.settings.submission_step_ms);
+    match (&req.method, segs.as_slice()) {
+        (&Method::POST, ["beta", "security", "threatSubmission", kind]) => {
+            require(claims, &["ThreatSubmission.ReadWrite.All"])?;
+            let body = req.json()?;
+            let odata = body["@odata.type"].as_str().unwrap_or("");
+            let required: &[&str] = match (*kind, odata) {
+                ("emailThreats", "#microsoft.graph.security.emailUrlThreatSubmission") => {
+                    &["category", "recipientEmailAddress", "messageUrl"]
+                }
+                ("emailThreats", "#microsoft.graph.security.emailContentThreatSubmission") => {
+                    &["category", "recipientEmailAddress", "fileContent"]
+                }
+                ("urlThreats", "#microsoft.graph.security.urlThreatSubmission") => {
+                    &["category", "webUrl"]
+                }
+                ("fileThreats", "#microsoft.graph.security.fileContentThreatSubmission") => {
+                    &["category", "fileName", "fileContent"]
+                }
+                ("emailThreats" | "urlThreats" | "fileThreats", _) => {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        &format!("'{odata}' is not a supported @odata.type for {kind}."),
+                    ));
+                }
+                _ => {
+                    return Err(error(
+                        StatusCode::NOT_FOUND,
+                        "ResourceNotFound",
+                        "Unknown segment.",
+                    ));
+                }
+            };
+            if let Some(missing) = required.iter().find(|f| !body[**f].is_string()) {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("Missing required property '{missing}'."),
+                ));
+            }
+            if !matches!(
+                body["category"].as_str(),
+                Some("notJunk" | "spam" | "phishing" | "malware")
+            ) {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "category must be notJunk, spam, phishing or malware.",
+                ));
+            }
+            let mut stored = body.clone();
+            if let Some(o) = stored.as_object_mut() {
+                o.remove("fileContent"); // content is analysed, not echoed back
+            }
+            stored["id"] = json!(guid());
+            stored["createdDateTime"] = json!(rfc3339(now()));
+            stored["source"] = json!("administrator");
+            stored["createdBy"] = json!({"application": {"id": claims.app_id}});
+            let s = Submission {
+                kind: kind.to_string(),
+                body: stored,
+                created: Instant::now(),
+            };
+            let out = submission_json(&s, step);
+            st.graph.submissions.push(s);
+            Ok(Resp::json(StatusCode::CREATED, &out))
+        }
+        (&Method::GET, ["beta", "security", "threatSubmission", kind, rest @ ..]) => {
+            require(
+                claims,
+                &[
+                    "ThreatSubmission.Read.All",
+                    "ThreatSubmission.ReadWrite.All",
+                ],
+            )?;
+            let of_kind = st.graph.submissions.iter().filter(|s| s.kind == *kind);
+            match rest {
+                [] => Ok(Resp::json(
+                    StatusCode::OK,
+                    &json!({"value": of_kind.map(|s| submission_json(s, step)).collect::<Vec<_>>()}),
+                )),
+                [id] => of_kind
+                    .into_iter()
+                    .find(|s| s.body["id"] == *id)
+                    .map(|s| Resp::json(StatusCode::OK, &submission_json(s, step)))
+                    .ok_or_else(|| {
+                        error(
+                            StatusCode::NOT_FOUND,
+                            "ResourceNotFound",
+                            &format!("Submission '{id}' was not found."),
+                        )
+                    }),
+                _ => Err(error(
+                    StatusCode::NOT_FOUND,
+                    "ResourceNotFound",
+                    "Unknown segment.",
+                )),
+            }
+        }
+        (
+            m,
+            [
+                "v1.0",
+                coll @ ("users" | "servicePrincipals"),
+                id,
+                rest @ ..,
+            ],
+        ) => {
+            let users = *coll == "users";
+            let (read, write): (&[&str], &[&str]) = if users {
+                (
+                    &["User.Read.All", "User.ReadWrite.All", "Directory.Read.All"],
+                    &["User.ReadWrite.All", "User.EnableDisableAccount.All"],
+                )
+            } else {
+                (
+                    &[
+                        "Application.Read.All",
+                        "Application.ReadWrite.All",
+                        "Directory.Read.All",
+                    ],
+                    &["Application.ReadWrite.All"],
+                )
+            };
+            let list = if users {
+                &mut st.graph.users
+            } else {
+                &mut st.graph.service_principals
+            };
+            let Some(obj) = list.iter_mut().find(|o| {
+                o["id"] == *id
+                    || o["userPrincipalName"]
+                        .as_str()
+                        .is_some_and(|u| u.eq_ignore_ascii_case(id))
+            }) else {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    "Request_ResourceNotFound",
+                    &format!(
+                        "Resource '{id}' does not exist or one of its queried reference-property objects are not present."
+                    ),
+                ));
+            };
+            match (m, rest) {
+                (&Method::GET, []) => {
+                    require(claims, read)?;
+                    Ok(Resp::json(StatusCode::OK, obj))
+                }
+                (&Method::PATCH, []) => {
+                    require(claims, write)?;
+                    let body = req.json()?;
+                    merge_patch(obj, &body);
+                    Ok(Resp::empty(StatusCode::NO_CONTENT))
+                }
+                (&Method::POST, ["revokeSignInSessions"]) if users => {
+                    require(claims, &["User.RevokeSessions.All", "User.ReadWrite.All"])?;
+                    obj["signInSessionsValidFromDateTime"] = json!(rfc3339(now()));
+                    Ok(Resp::json(
+                        StatusCode::OK,
+                        &json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Edm.Boolean", "value": true}),
+                    ))
+                }
+                _ => Err(error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "Request_BadRequest",
+                    "Unsupported method.",
+                )),
+            }
+        }
+        (&Method::GET, ["v1.0", "policies", "authorizationPolicy"]) => {
+            require(
+                claims,
+                &["Policy.Read.All", "Policy.ReadWrite.Authorization"],
+            )?;
+            Ok(Resp::json(StatusCode::OK, &st.graph.authorization_policy))
+        }
+        (&Method::PATCH, ["v1.0", "policies", "authorizationPolicy"]) => {
+            require(claims, &["Policy.ReadWrite.Authorization"])?;
+            let body = req.json()?;
+            merge_patch(&mut st.graph.authorization_policy, &body);
+            Ok(Resp::empty(StatusCode::NO_CONTENT))
+        }
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!(
+                "Resource not found for the segment '{}'.",
+                segs.last().unwrap_or(&"")
+            ),
+        )),
+    }
+}

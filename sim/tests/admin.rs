@@ -1,0 +1,136 @@
+//! The admin API: drift injection, faults, request log, reset.
+
+mod common;
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn drift_through_the_admin_api_is_visible_to_arm_clients_and_reset_restores() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let id = format!(
+        "{}/Microsoft.Storage/storageAccounts/stprod01",
+        rg("rg-prod")
+    );
+    let (s, _) = sim
+        .admin(
+            "PATCH",
+            &format!("/_sim/resources{id}"),
+            Some(json!({"properties": {"allowBlobPublicAccess": false}})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, _, b) = sim
+        .call(&t, "GET", &format!("{id}?api-version=2023-05-01"), None)
+        .await;
+    assert_eq!(b["properties"]["allowBlobPublicAccess"], false);
+    let (_, listed) = sim
+        .admin(
+            "GET",
+            &format!("/_sim/resources?prefix={}", rg("rg-prod")),
+            None,
+        )
+        .await;
+    assert!(listed["value"].as_array().unwrap().len() >= 8);
+    // A PUT creates a new resource with name and type derived from its id.
+    let new = format!("{}/Microsoft.Sql/servers/sql-new", rg("rg-prod"));
+    let (s, b) = sim
+        .admin(
+            "PUT",
+            &format!("/_sim/resources{new}"),
+            Some(json!({"location": "eastus", "properties": {"publicNetworkAccess": "Enabled"}})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["type"].as_str()),
+        (200, Some("Microsoft.Sql/servers"))
+    );
+    let (s, _) = sim.admin("POST", "/_sim/reset", None).await;
+    assert_eq!(s, 204);
+    let (_, _, b) = sim
+        .call(&t, "GET", &format!("{id}?api-version=2023-05-01"), None)
+        .await;
+    assert_eq!(b["properties"]["allowBlobPublicAccess"], true);
+    assert_eq!(
+        sim.call(&t, "GET", &format!("{new}?api-version=2021-11-01"), None)
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn faults_fire_count_times_with_retry_after_then_stop() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let (s, _) = sim.admin("POST", "/_sim/faults", Some(json!({"match": {"method": "GET", "pathRegex": "sql-prod-01$"}, "status": 503, "count": 2, "retryAfterSeconds": 3}))).await;
+    assert_eq!(s, 201);
+    let p = format!(
+        "{}/Microsoft.Sql/servers/sql-prod-01?api-version=2021-11-01",
+        rg("rg-prod")
+    );
+    for _ in 0..2 {
+        let (s, h, b) = sim.call(&t, "GET", &p, None).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str().unwrap()),
+            (503, "ServiceUnavailable")
+        );
+        assert_eq!(h["retry-after"], "3");
+    }
+    assert_eq!(sim.call(&t, "GET", &p, None).await.0, 200);
+    let (s, _) = sim
+        .admin(
+            "POST",
+            "/_sim/faults",
+            Some(json!({"match": {"pathRegex": "("}, "status": 500})),
+        )
+        .await;
+    assert_eq!(s, 400, "a bad regex is rejected");
+}
+
+#[tokio::test]
+async fn request_log_records_method_path_version_status_and_principal() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    sim.call(
+        &t,
+        "GET",
+        &format!(
+            "{}/Microsoft.Sql/servers/sql-prod-01?api-version=2021-11-01",
+            rg("rg-prod")
+        ),
+        None,
+    )
+    .await;
+    sim.call(
+        &t,
+        "GET",
+        &format!("{}/Microsoft.Sql/servers/sql-prod-01", rg("rg-prod")),
+        None,
+    )
+    .await;
+    let (_, log) = sim.admin("GET", "/_sim/requests", None).await;
+    let entries: Vec<_> = log["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["path"].as_str().unwrap().contains("sql-prod-01"))
+        .collect();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["method"], "GET");
+    assert_eq!(entries[0]["apiVersion"], "2021-11-01");
+    assert_eq!(entries[0]["status"], 200);
+    assert_eq!(
+        entries[0]["principal"],
+        "11111111-0000-4000-8000-0000000000f1"
+    );
+    assert_eq!(entries[1]["status"], 400);
+    assert!(
+        log["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| !e["path"].as_str().unwrap().starts_with("/_sim")),
+        "admin calls are not logged"
+    );
+}

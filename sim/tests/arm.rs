@@ -1,0 +1,570 @@
+//! The ARM engine and the first-wave resource behaviours.
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+
+const V_SQL: &str = "api-version=2021-11-01";
+
+fn sql(server: &str) -> String {
+    format!("{}/Microsoft.Sql/servers/{server}", rg("rg-prod"))
+}
+
+#[tokio::test]
+async fn api_version_is_required_and_checked_per_resource_type() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let (s, h, b) = sim.call(&t, "GET", &sql("sql-prod-01"), None).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str().unwrap()),
+        (400, "MissingApiVersionParameter")
+    );
+    assert!(h.contains_key("x-ms-request-id") && h.contains_key("x-ms-correlation-request-id"));
+    let (s, _, b) = sim
+        .call(
+            &t,
+            "GET",
+            &format!("{}?api-version=2023-05-01", sql("sql-prod-01")),
+            None,
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(b["error"]["code"], "InvalidApiVersionParameter");
+    let msg = b["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("'2023-05-01' is invalid") && msg.contains("2021-11-01,2023-08-01-preview"),
+        "{msg}"
+    );
+    // The same version is fine on the storage type, and ids are case-insensitive.
+    let (s, _, b) = sim.call(&t, "GET", &format!("/SUBSCRIPTIONS/{SUB}/resourcegroups/RG-PROD/providers/microsoft.storage/storageaccounts/STPROD01?api-version=2023-05-01"), None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["name"], "stprod01");
+}
+
+#[tokio::test]
+async fn rbac_denial_is_authorization_failed_with_action_and_scope() {
+    let sim = start().await;
+    let t = sim.token(AUDITOR, ARM).await;
+    let (s, _, _) = sim
+        .call(
+            &t,
+            "GET",
+            &format!("{}/firewallRules?{V_SQL}", sql("sql-prod-01")),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let path = format!("{}/firewallRules/x?{V_SQL}", sql("sql-prod-01"));
+    let (s, _, b) = sim
+        .call(
+            &t,
+            "PUT",
+            &path,
+            Some(json!({"properties": {"startIpAddress": "1.1.1.1", "endIpAddress": "1.1.1.1"}})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str().unwrap()),
+        (403, "AuthorizationFailed")
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'Microsoft.Sql/servers/firewallRules/write'")
+    );
+}
+
+#[tokio::test]
+async fn sql_patch_is_a_long_running_operation_then_firewall_writes_are_refused() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let (s, h, b) = sim
+        .call(
+            &t,
+            "PATCH",
+            &format!("{}?{V_SQL}", sql("sql-prod-01")),
+            Some(json!({"properties": {"publicNetworkAccess": "Disabled"}})),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    assert!(h.contains_key("retry-after") && h.contains_key("location"));
+    let op = h["azure-asyncoperation"].to_str().unwrap().to_string();
+    // Not applied until the operation completes.
+    let (_, _, server) = sim
+        .call(&t, "GET", &format!("{}?{V_SQL}", sql("sql-prod-01")), None)
+        .await;
+    assert_eq!(server["properties"]["publicNetworkAccess"], "Enabled");
+    let loc = h["location"].to_str().unwrap().to_string();
+    let (s, _, _) = sim.call(&t, "GET", &loc, None).await;
+    assert_eq!(s, 202);
+    let seen = sim.poll(&t, &op).await;
+    assert_eq!(seen.first().map(String::as_str), Some("InProgress"));
+    assert_eq!(seen.last().map(String::as_str), Some("Succeeded"));
+    let (s, _, fin) = sim.call(&t, "GET", &loc, None).await;
+    assert_eq!(
+        (s, fin["properties"]["publicNetworkAccess"].as_str()),
+        (200, Some("Disabled"))
+    );
+
+    let (s, _, b) = sim
+        .call(
+            &t,
+            "PUT",
+            &format!("{}/firewallRules/new?{V_SQL}", sql("sql-prod-01")),
+            Some(json!({"properties": {"startIpAddress": "1.2.3.4", "endIpAddress": "1.2.3.4"}})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str().unwrap()),
+        (400, "DenyPublicEndpointEnabled")
+    );
+}
+
+#[tokio::test]
+async fn sql_public_access_cannot_be_denied_without_a_private_endpoint() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let (s, _, b) = sim
+        .call(
+            &t,
+            "PATCH",
+            &format!("{}?{V_SQL}", sql("sql-legacy-02")),
+            Some(json!({"properties": {"publicNetworkAccess": "Disabled"}})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str().unwrap()),
+        (400, "PECsNotExistingToDenyPublicNetworkAccess")
+    );
+    let (s, _, b) = sim
+        .call(
+            &t,
+            "PATCH",
+            &format!("{}?{V_SQL}", sql("sql-prod-01")),
+            Some(json!({"properties": {"publicNetworkAccess": "SecuredByPerimeter"}})),
+        )
+        .await;
+    assert_eq!(s, 400, "2021-11-01 has no SecuredByPerimeter: {b}");
+}
+
+#[tokio::test]
+async fn sql_firewall_rule_crud_validation_and_replace_all() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let rules = format!("{}/firewallRules", sql("sql-prod-01"));
+    let (_, _, list) = sim.call(&t, "GET", &format!("{rules}?{V_SQL}"), None).await;
+    let names: Vec<&str> = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["AllowAll", "AllowAllWindowsAzureIps", "office"]);
+
+    let put = |name: &str, a: &str, b: &str| {
+        (
+            format!("{rules}/{name}?api-version=2025-01-01"),
+            json!({"properties": {"startIpAddress": a, "endIpAddress": b}}),
+        )
+    };
+    let (p, body) = put("split-1", "0.0.0.0", "203.0.113.4");
+    let (s, _, r) = sim.call(&t, "PUT", &p, Some(body.clone())).await;
+    assert_eq!(
+        (s, r["type"].as_str()),
+        (201, Some("Microsoft.Sql/servers/firewallRules"))
+    );
+    let (s, _, _) = sim.call(&t, "PUT", &p, Some(body)).await;
+    assert_eq!(s, 200, "second PUT of the same rule is an update");
+    let (p, body) = put("bad", "10.0.0.9", "10.0.0.1");
+    assert_eq!(
+        sim.call(&t, "PUT", &p, Some(body)).await.2["error"]["code"],
+        "FirewallRuleInvalidRange"
+    );
+    let (p, body) = put("v6", "::1", "::1");
+    assert_eq!(
+        sim.call(&t, "PUT", &p, Some(body)).await.2["error"]["code"],
+        "FirewallRuleNotIPv4Address"
+    );
+
+    let (s, _, _) = sim
+        .call(&t, "DELETE", &format!("{rules}/AllowAll?{V_SQL}"), None)
+        .await;
+    assert_eq!(s, 200);
+    let (s, _, _) = sim
+        .call(&t, "DELETE", &format!("{rules}/AllowAll?{V_SQL}"), None)
+        .await;
+    assert_eq!(s, 204, "deleting a missing rule is 204");
+
+    let (s, _, b) = sim.call(&t, "PUT", &format!("{rules}?{V_SQL}"), Some(json!({"values": [{"name": "only", "properties": {"startIpAddress": "198.51.100.1", "endIpAddress": "198.51.100.1"}}]}))).await;
+    assert_eq!(s, 200, "{b}");
+    let (_, _, list) = sim.call(&t, "GET", &format!("{rules}?{V_SQL}"), None).await;
+    assert_eq!(list["value"].as_array().unwrap().len(), 1);
+    assert_eq!(list["value"][0]["name"], "only");
+}
+
+#[tokio::test]
+async fn storage_patch_keys_and_revocation() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let acct = format!(
+        "{}/Microsoft.Storage/storageAccounts/stprod01",
+        rg("rg-prod")
+    );
+    let v = "api-version=2023-05-01";
+    let (s, _, b) = sim.call(&t, "PATCH", &format!("{acct}?{v}"), Some(json!({"properties": {"allowBlobPublicAccess": false, "networkAcls": {"defaultAction": "Deny", "ipRules": [{"value": "203.0.113.0/24", "action": "Allow"}]}}}))).await;
+    assert_eq!(s, 200, "storage PATCH is synchronous: {b}");
+    assert_eq!(b["properties"]["allowBlobPublicAccess"], false);
+    assert_eq!(
+        b["properties"]["networkAcls"]["ipRules"][0]["value"],
+        "203.0.113.0/24"
+    );
+    assert_eq!(
+        b["properties"]["networkAcls"]["bypass"], "AzureServices",
+        "unsent fields are kept"
+    );
+    let (s, _, b) = sim.call(&t, "PATCH", &format!("{acct}?{v}"), Some(json!({"properties": {"networkAcls": {"defaultAction": "Deny", "ipRules": [{"value": "2001:db8::/32"}]}}}))).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str().unwrap()),
+        (400, "NetworkAclsValidationFailure")
+    );
+
+    let before =
+        sim.call(&t, "GET", &format!("{acct}?{v}"), None).await.2["properties"]["keyCreationTime"]
+            ["key1"]
+            .clone();
+    let (_, _, keys0) = sim
+        .call(&t, "POST", &format!("{acct}/listKeys?{v}"), None)
+        .await;
+    let (s, _, keys) = sim
+        .call(
+            &t,
+            "POST",
+            &format!("{acct}/regenerateKey?{v}"),
+            Some(json!({"keyName": "key1"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        keys["keys"].as_array().unwrap().len(),
+        2,
+        "the response lists every key"
+    );
+    assert_ne!(keys["keys"][0]["value"], keys0["keys"][0]["value"]);
+    assert_eq!(keys["keys"][1]["value"], keys0["keys"][1]["value"]);
+    let after = sim.call(&t, "GET", &format!("{acct}?{v}"), None).await.2;
+    assert_ne!(after["properties"]["keyCreationTime"]["key1"], before);
+    assert!(
+        !after
+            .to_string()
+            .contains(keys["keys"][0]["value"].as_str().unwrap()),
+        "GET never returns keys"
+    );
+    let (s, _, _) = sim
+        .call(
+            &t,
+            "POST",
+            &format!("{acct}/regenerateKey?{v}"),
+            Some(json!({"keyName": "key3"})),
+        )
+        .await;
+    assert_eq!(s, 400);
+
+    let (s, _, b) = sim
+        .call(
+            &t,
+            "POST",
+            &format!("{acct}/revokeUserDelegationKeys?{v}"),
+            None,
+        )
+        .await;
+    assert_eq!((s, b), (200, Value::Null));
+    let (_, counters) = sim.admin("GET", "/_sim/counters", None).await;
+    assert_eq!(
+        counters.as_object().unwrap().values().next(),
+        Some(&json!(1))
+    );
+}
+
+#[tokio::test]
+async fn blob_service_put_replaces_and_defender_settings_are_created() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let acct = format!(
+        "{}/Microsoft.Storage/storageAccounts/stprod01",
+        rg("rg-prod")
+    );
+    let blob = format!("{acct}/blobServices/default?api-version=2023-05-01");
+    sim.call(
+        &t,
+        "PUT",
+        &blob,
+        Some(json!({"properties": {"cors": {"corsRules": [{"allowedOrigins": ["*"]}]}}})),
+    )
+    .await;
+    let (s, _, b) = sim
+        .call(
+            &t,
+            "PUT",
+            &blob,
+            Some(json!({"properties": {"deleteRetentionPolicy": {"enabled": true, "days": 14}}})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        b["properties"].get("cors").is_none(),
+        "omitting cors deletes the CORS rules: {b}"
+    );
+    let d = format!(
+        "{acct}/providers/Microsoft.Security/defenderForStorageSettings/current?api-version=2025-01-01"
+    );
+    assert_eq!(sim.call(&t, "GET", &d, None).await.0, 404);
+    let body = json!({"properties": {"isEnabled": true, "overrideSubscriptionLevelSettings": true, "malwareScanning": {"onUpload": {"isEnabled": true, "capGBPerMonth": 5000}}}});
+    assert_eq!(sim.call(&t, "PUT", &d, Some(body.clone())).await.0, 201);
+    let (s, _, b) = sim.call(&t, "PUT", &d, Some(body)).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        b["properties"]["malwareScanning"]["operationStatus"]["code"],
+        "Succeeded"
+    );
+}
+
+#[tokio::test]
+async fn cosmos_patch_and_regenerate_key_are_long_running() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let acct = format!(
+        "{}/Microsoft.DocumentDB/databaseAccounts/cosmos-prod-01",
+        rg("rg-prod")
+    );
+    let v = "api-version=2024-05-15";
+    let (s, _, b) = sim
+        .call(
+            &t,
+            "PATCH",
+            &format!("{acct}?{v}"),
+            Some(json!({"properties": {"ipRules": [{"ipAddressOrRange": "10.1.0.0/16"}]}})),
+        )
+        .await;
+    assert_eq!(s, 400, "private ranges are refused: {b}");
+    let before = sim.call(&t, "GET", &format!("{acct}?{v}"), None).await.2["properties"]["keysMetadata"]["primaryMasterKey"]["generationTime"].clone();
+    let (s, h, _) = sim
+        .call(
+            &t,
+            "POST",
+            &format!("{acct}/regenerateKey?{v}"),
+            Some(json!({"keyKind": "primary"})),
+        )
+        .await;
+    assert_eq!(s, 202);
+    let op = h["azure-asyncoperation"].to_str().unwrap().to_string();
+    assert_eq!(sim.poll(&t, &op).await.last().unwrap(), "Succeeded");
+    let after = sim.call(&t, "GET", &format!("{acct}?{v}"), None).await.2;
+    assert_ne!(
+        after["properties"]["keysMetadata"]["primaryMasterKey"]["generationTime"],
+        before
+    );
+    assert_eq!(
+        after["properties"]["keysMetadata"]["secondaryMasterKey"]["generationTime"],
+        "2024-01-01T00:00:00Z"
+    );
+    let (s, h, _) = sim
+        .call(
+            &t,
+            "PATCH",
+            &format!("{acct}?{v}"),
+            Some(json!({"properties": {"publicNetworkAccess": "Disabled"}})),
+        )
+        .await;
+    assert_eq!(s, 202);
+    sim.poll(&t, h["azure-asyncoperation"].to_str().unwrap())
+        .await;
+    assert_eq!(
+        sim.call(&t, "GET", &format!("{acct}?{v}"), None).await.2["properties"]["publicNetworkAccess"],
+        "Disabled"
+    );
+}
+
+#[tokio::test]
+async fn appgw_waf_put_validates_custom_rules_and_changes_etag() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let p = format!(
+        "{}/Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/waf-prod?api-version=2024-01-01",
+        rg("rg-edge")
+    );
+    let (_, _, policy) = sim.call(&t, "GET", &p, None).await;
+    let etag = policy["etag"].clone();
+    let mut next = policy.clone();
+    let rule = json!({"name": "ctrBlock1", "priority": 5, "ruleType": "MatchRule", "action": "Block",
+        "matchConditions": [{"matchVariables": [{"variableName": "RemoteAddr"}], "operator": "IPMatch", "matchValues": ["203.0.113.5/32"]}]});
+    next["properties"]["customRules"]
+        .as_array_mut()
+        .unwrap()
+        .push(rule.clone());
+    let (s, _, b) = sim.call(&t, "PUT", &p, Some(next.clone())).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str().unwrap()),
+        (400, "DuplicateCustomRulePriority")
+    );
+    next["properties"]["customRules"][3]["priority"] = json!(2);
+    let mut no_managed = next.clone();
+    no_managed["properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("managedRules");
+    assert_eq!(sim.call(&t, "PUT", &p, Some(no_managed)).await.0, 400);
+    let mut bad_op = next.clone();
+    bad_op["properties"]["customRules"][3]["matchConditions"][0]["operator"] = json!("Contains");
+    assert_eq!(
+        sim.call(&t, "PUT", &p, Some(bad_op)).await.2["error"]["code"],
+        "InvalidCustomRuleOperator"
+    );
+    let (s, _, b) = sim.call(&t, "PUT", &p, Some(next)).await;
+    assert_eq!(s, 200, "{b}");
+    assert_ne!(b["etag"], etag);
+    assert_eq!(b["properties"]["customRules"].as_array().unwrap().len(), 4);
+    assert!(
+        b["properties"]["applicationGateways"].is_array(),
+        "read-only back-references survive"
+    );
+}
+
+#[tokio::test]
+async fn front_door_waf_put_is_long_running_with_its_own_field_names() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let p = format!(
+        "{}/Microsoft.Network/FrontDoorWebApplicationFirewallPolicies/fdwafprod?api-version=2024-02-01",
+        rg("rg-edge")
+    );
+    let (_, _, mut policy) = sim.call(&t, "GET", &p, None).await;
+    policy["properties"]["customRules"]["rules"] = json!([{"name": "ctrBlock1", "priority": 1, "ruleType": "MatchRule", "action": "Block",
+        "matchConditions": [{"matchVariable": "RemoteAddr", "operator": "IPMatch", "matchValue": ["203.0.113.5"]}]}]);
+    let (s, h, _) = sim.call(&t, "PUT", &p, Some(policy)).await;
+    assert_eq!(s, 202);
+    sim.poll(&t, h["azure-asyncoperation"].to_str().unwrap())
+        .await;
+    let (_, _, b) = sim.call(&t, "GET", &p, None).await;
+    assert_eq!(
+        b["properties"]["customRules"]["rules"][0]["name"],
+        "ctrBlock1"
+    );
+}
+
+#[tokio::test]
+async fn defender_alert_actions_return_204_and_change_status() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let a = format!(
+        "/subscriptions/{SUB}/providers/Microsoft.Security/locations/centralus/alerts/2518770965529163669_F144EE95-A3E5-42DA-A279-967D115809AA"
+    );
+    let v = "api-version=2022-01-01";
+    let (s, _, b) = sim
+        .call(&t, "POST", &format!("{a}/dismiss?{v}"), None)
+        .await;
+    assert_eq!((s, b), (204, Value::Null));
+    assert_eq!(
+        sim.call(&t, "GET", &format!("{a}?{v}"), None).await.2["properties"]["status"],
+        "Dismissed"
+    );
+    sim.call(&t, "POST", &format!("{a}/inProgress?{v}"), None)
+        .await;
+    assert_eq!(
+        sim.call(&t, "GET", &format!("{a}?{v}"), None).await.2["properties"]["status"],
+        "InProgress"
+    );
+    assert_eq!(
+        sim.call(&t, "POST", &format!("{a}/isolate?{v}"), None)
+            .await
+            .0,
+        404,
+        "invented actions do not exist"
+    );
+}
+
+#[tokio::test]
+async fn throttling_token_buckets_headers_and_recovery() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    sim.admin(
+        "POST",
+        "/_sim/throttle",
+        Some(json!({"writes": {"capacity": 3, "refillPerSecond": 1}})),
+    )
+    .await;
+    let alert = format!(
+        "/subscriptions/{SUB}/providers/Microsoft.Security/locations/centralus/alerts/2518770965529163669_F144EE95-A3E5-42DA-A279-967D115809AA/resolve?api-version=2022-01-01"
+    );
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let (s, h, _) = sim.call(&t, "POST", &alert, None).await;
+        assert_eq!(s, 204);
+        remaining.push(
+            h["x-ms-ratelimit-remaining-subscription-writes"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(remaining, vec!["2", "1", "0"]);
+    let (s, h, b) = sim.call(&t, "POST", &alert, None).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str().unwrap()),
+        (429, "TooManyRequests")
+    );
+    let after: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(after, 1);
+    // Reads have their own bucket.
+    let (s, h, _) = sim
+        .call(&t, "GET", &format!("{}?{V_SQL}", sql("sql-prod-01")), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(h["x-ms-ratelimit-remaining-subscription-reads"], "249");
+    tokio::time::sleep(std::time::Duration::from_secs(after)).await;
+    assert_eq!(
+        sim.call(&t, "POST", &alert, None).await.0,
+        204,
+        "recovers after Retry-After"
+    );
+}
+
+#[tokio::test]
+async fn arc_machine_read_and_run_command_lro() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let m = format!(
+        "{}/Microsoft.HybridCompute/machines/arc-web-01",
+        rg("rg-onprem")
+    );
+    let (s, _, b) = sim
+        .call(&t, "GET", &format!("{m}?api-version=2022-12-27"), None)
+        .await;
+    assert_eq!(
+        (s, b["properties"]["machineFqdn"].as_str()),
+        (200, Some("arc-web-01.corp.contoso.example"))
+    );
+    assert_eq!(
+        sim.call(
+            &t,
+            "POST",
+            &format!("{m}/isolate?api-version=2022-12-27"),
+            None
+        )
+        .await
+        .0,
+        404,
+        "there is no Arc isolate"
+    );
+    // Run commands need their own permission, which the demo operator does not hold.
+    let rc = format!("{m}/runCommands/rc1?api-version=2024-05-20-preview");
+    let (s, _, _) = sim
+        .call(
+            &t,
+            "PUT",
+            &rc,
+            Some(json!({"location": "eastus", "properties": {"source": {"script": "echo hi"}}})),
+        )
+        .await;
+    assert_eq!(s, 403);
+}

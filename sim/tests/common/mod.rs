@@ -1,0 +1,170 @@
+//! Starts an in-process azure-sim on a free loopback port with the demo world, and a reqwest
+//! client that trusts its CA (over real TLS, as the operator will talk to it).
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+pub const TENANT: &str = "72f988bf-0000-4000-8000-000000000001";
+pub const SUB: &str = "00000000-0000-4000-8000-0000000000aa";
+pub const OPERATOR: (&str, &str) = (
+    "11111111-0000-4000-8000-000000000001",
+    "demo-operator-secret",
+);
+pub const AUDITOR: (&str, &str) = (
+    "22222222-0000-4000-8000-000000000002",
+    "demo-auditor-secret",
+);
+pub const ARM: &str = "https://management.azure.com/.default";
+pub const GRAPH: &str = "https://graph.microsoft.com/.default";
+pub const MDE: &str = "https://api.securitycenter.microsoft.com/.default";
+
+pub struct TestSim {
+    pub url: String,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+pub fn rg(rg: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/{rg}/providers")
+}
+
+pub async fn start() -> TestSim {
+    start_with(|w| w).await
+}
+
+pub async fn start_with(
+    edit: impl FnOnce(azure_sim::world::World) -> azure_sim::world::World,
+) -> TestSim {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/worlds/demo.yaml")).unwrap();
+    let mut world = edit(azure_sim::world::World::from_yaml(&text).unwrap());
+    world.settings.lro_delay_ms = 300;
+    world.settings.mde_action_step_ms = 200;
+    world.settings.submission_step_ms = 200;
+    let tls = azure_sim::server::Tls::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tls.write_ca(dir.path()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let sim = Arc::new(azure_sim::Sim::new(world, url.clone(), None));
+    tokio::spawn(async move { azure_sim::server::serve(listener, &tls, sim).await });
+    let cert = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(cert)
+        .build()
+        .unwrap();
+    TestSim {
+        url,
+        http,
+        _dir: dir,
+    }
+}
+
+impl TestSim {
+    pub async fn token_response(&self, client: (&str, &str), scope: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/{TENANT}/oauth2/v2.0/token", self.url))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client.0),
+                ("client_secret", client.1),
+                ("scope", scope),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn token(&self, client: (&str, &str), scope: &str) -> String {
+        let r = self.token_response(client, scope).await;
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// An API call with a token; returns status, headers and JSON body (Null when empty).
+    pub async fn call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let url = if path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.url)
+        };
+        let mut rb = self
+            .http
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            headers,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap()
+            },
+        )
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut rb = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.url));
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap()
+            },
+        )
+    }
+
+    /// Polls an Azure-AsyncOperation URL until it is terminal; returns the statuses seen.
+    pub async fn poll(&self, token: &str, url: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            let (s, _, b) = self.call(token, "GET", url, None).await;
+            assert_eq!(s, 200, "{b}");
+            let st = b["status"].as_str().unwrap().to_string();
+            let done = st != "InProgress";
+            seen.push(st);
+            if done {
+                return seen;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("operation never finished: {seen:?}");
+    }
+}
+
+pub fn jwt_unsigned(claims: Value) -> String {
+    use base64::Engine;
+    let e = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.sig",
+        e(&json!({"alg": "RS256", "typ": "JWT"})),
+        e(&claims)
+    )
+}

@@ -1,0 +1,235 @@
+//! Microsoft Graph and Defender for Endpoint.
+
+mod common;
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn threat_submission_progresses_to_a_verdict_and_needs_the_permission() {
+    let sim = start().await;
+    let g = sim.token(OPERATOR, GRAPH).await;
+    let (s, _, b) = sim.call(&g, "POST", "/beta/security/threatSubmission/urlThreats", Some(json!({"@odata.type": "#microsoft.graph.security.urlThreatSubmission", "category": "phishing", "webUrl": "http://phish.example/login"}))).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["status"], "notStarted");
+    let id = b["id"].as_str().unwrap().to_string();
+    let mut seen = vec![];
+    for _ in 0..40 {
+        let (_, _, b) = sim
+            .call(
+                &g,
+                "GET",
+                &format!("/beta/security/threatSubmission/urlThreats/{id}"),
+                None,
+            )
+            .await;
+        let st = b["status"].as_str().unwrap().to_string();
+        if seen.last() != Some(&st) {
+            seen.push(st.clone());
+        }
+        if st == "succeeded" {
+            assert_eq!(b["result"]["category"], "phishing");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, vec!["notStarted", "running", "succeeded"]);
+    let (s, _, b) = sim.call(&g, "POST", "/beta/security/threatSubmission/urlThreats", Some(json!({"@odata.type": "#microsoft.graph.security.fileUrlThreatSubmission", "category": "malware"}))).await;
+    assert_eq!(s, 400, "{b}");
+    let auditor = sim.token(AUDITOR, GRAPH).await;
+    let (s, _, b) = sim
+        .call(
+            &auditor,
+            "GET",
+            &format!("/beta/security/threatSubmission/urlThreats/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str().unwrap()),
+        (403, "Authorization_RequestDenied")
+    );
+}
+
+#[tokio::test]
+async fn users_can_be_disabled_and_sessions_revoked_with_the_right_permission() {
+    let sim = start_with(|mut w| {
+        w.principals[0]
+            .graph_permissions
+            .push("User.ReadWrite.All".into());
+        w
+    })
+    .await;
+    let g = sim.token(OPERATOR, GRAPH).await;
+    let u = "/v1.0/users/mallory@contoso.example";
+    assert_eq!(
+        sim.call(&g, "PATCH", u, Some(json!({"accountEnabled": false})))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        sim.call(&g, "GET", u, None).await.2["accountEnabled"],
+        false
+    );
+    let (s, _, b) = sim
+        .call(&g, "POST", &format!("{u}/revokeSignInSessions"), None)
+        .await;
+    assert_eq!((s, b["value"].as_bool()), (200, Some(true)));
+    let a = sim.token(AUDITOR, GRAPH).await;
+    assert_eq!(
+        sim.call(&a, "PATCH", u, Some(json!({"accountEnabled": true})))
+            .await
+            .0,
+        403
+    );
+}
+
+const MACHINE: &str = "1e5bc9d7e413ddd7902c2932e418702b84d0cc07";
+
+#[tokio::test]
+async fn isolation_is_a_machine_action_and_a_second_one_is_refused_while_pending() {
+    let sim = start().await;
+    let m = sim.token(OPERATOR, MDE).await;
+    let (s, _, b) = sim
+        .call(
+            &m,
+            "GET",
+            "/api/machines?$filter=computerDnsName%20eq%20%27ARC-WEB-01.corp.contoso.example%27",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        b["value"].as_array().unwrap().len(),
+        1,
+        "match is case-insensitive: {b}"
+    );
+    assert_eq!(b["value"][0]["id"], MACHINE);
+
+    let iso = format!("/api/machines/{MACHINE}/isolate");
+    let (s, _, a) = sim
+        .call(
+            &m,
+            "POST",
+            &iso,
+            Some(json!({"Comment": "INC-4711", "IsolationType": "Selective"})),
+        )
+        .await;
+    assert_eq!(
+        (
+            s,
+            a["status"].as_str(),
+            a["type"].as_str(),
+            a["scope"].as_str()
+        ),
+        (201, Some("Pending"), Some("Isolate"), Some("Selective"))
+    );
+    let (s, _, b) = sim
+        .call(
+            &m,
+            "POST",
+            &format!("/api/machines/{MACHINE}/unisolate"),
+            Some(json!({"Comment": "undo"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("ActiveRequestAlreadyExists"))
+    );
+    let id = a["id"].as_str().unwrap();
+    let mut statuses = vec![];
+    for _ in 0..40 {
+        let (_, _, b) = sim
+            .call(&m, "GET", &format!("/api/machineactions/{id}"), None)
+            .await;
+        let st = b["status"].as_str().unwrap().to_string();
+        if statuses.last() != Some(&st) {
+            statuses.push(st.clone());
+        }
+        if st == "Succeeded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    }
+    assert_eq!(statuses, vec!["Pending", "InProgress", "Succeeded"]);
+    let (_, _, list) = sim.call(&m, "GET", &format!("/api/machineactions?$filter=machineId%20eq%20%27{MACHINE}%27%20and%20type%20eq%20%27Isolate%27"), None).await;
+    assert_eq!(list["value"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        sim.call(
+            &m,
+            "POST",
+            &format!("/api/machines/{MACHINE}/unisolate"),
+            Some(json!({"Comment": "undo"}))
+        )
+        .await
+        .0,
+        201
+    );
+}
+
+#[tokio::test]
+async fn mde_permissions_and_per_minute_rate_limit() {
+    let sim = start_with(|mut w| {
+        w.mde.calls_per_minute = 3;
+        w
+    })
+    .await;
+    let a = sim.token(AUDITOR, MDE).await;
+    let (s, _, b) = sim.call(&a, "GET", "/api/machines", None).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (403, Some("Forbidden")));
+    let m = sim.token(OPERATOR, MDE).await;
+    for _ in 0..3 {
+        assert_eq!(
+            sim.call(&m, "GET", "/api/machineactions", None).await.0,
+            200
+        );
+    }
+    let (s, h, _) = sim.call(&m, "GET", "/api/machineactions", None).await;
+    assert_eq!(s, 429);
+    assert!(h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn indicators_upsert_filter_and_delete() {
+    let sim = start_with(|mut w| {
+        w.principals[0].mde_permissions.push("Ti.ReadWrite".into());
+        w
+    })
+    .await;
+    let m = sim.token(OPERATOR, MDE).await;
+    let ind = json!({"indicatorValue": "203.0.113.5", "indicatorType": "IpAddress", "action": "Block", "title": "t", "description": "d"});
+    let (s, _, a) = sim
+        .call(&m, "POST", "/api/indicators", Some(ind.clone()))
+        .await;
+    assert_eq!(s, 200);
+    let (_, _, b) = sim.call(&m, "POST", "/api/indicators", Some(ind)).await;
+    assert_eq!(a["id"], b["id"], "POST is an upsert");
+    let bad = json!({"indicatorValue": "203.0.113.0/24", "indicatorType": "IpAddress", "action": "Block", "title": "t", "description": "d"});
+    assert_eq!(
+        sim.call(&m, "POST", "/api/indicators", Some(bad)).await.0,
+        400,
+        "no CIDR"
+    );
+    let (_, _, l) = sim
+        .call(
+            &m,
+            "GET",
+            "/api/indicators?$filter=indicatorValue%20eq%20%27203.0.113.5%27",
+            None,
+        )
+        .await;
+    assert_eq!(l["value"].as_array().unwrap().len(), 1);
+    let id = a["id"].as_str().unwrap();
+    assert_eq!(
+        sim.call(&m, "DELETE", &format!("/api/indicators/{id}"), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        sim.call(&m, "DELETE", &format!("/api/indicators/{id}"), None)
+            .await
+            .0,
+        404
+    );
+}
