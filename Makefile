@@ -39,16 +39,17 @@ test: controlplane lint build ## The whole test suite, on one shared local contr
 	$(TESTENV) exec -- $(CARGO) test --workspace --locked
 
 .PHONY: up
-up: controlplane ## Start the local control plane in the background; writes .local/kubeconfig and .local/env
-	$(CARGO) build -p testenv --bin testenv --locked
-	mkdir -p $(LOCAL)
-	$(TESTENV) up --detach --dir $(LOCAL)/controlplane
-	cp $(LOCAL)/controlplane/kubeconfig $(LOCAL)/kubeconfig
-	{ echo "export KUBECONFIG=$(LOCAL)/kubeconfig"; \
-	  echo "export PATH=$(CP_BIN):\$$PATH"; } > $(LOCAL)/env
-	@echo "ready: source .local/env && kubectl get ns"
+up: controlplane ## Start the control plane and azure-sim in the background; writes .local/kubeconfig and .local/env
+	$(CARGO) build -p testenv -p azure-sim --bins --locked
+	scripts/up.sh
 
 .PHONY: down
 down: ## Stop what `make up` started
-	@if [ -x $(TESTENV) ]; then $(TESTENV) down --dir $(LOCAL)/controlplane; fi
-	rm -f $(LOCAL)/kubeconfig $(LOCAL)/env
+	scripts/down.sh
+
+.PHONY: bench-sim
+bench-sim: ## Benchmark azure-sim: ARM GETs per second on loopback (release build)
+	$(CARGO) run --release --locked -p azure-sim --example bench_gets
+
+.PHONY: bench
+bench: bench-sim ## Every benchmark (never part of `make test`)

@@ -42,7 +42,7 @@ fn keys_body(st: &State, id: &str, created: &Value) -> Value {
         .iter()
         .filter(|(name, _)| !name.starts_with(KERB_CREATED))
         .map(|(name, value)| {
-            let mut k = json!({"keyName": name, "value": value, "permissions": "FULL"});
+            let mut k = json!({"keyName": name, "value": value, "permissions": "Full"});
             let time = created
                 .get(name)
                 .cloned()
