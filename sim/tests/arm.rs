@@ -568,3 +568,54 @@ async fn arc_machine_read_and_run_command_lro() {
         .await;
     assert_eq!(s, 403);
 }
+
+#[tokio::test]
+async fn arc_run_command_put_is_long_running_and_ends_with_an_instance_view() {
+    let sim = start_with(|mut w| {
+        w.principals[0].role_assignments[0].actions.extend([
+            "Microsoft.HybridCompute/machines/runCommands/write".to_string(),
+            "Microsoft.HybridCompute/machines/runCommands/read".to_string(),
+        ]);
+        w
+    })
+    .await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let rc = format!(
+        "{}/Microsoft.HybridCompute/machines/arc-web-01/runCommands/rc1?api-version=2024-05-20-preview",
+        rg("rg-onprem")
+    );
+    let (s, _, b) = sim
+        .call(
+            &t,
+            "PUT",
+            &rc,
+            Some(json!({"properties": {"source": {"script": "echo hi"}}})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("LocationRequired"))
+    );
+    let (s, h, b) = sim
+        .call(
+            &t,
+            "PUT",
+            &rc,
+            Some(json!({"location": "eastus", "properties": {"source": {"script": "echo hi"}}})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["properties"]["provisioningState"].as_str()),
+        (201, Some("Creating"))
+    );
+    let seen = sim
+        .poll(&t, h["azure-asyncoperation"].to_str().unwrap())
+        .await;
+    assert_eq!(seen.last().unwrap(), "Succeeded");
+    let (_, _, b) = sim.call(&t, "GET", &rc, None).await;
+    assert_eq!(
+        b["properties"]["instanceView"]["executionState"],
+        "Succeeded"
+    );
+    assert_eq!(b["properties"]["instanceView"]["exitCode"], 0);
+}

@@ -233,3 +233,28 @@ async fn indicators_upsert_filter_and_delete() {
         404
     );
 }
+
+#[tokio::test]
+async fn authorization_policy_read_and_patch_need_their_permissions() {
+    let sim = start_with(|mut w| {
+        w.principals[0]
+            .graph_permissions
+            .push("Policy.ReadWrite.Authorization".into());
+        w
+    })
+    .await;
+    let g = sim.token(OPERATOR, GRAPH).await;
+    let p = "/v1.0/policies/authorizationPolicy";
+    let body = json!({"defaultUserRolePermissions": {"permissionGrantPoliciesAssigned": []}});
+    assert_eq!(sim.call(&g, "PATCH", p, Some(body)).await.0, 204);
+    let (s, _, b) = sim.call(&g, "GET", p, None).await;
+    assert_eq!(
+        (
+            s,
+            b["defaultUserRolePermissions"]["permissionGrantPoliciesAssigned"].clone()
+        ),
+        (200, json!([]))
+    );
+    let a = sim.token(AUDITOR, GRAPH).await;
+    assert_eq!(sim.call(&a, "GET", p, None).await.0, 403);
+}
