@@ -46,7 +46,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Resp {
 }
 
 fn require(claims: &Claims, any_of: &[&str]) -> Result<(), Resp> {
-    if claims.roles.iter().any(|r| any_of.contains(&r.as_str())) {
+    if claims.has_any_role(any_of) {
         Ok(())
     } else {
         Err(error(

@@ -339,3 +339,10 @@ pub fn authenticate(sim: &Sim, req: &Req, audience: &str, api: Api) -> Result<Cl
             .unwrap_or_default(),
     })
 }
+
+impl Claims {
+    /// Whether the token carries any of these application permissions (Graph / MDE app roles).
+    pub fn has_any_role(&self, any_of: &[&str]) -> bool {
+        self.roles.iter().any(|r| any_of.contains(&r.as_str()))
+    }
+}

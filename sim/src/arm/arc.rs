@@ -16,10 +16,7 @@ pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
     if get_stored(st, &machine).is_none() {
         return Resp::not_found(&machine);
     }
-    let body = match ctx.body() {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let body = json_body!(ctx);
     if !body["location"].is_string() {
         return bad_request(
             "LocationRequired",

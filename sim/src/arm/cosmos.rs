@@ -70,10 +70,7 @@ pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
             if get_stored(st, ctx.path).is_none() {
                 return Resp::not_found(ctx.path);
             }
-            let body = match ctx.body() {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
+            let body = json_body!(ctx);
             let props = &body["properties"];
             if let Some(v) = props.get("publicNetworkAccess")
                 && !matches!(
@@ -128,10 +125,7 @@ pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
                 let keys = st.keys.get(&key(&id)).cloned().unwrap_or_default();
                 return Resp::json(StatusCode::OK, &json!(keys));
             }
-            let body = match ctx.body() {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
+            let body = json_body!(ctx);
             let kind = body["keyKind"].as_str().unwrap_or("");
             if !KINDS.iter().any(|(k, _)| *k == kind) {
                 return bad_request(

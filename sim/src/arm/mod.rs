@@ -1,6 +1,16 @@
 //! The ARM engine: api-version checks, authorization, throttling, resources keyed by id
 //! (case-insensitively), long-running operations, and a behaviour per resource provider.
 
+/// The request body as JSON, or return the 400 that explains why it is not.
+macro_rules! json_body {
+    ($ctx:expr) => {
+        match $ctx.body() {
+            Ok(b) => b,
+            Err(r) => return r,
+        }
+    };
+}
+
 pub mod alerts;
 pub mod arc;
 pub mod cosmos;

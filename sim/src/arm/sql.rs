@@ -78,10 +78,7 @@ fn patch_server(st: &mut State, ctx: &Ctx) -> Resp {
     let Some(current) = get_stored(st, ctx.path).cloned() else {
         return Resp::not_found(ctx.path);
     };
-    let body = match ctx.body() {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let body = json_body!(ctx);
     let props = body["properties"].clone();
     if let Some(v) = props.get("publicNetworkAccess") {
         let allowed: &[&str] = if ctx.version == "2021-11-01" {
@@ -176,10 +173,7 @@ fn put_rule(st: &mut State, ctx: &Ctx, server: &str) -> Resp {
     if public_access_disabled(st, server) {
         return deny_public_endpoint();
     }
-    let body = match ctx.body() {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let body = json_body!(ctx);
     let name = ctx.m.param("firewallRuleName");
     if let Err(r) = validate_rule(name, &body["properties"]) {
         return r;
@@ -201,10 +195,7 @@ fn replace_all(st: &mut State, ctx: &Ctx, server: &str) -> Resp {
     if public_access_disabled(st, server) {
         return deny_public_endpoint();
     }
-    let body = match ctx.body() {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let body = json_body!(ctx);
     let Some(values) = body["values"].as_array() else {
         return bad_request(
             "InvalidRequestContent",

@@ -100,10 +100,7 @@ fn created_times(st: &State, id: &str) -> Value {
 }
 
 fn regenerate(st: &mut State, ctx: &Ctx, id: &str) -> Resp {
-    let body = match ctx.body() {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let body = json_body!(ctx);
     let name = body["keyName"].as_str().unwrap_or("");
     if !matches!(name, "key1" | "key2" | "kerb1" | "kerb2") {
         return bad_request(
@@ -128,10 +125,7 @@ fn patch(st: &mut State, ctx: &Ctx) -> Resp {
     if get_stored(st, path).is_none() {
         return Resp::not_found(path);
     }
-    let body = match ctx.body() {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let body = json_body!(ctx);
     let props = &body["properties"];
     if let Some(v) = props.get("publicNetworkAccess")
         && !matches!(
@@ -199,10 +193,7 @@ fn blob_services(st: &mut State, ctx: &Ctx) -> Resp {
     if ctx.req.method == Method::GET {
         return Resp::json(StatusCode::OK, &current);
     }
-    let body = match ctx.body() {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let body = json_body!(ctx);
     for policy in ["deleteRetentionPolicy", "containerDeleteRetentionPolicy"] {
         if let Some(days) = body["properties"][policy].get("days")
             && !days.as_u64().is_some_and(|d| (1..=365).contains(&d))
@@ -232,10 +223,7 @@ pub fn defender(st: &mut State, ctx: &Ctx) -> Resp {
     if ctx.req.method == Method::GET {
         return ok_resource(st, &id);
     }
-    let body = match ctx.body() {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let body = json_body!(ctx);
     if !body["properties"]["isEnabled"].is_boolean() {
         return bad_request("InvalidRequestContent", "properties.isEnabled is required.");
     }

@@ -175,10 +175,7 @@ pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
     let flavour = Flavour {
         front_door: ctx.m.route.template.contains("FrontDoor"),
     };
-    let body = match ctx.body() {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let body = json_body!(ctx);
     if let Err(r) = validate(&flavour, &body) {
         return r;
     }
