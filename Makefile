@@ -29,6 +29,10 @@ controlplane: ## Build kube-apiserver and kubectl (cached per version; skipped w
 build: ## Build every crate and test
 	$(CARGO) build --workspace --all-targets --locked
 
+.PHONY: crds
+crds: ## Regenerate crds/ from the Rust types (a test fails when it is stale)
+	$(CARGO) run -q --locked -- crds > crds/containment.defenderc2.io.yaml
+
 .PHONY: lint
 lint: ## rustfmt and clippy (warnings are errors)
 	$(CARGO) fmt --all -- --check

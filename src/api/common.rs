@@ -1,0 +1,125 @@
+//! Fields and status shared by every kind (api-contract §1–2).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+/// The Azure object a control applies to: either `resourceId`, or `subscriptionId` +
+/// `resourceGroup` + `name`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.resourceId) && (has(self.subscriptionId) || has(self.resourceGroup) || has(self.name)))").message("spec.target: set either resourceId or subscriptionId + resourceGroup + name, not both"))]
+#[x_kube(validation = Rule::new("has(self.resourceId) || (has(self.subscriptionId) && has(self.resourceGroup) && has(self.name))").message("spec.target: set resourceId, or all three of subscriptionId, resourceGroup and name"))]
+pub struct Target {
+    /// Full ARM id, e.g. `/subscriptions/<guid>/resourceGroups/<rg>/providers/Microsoft.Sql/servers/<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    #[x_kube(validation = Rule::new("self.matches('^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(/resourceGroups/[-\\\\w._()]{1,90})?/providers/[A-Za-z0-9.]+/[^/]+/[^/]+(/[^/]+/[^/]+)*$')").message("spec.target.resourceId must be an ARM resource id: /subscriptions/<guid>[/resourceGroups/<name>]/providers/<namespace>/<type>/<name>"))]
+    pub resource_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 36))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')").message("spec.target.subscriptionId must be a GUID"))]
+    pub subscription_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 90))]
+    #[x_kube(validation = Rule::new("self.matches('^[-\\\\w._()]{1,90}$') && !self.endsWith('.')").message("spec.target.resourceGroup must be 1-90 letters, digits, '-', '_', '.', '(' or ')' and not end with '.'"))]
+    pub resource_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 260))]
+    pub name: Option<String>,
+}
+
+/// What the controller does with the desired state.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum Mode {
+    /// Apply the control and keep it applied.
+    #[default]
+    Enforce,
+    /// Compute and publish the exact plan in status; change nothing.
+    DryRun,
+    /// Report compliance only.
+    Observe,
+}
+
+/// What happens on delete.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleasePolicy {
+    /// Put back the prior state recorded before the first write.
+    Restore,
+    /// Leave the control in force.
+    Retain,
+}
+
+/// Status shared by every kind; kind-specific evidence sits beside it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CommonStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The resolved ARM id of the target (shown by `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Ready, Reconciling and Stalled (kstatus semantics).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_time: Option<Time>,
+    #[serde(default)]
+    pub drift_count: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drift_time: Option<Time>,
+    /// DryRun / Observe: the exact requests Enforce would send.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<String>,
+    /// The prior state recorded before the first write (used on release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub restore: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureStatus>,
+}
+
+/// Correlation with Azure's Activity Log.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_correlation_id: Option<String>,
+    /// The long-running operation being polled, so a restart resumes instead of re-issuing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_operation: Option<String>,
+}
+
+fn preserve_unknown(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
+/// The common spec fields, flattened into every kind's spec.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CommonSpec {
+    pub target: Target,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Default per kind: Restore for reversible controls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_policy: Option<ReleasePolicy>,
+    /// Free text copied into events and the audit log (e.g. an incident number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub reason: Option<String>,
+    /// Release automatically at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// Tenant for Graph and Defender for Endpoint calls (default: the operator's tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 36))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')").message("spec.tenantId must be a GUID"))]
+    pub tenant_id: Option<String>,
+}

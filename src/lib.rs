@@ -1,0 +1,14 @@
+//! containment-operator: declarative Azure and Microsoft security containment for Kubernetes.
+
+pub mod api;
+
+/// All CRDs as one multi-document YAML stream (what `containment-operator crds` prints and
+/// `crds/` holds).
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in api::crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}
