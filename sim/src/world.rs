@@ -42,6 +42,8 @@ pub struct Settings {
     pub submission_step_ms: u64,
     /// ARM throttling on/off (buckets are set with `POST /_sim/throttle`).
     pub throttling: bool,
+    /// The next N long-running operations to start end `Failed` (their change is not applied).
+    pub lro_fail_next: u32,
 }
 
 impl Default for Settings {
@@ -53,6 +55,7 @@ impl Default for Settings {
             mde_action_step_ms: 500,
             submission_step_ms: 500,
             throttling: true,
+            lro_fail_next: 0,
         }
     }
 }

@@ -134,3 +134,50 @@ async fn request_log_records_method_path_version_status_and_principal() {
         "admin calls are not logged"
     );
 }
+
+#[tokio::test]
+async fn an_injected_lro_failure_ends_failed_and_applies_nothing() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let (s, _) = sim
+        .admin("POST", "/_sim/settings", Some(json!({"lroFailNext": 1})))
+        .await;
+    assert_eq!(s, 200);
+    let srv = format!(
+        "{}/Microsoft.Sql/servers/sql-prod-01?api-version=2021-11-01",
+        rg("rg-prod")
+    );
+    let (s, h, _) = sim
+        .call(
+            &t,
+            "PATCH",
+            &srv,
+            Some(json!({"properties": {"publicNetworkAccess": "Disabled"}})),
+        )
+        .await;
+    assert_eq!(s, 202);
+    let op = h["azure-asyncoperation"].to_str().unwrap().to_string();
+    assert_eq!(sim.poll(&t, &op).await.last().unwrap(), "Failed");
+    let (_, _, b) = sim.call(&t, "GET", &op, None).await;
+    assert_eq!(b["error"]["code"], "OperationFailed");
+    assert_eq!(
+        sim.call(&t, "GET", &srv, None).await.2["properties"]["publicNetworkAccess"],
+        "Enabled"
+    );
+    // Only the next one fails.
+    let (_, h, _) = sim
+        .call(
+            &t,
+            "PATCH",
+            &srv,
+            Some(json!({"properties": {"publicNetworkAccess": "Disabled"}})),
+        )
+        .await;
+    assert_eq!(
+        sim.poll(&t, h["azure-asyncoperation"].to_str().unwrap())
+            .await
+            .last()
+            .unwrap(),
+        "Succeeded"
+    );
+}

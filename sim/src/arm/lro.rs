@@ -34,6 +34,8 @@ pub struct Operation {
     /// The resource whose final state the Location URL returns; `None` for POST actions.
     pub result_id: Option<String>,
     pub subscription: String,
+    /// Injected failure: end `Failed` without applying the effect.
+    pub fail: bool,
 }
 
 /// Starts an operation and returns the 201/202 response with the polling headers.
@@ -61,6 +63,10 @@ pub fn start(
         ns
     );
     let delay = Duration::from_millis(st.settings.lro_delay_ms);
+    let fail = st.settings.lro_fail_next > 0;
+    if fail {
+        st.settings.lro_fail_next -= 1;
+    }
     st.operations.insert(
         id.clone(),
         Operation {
@@ -72,6 +78,7 @@ pub fn start(
             effect: Some(effect),
             result_id,
             subscription: ctx.subscription().to_string(),
+            fail,
         },
     );
     let resp = match body {
@@ -101,8 +108,12 @@ pub fn settle(st: &mut State, now: Instant) {
         .map(|o| o.id.clone())
         .collect();
     for id in due {
-        let effect = st.operations.get_mut(&id).and_then(|o| o.effect.take());
+        let (effect, fail) = match st.operations.get_mut(&id) {
+            Some(o) => (o.effect.take(), o.fail),
+            None => (None, false),
+        };
         let ok = match effect {
+            _ if fail => false,
             Some(e) => apply(st, e),
             None => true,
         };
@@ -159,7 +170,12 @@ pub fn poll(st: &mut State, _req: &Req, path: &str, _claims: &Claims) -> Option<
             body["endTime"] = json!(end);
         }
         if op.status == "Failed" {
-            body["error"] = json!({"code": "OperationFailed", "message": "The target resource no longer exists."});
+            let message = if op.fail {
+                "Injected failure (azure-sim lroFailNext)."
+            } else {
+                "The target resource no longer exists."
+            };
+            body["error"] = json!({"code": "OperationFailed", "message": message});
         }
         let r = Resp::json(StatusCode::OK, &body);
         if op.status == "InProgress" {
