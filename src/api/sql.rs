@@ -1,40 +1,25 @@
 //! Microsoft.Sql kinds.
 
-use kube::{CustomResource, KubeSchema};
+use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{CommonSpec, CommonStatus};
 
-/// No server-level firewall rule may admit the listed IPv4 addresses or CIDRs: covering allow
-/// rules are split or removed (recorded for restore). SQL firewall rules are allow-only.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[kube(
-    group = "containment.defenderc2.io",
-    version = "v1alpha1",
-    kind = "SqlIpBlock",
-    namespaced,
-    status = "SqlIpBlockStatus",
-    shortname = "sqlipb",
-    category = "containment",
-    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".status.target"}"#,
-    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Drifts","type":"integer","jsonPath":".status.driftCount"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
-)]
-#[serde(rename_all = "camelCase")]
-pub struct SqlIpBlockSpec {
-    #[serde(flatten)]
-    pub common: CommonSpec,
-    /// IPv4 addresses or CIDRs that no firewall rule may admit.
-    #[schemars(length(min = 1, max = 100), inner(length(max = 18)))]
-    #[x_kube(validation = Rule::new("self.all(x, size(x) <= 18 && ((isIP(x) && ip(x).family() == 4) || (isCIDR(x) && cidr(x).ip().family() == 4)))").message("spec.ipAddresses: every entry must be an IPv4 address or IPv4 CIDR (e.g. 203.0.113.5 or 203.0.113.0/24)"))]
-    pub ip_addresses: Vec<String>,
-    /// Also remove the 0.0.0.0 "allow Azure services" rule, which admits any Azure-hosted client.
-    #[serde(default)]
-    pub remove_allow_azure_services_rule: bool,
+containment_kind! {
+    kind = "SqlIpBlock", shortname = "sqlipb", status = "SqlIpBlockStatus",
+    /// No server-level firewall rule may admit the listed IPv4 addresses or CIDRs: covering allow
+    /// rules are split or removed (recorded for restore). SQL firewall rules are allow-only.
+    pub struct SqlIpBlockSpec {
+        #[serde(flatten)]
+        pub common: CommonSpec,
+        /// IPv4 addresses or CIDRs that no firewall rule may admit.
+        #[schemars(length(min = 1, max = 100), inner(length(max = 18)))]
+        #[x_kube(validation = Rule::new("self.all(x, size(x) <= 18 && ((isIP(x) && ip(x).family() == 4) || (isCIDR(x) && cidr(x).ip().family() == 4)))").message("spec.ipAddresses: every entry must be an IPv4 address or IPv4 CIDR (e.g. 203.0.113.5 or 203.0.113.0/24)"))]
+        pub ip_addresses: Vec<String>,
+        /// Also remove the 0.0.0.0 "allow Azure services" rule, which admits any Azure-hosted client.
+        #[serde(default)]
+        pub remove_allow_azure_services_rule: bool,
+    }
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -47,26 +32,11 @@ pub struct SqlIpBlockStatus {
     pub ipv6_rules_not_checked: Vec<String>,
 }
 
-/// The server's public network access stays Disabled (requires a private endpoint).
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[kube(
-    group = "containment.defenderc2.io",
-    version = "v1alpha1",
-    kind = "SqlPublicAccessLockdown",
-    namespaced,
-    status = "CommonStatus",
-    shortname = "sqlpal",
-    category = "containment",
-    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".status.target"}"#,
-    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Drifts","type":"integer","jsonPath":".status.driftCount"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
-)]
-#[serde(rename_all = "camelCase")]
-pub struct SqlPublicAccessLockdownSpec {
-    #[serde(flatten)]
-    pub common: CommonSpec,
+containment_kind! {
+    kind = "SqlPublicAccessLockdown", shortname = "sqlpal", status = "CommonStatus",
+    /// The server's public network access stays Disabled (requires a private endpoint).
+    pub struct SqlPublicAccessLockdownSpec {
+        #[serde(flatten)]
+        pub common: CommonSpec,
+    }
 }

@@ -1,6 +1,6 @@
 //! Microsoft.Storage kinds.
 
-use kube::{CustomResource, KubeSchema};
+use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{CommonSpec, CommonStatus};
@@ -29,44 +29,29 @@ pub struct PublishTo {
     pub namespace: Option<String>,
 }
 
-/// One-shot: regenerate the listed keys once per `trigger` (or every `schedule`); completion is
-/// proven by `keyCreationTime`.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[kube(
-    group = "containment.defenderc2.io",
-    version = "v1alpha1",
-    kind = "StorageKeyRotation",
-    namespaced,
-    status = "CommonStatus",
-    shortname = "stkr",
-    category = "containment",
-    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".status.target"}"#,
-    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Drifts","type":"integer","jsonPath":".status.driftCount"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
-)]
-#[serde(rename_all = "camelCase")]
-pub struct StorageKeyRotationSpec {
-    #[serde(flatten)]
-    pub common: CommonSpec,
-    #[serde(default = "default_keys")]
-    #[schemars(length(min = 1, max = 4))]
-    #[x_kube(validation = Rule::new("self.all(k, self.exists_one(j, j == k))").message("spec.keys must not list a key twice"))]
-    pub keys: Vec<StorageKey>,
-    /// Change to rotate again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
-    pub trigger: Option<String>,
-    /// Rotate periodically, e.g. `720h`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(h|m|s))+$') && duration(self) >= duration('1h')").message("spec.schedule must be a duration of at least 1h, e.g. 720h"))]
-    pub schedule: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub publish_to: Option<PublishTo>,
+containment_kind! {
+    kind = "StorageKeyRotation", shortname = "stkr", status = "CommonStatus",
+    /// One-shot: regenerate the listed keys once per `trigger` (or every `schedule`); completion is
+    /// proven by `keyCreationTime`.
+    pub struct StorageKeyRotationSpec {
+        #[serde(flatten)]
+        pub common: CommonSpec,
+        #[serde(default = "default_keys")]
+        #[schemars(length(min = 1, max = 4))]
+        #[x_kube(validation = Rule::new("self.all(k, self.exists_one(j, j == k))").message("spec.keys must not list a key twice"))]
+        pub keys: Vec<StorageKey>,
+        /// Change to rotate again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 253))]
+        pub trigger: Option<String>,
+        /// Rotate periodically, e.g. `720h`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 32))]
+        #[x_kube(validation = Rule::new("self.matches('^([0-9]+(h|m|s))+$') && duration(self) >= duration('1h')").message("spec.schedule must be a duration of at least 1h, e.g. 720h"))]
+        pub schedule: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub publish_to: Option<PublishTo>,
+    }
 }
 
 #[derive(
@@ -84,39 +69,24 @@ fn yes() -> bool {
     true
 }
 
-/// Anonymous blob access off and/or public network access disabled or restricted; optionally
-/// Shared Key off. The previous values are recorded and restored on release.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[kube(
-    group = "containment.defenderc2.io",
-    version = "v1alpha1",
-    kind = "StoragePublicAccessLockdown",
-    namespaced,
-    status = "CommonStatus",
-    shortname = "stpal",
-    category = "containment",
-    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".status.target"}"#,
-    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Drifts","type":"integer","jsonPath":".status.driftCount"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
-)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.allowedIpRanges) || self.publicNetworkAccess == 'Restricted'").message("spec.allowedIpRanges is only valid with publicNetworkAccess: Restricted"))]
-pub struct StoragePublicAccessLockdownSpec {
-    #[serde(flatten)]
-    pub common: CommonSpec,
-    #[serde(default = "yes")]
-    pub disable_anonymous_blob_access: bool,
-    #[serde(default)]
-    pub public_network_access: PublicNetworkAccess,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 100), inner(length(max = 18)))]
-    #[x_kube(validation = Rule::new("self.all(x, size(x) <= 18 && ((isIP(x) && ip(x).family() == 4) || (isCIDR(x) && cidr(x).ip().family() == 4)))").message("spec.allowedIpRanges: every entry must be an IPv4 address or IPv4 CIDR"))]
-    pub allowed_ip_ranges: Option<Vec<String>>,
-    /// `true` breaks every key- and SAS-based client: only Entra ID remains.
-    #[serde(default)]
-    pub disable_shared_key_access: bool,
+containment_kind! {
+    kind = "StoragePublicAccessLockdown", shortname = "stpal", status = "CommonStatus",
+    /// Anonymous blob access off and/or public network access disabled or restricted; optionally
+    /// Shared Key off. The previous values are recorded and restored on release.
+    #[x_kube(validation = Rule::new("!has(self.allowedIpRanges) || self.publicNetworkAccess == 'Restricted'").message("spec.allowedIpRanges is only valid with publicNetworkAccess: Restricted"))]
+    pub struct StoragePublicAccessLockdownSpec {
+        #[serde(flatten)]
+        pub common: CommonSpec,
+        #[serde(default = "yes")]
+        pub disable_anonymous_blob_access: bool,
+        #[serde(default)]
+        pub public_network_access: PublicNetworkAccess,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 100), inner(length(max = 18)))]
+        #[x_kube(validation = Rule::new("self.all(x, size(x) <= 18 && ((isIP(x) && ip(x).family() == 4) || (isCIDR(x) && cidr(x).ip().family() == 4)))").message("spec.allowedIpRanges: every entry must be an IPv4 address or IPv4 CIDR"))]
+        pub allowed_ip_ranges: Option<Vec<String>>,
+        /// `true` breaks every key- and SAS-based client: only Entra ID remains.
+        #[serde(default)]
+        pub disable_shared_key_access: bool,
+    }
 }
