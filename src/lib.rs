@@ -1,6 +1,12 @@
 //! containment-operator: declarative Azure and Microsoft security containment for Kubernetes.
 
 pub mod api;
+pub mod azure;
+pub mod controls;
+pub mod engine;
+pub mod metrics;
+pub mod permissions;
+pub mod run;
 
 /// All CRDs as one multi-document YAML stream (what `containment-operator crds` prints and
 /// `crds/` holds).

@@ -1,26 +1,77 @@
 //! containment-operator: declarative Azure and Microsoft security containment.
 
 use clap::{Parser, Subcommand};
+use containment_operator::{permissions, run};
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "Declarative Azure and Microsoft security containment for Kubernetes"
+    about = "Declarative Azure and Microsoft security containment for Kubernetes",
+    long_about = "Declarative Azure and Microsoft security containment for Kubernetes.\n\nCustom resources (kubectl get containment -A) say which control must be in force on which Azure target; the controller applies it, re-applies it when it drifts and restores the recorded prior state on delete."
 )]
 struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "LOG_FORMAT", value_parser = ["json", "text"], default_value = "json")]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controllers (in cluster, or with KUBECONFIG).
+    Run(Box<run::RunArgs>),
     /// Print every CRD as YAML (the source of crds/).
     Crds,
+    /// Print the Azure custom role (actions) and the Graph / Defender for Endpoint application
+    /// permissions the enabled kinds need, as JSON.
+    Permissions {
+        /// Kinds to include, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
+        /// AssignableScopes of the role.
+        #[arg(
+            long,
+            default_value = "/subscriptions/00000000-0000-0000-0000-000000000000"
+        )]
+        scope: Vec<String>,
+    },
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().flatten_event(true).with_current_span(false).init();
+    } else {
+        b.init();
+    }
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match cli.command {
         Command::Crds => print!("{}", containment_operator::crds_yaml()?),
+        Command::Permissions { kinds, scope } => {
+            let kinds = permissions::select(&kinds).map_err(anyhow::Error::msg)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&permissions::document(&kinds, &scope))?
+            );
+        }
+        Command::Run(args) => {
+            init_logs(&cli.log_format);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            if let Err(e) = rt.block_on(run::run(*args)) {
+                tracing::error!(error = format!("{e:#}"), "exiting");
+                std::process::exit(1);
+            }
+        }
     }
     Ok(())
 }

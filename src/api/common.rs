@@ -81,6 +81,41 @@ pub struct CommonStatus {
     pub restore: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<AzureStatus>,
+    /// One-shot actions: the ledger of the current or last run (intent is recorded here before
+    /// Azure is called, so a crash never repeats the action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<ActionLedger>,
+    /// When the containment was released because `expiresAt` passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_time: Option<Time>,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum ActionPhase {
+    #[default]
+    InProgress,
+    Completed,
+}
+
+/// The one-shot ledger.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionLedger {
+    /// Which run this is: `created`, `trigger:<value>`, with `@<time>` for scheduled runs.
+    pub run_id: String,
+    pub phase: ActionPhase,
+    pub started_time: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_time: Option<Time>,
+    /// What Azure showed before the first call (e.g. key creation times), to prove completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub evidence: Option<serde_json::Value>,
+    /// Steps of this run that Azure acknowledged (so a lagging read never causes a repeat).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done: Vec<String>,
 }
 
 /// Correlation with Azure's Activity Log.

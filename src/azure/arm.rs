@@ -1,0 +1,362 @@
+//! The ARM REST client: tokens, the per-subscription limiter, jittered retries, error mapping,
+//! long-running-operation polling, request and correlation ids, and metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_core::credentials::TokenCredential;
+use serde_json::Value;
+
+use super::error::{AzureError, Class, parse_error_body};
+use super::limiter::{Limiter, OpClass};
+use super::resource_id::{resource_type, subscription_of};
+use crate::metrics::{Metrics, OpStatus};
+
+pub const USER_AGENT: &str = concat!("containment-operator/", env!("CARGO_PKG_VERSION"));
+
+/// One ARM request.
+#[derive(Debug, Clone)]
+pub struct ArmRequest<'a> {
+    pub method: &'a str,
+    /// An ARM path (`/subscriptions/…`) or an absolute operation URL from Azure.
+    pub path: &'a str,
+    pub api_version: Option<&'a str>,
+    pub body: Option<&'a Value>,
+    /// False for actions that create something new each time (regenerateKey): then a 5xx or a
+    /// lost answer is not retried blindly; the caller re-reads evidence first.
+    pub idempotent: bool,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub request_id: Option<String>,
+    pub correlation_id: Option<String>,
+    /// `Azure-AsyncOperation`, else `Location`, on 201/202.
+    pub operation_url: Option<String>,
+    pub retry_after: Option<Duration>,
+}
+
+/// The state of a long-running operation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Poll {
+    Running(Duration),
+    Done,
+}
+
+pub struct Arm {
+    http: reqwest::Client,
+    base: String,
+    scope: String,
+    tenant: String,
+    cred: Arc<dyn TokenCredential>,
+    limiter: Arc<Limiter>,
+    metrics: Arc<Metrics>,
+    max_attempts: u32,
+}
+
+fn random_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    h.get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+fn header(h: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Backoff for the n-th retry (1-based): 0.5 s doubling to 8 s, with ±25 % jitter.
+pub fn backoff(n: u32) -> Duration {
+    let base = 0.5 * 2f64.powi(n.saturating_sub(1).min(4) as i32);
+    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+    Duration::from_secs_f64(base * jitter)
+}
+
+impl Arm {
+    pub fn new(
+        http: reqwest::Client,
+        base: &str,
+        audience: &str,
+        tenant: &str,
+        cred: Arc<dyn TokenCredential>,
+        limiter: Arc<Limiter>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            scope: format!("{}/.default", audience.trim_end_matches('/')),
+            tenant: tenant.to_string(),
+            cred,
+            limiter,
+            metrics,
+            max_attempts: 5,
+        }
+    }
+
+    fn url(&self, path: &str, api_version: Option<&str>) -> Result<String, AzureError> {
+        if path.starts_with("https://") || path.starts_with("http://") {
+            // Operation URLs come from Azure; never send our token to another host.
+            if !path.starts_with(&format!("{}/", self.base)) {
+                return Err(AzureError::Config(format!(
+                    "refusing to poll an operation URL outside {}: {path}",
+                    self.base
+                )));
+            }
+            return Ok(path.to_string());
+        }
+        let sep = if path.contains('?') { '&' } else { '?' };
+        Ok(match api_version {
+            Some(v) => format!("{}{path}{sep}api-version={v}", self.base),
+            None => format!("{}{path}", self.base),
+        })
+    }
+
+    fn limiter_scope(&self, path: &str) -> String {
+        let p = path.strip_prefix(&self.base).unwrap_or(path);
+        format!("{}/{}", self.tenant, subscription_of(p).unwrap_or("-"))
+    }
+
+    async fn token(&self) -> Result<String, AzureError> {
+        let t = self
+            .cred
+            .get_token(&[self.scope.as_str()], None)
+            .await
+            .map_err(|e| AzureError::Auth {
+                scope: self.scope.clone(),
+                detail: e.to_string(),
+            })?;
+        Ok(t.token.secret().to_string())
+    }
+
+    /// Send one request, waiting for the limiter and retrying throttling and transient failures.
+    pub async fn call(&self, r: &ArmRequest<'_>) -> Result<Reply, AzureError> {
+        let url = self.url(r.path, r.api_version)?;
+        let class = OpClass::of(r.method);
+        let scope = self.limiter_scope(r.path);
+        let rtype = resource_type(r.path.split('?').next().unwrap_or_default());
+        let operation = format!("{} {rtype}", r.method);
+        let method = reqwest::Method::from_bytes(r.method.as_bytes())
+            .map_err(|e| AzureError::Config(e.to_string()))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.limiter.acquire(&scope, class).await;
+            let token = self.token().await?;
+            let correlation = random_id();
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(token)
+                .header("x-ms-client-request-id", random_id())
+                .header("x-ms-correlation-request-id", &correlation);
+            if let Some(b) = r.body {
+                req = req.json(b);
+            }
+            if class != OpClass::Read {
+                self.metrics.azure_writes.inc();
+            }
+            let res = match req.send().await {
+                Ok(res) => res,
+                Err(e) => {
+                    self.count(&operation, "transport");
+                    let err = AzureError::Transport {
+                        request: format!("{} {}", r.method, r.path),
+                        detail: e.to_string(),
+                    };
+                    // A lost answer to a non-idempotent action may have taken effect: stop.
+                    if attempt < self.max_attempts && (r.idempotent || e.is_connect()) {
+                        tokio::time::sleep(backoff(attempt)).await;
+                        continue;
+                    }
+                    return Err(err);
+                }
+            };
+            let status = res.status().as_u16();
+            self.count(&operation, &status.to_string());
+            let headers = res.headers().clone();
+            if let Some(rem) =
+                header(&headers, class.remaining_header()).and_then(|v| v.parse::<f64>().ok())
+            {
+                self.limiter.observe_remaining(&scope, class, rem);
+            }
+            let bytes = res.bytes().await.unwrap_or_default();
+            let request_id = header(&headers, "x-ms-request-id");
+            if (200..300).contains(&status) {
+                let body = if bytes.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_slice(&bytes).map_err(|e| AzureError::Decode {
+                        path: r.path.into(),
+                        detail: e.to_string(),
+                    })?
+                };
+                let operation_url = if status == 201 || status == 202 {
+                    header(&headers, "azure-asyncoperation")
+                        .or_else(|| header(&headers, "location"))
+                } else {
+                    None
+                };
+                return Ok(Reply {
+                    status,
+                    body,
+                    request_id,
+                    correlation_id: header(&headers, "x-ms-correlation-request-id")
+                        .or(Some(correlation)),
+                    operation_url,
+                    retry_after: retry_after(&headers),
+                });
+            }
+            let (code, message) = parse_error_body(status, &bytes);
+            let err = AzureError::Api {
+                status,
+                code,
+                message,
+                request: format!("{} {}", r.method, r.path),
+                retry_after: retry_after(&headers),
+                request_id,
+            };
+            match err.class() {
+                Class::Throttled(after) => {
+                    self.metrics.azure_throttled.inc();
+                    // The whole bucket waits, not just this caller: no 429 storm.
+                    self.limiter
+                        .block_for(&scope, class, after.unwrap_or(Duration::from_secs(5)));
+                    if attempt < self.max_attempts {
+                        continue;
+                    }
+                }
+                Class::Transient
+                    if attempt < self.max_attempts && (r.idempotent || status < 500) =>
+                {
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
+                }
+                _ => {}
+            }
+            return Err(err);
+        }
+    }
+
+    fn count(&self, operation: &str, status: &str) {
+        self.metrics
+            .azure_requests
+            .get_or_create(&OpStatus {
+                operation: operation.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    pub async fn get(&self, path: &str, api_version: &str) -> Result<Value, AzureError> {
+        Ok(self
+            .call(&ArmRequest {
+                method: "GET",
+                path,
+                api_version: Some(api_version),
+                body: None,
+                idempotent: true,
+            })
+            .await?
+            .body)
+    }
+
+    /// A pageable list, following `nextLink`.
+    pub async fn list(&self, path: &str, api_version: &str) -> Result<Vec<Value>, AzureError> {
+        let mut out = Vec::new();
+        let mut page = self.get(path, api_version).await?;
+        loop {
+            if let Some(items) = page["value"].as_array() {
+                out.extend(items.iter().cloned());
+            }
+            match page["nextLink"].as_str() {
+                Some(next) if !next.is_empty() => {
+                    let next = next.to_string();
+                    page = self
+                        .call(&ArmRequest {
+                            method: "GET",
+                            path: &next,
+                            api_version: None,
+                            body: None,
+                            idempotent: true,
+                        })
+                        .await?
+                        .body;
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// One poll of a long-running operation (`Azure-AsyncOperation` or `Location` URL).
+    pub async fn poll(&self, url: &str) -> Result<Poll, AzureError> {
+        let reply = self
+            .call(&ArmRequest {
+                method: "GET",
+                path: url,
+                api_version: None,
+                body: None,
+                idempotent: true,
+            })
+            .await?;
+        let wait = reply.retry_after.unwrap_or(Duration::from_secs(10));
+        if reply.status == 202 {
+            return Ok(Poll::Running(wait));
+        }
+        match reply.body.get("status").and_then(Value::as_str) {
+            None | Some("Succeeded") => Ok(Poll::Done),
+            Some(s @ ("Failed" | "Canceled")) => Err(AzureError::Operation {
+                status: s.to_string(),
+                code: reply.body["error"]["code"]
+                    .as_str()
+                    .unwrap_or(s)
+                    .to_string(),
+                message: reply.body["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            }),
+            Some(_) => Ok(Poll::Running(wait)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for _ in 0..50 {
+            let b1 = backoff(1).as_secs_f64();
+            assert!((0.375..=0.625).contains(&b1), "{b1}");
+            let b9 = backoff(9).as_secs_f64();
+            assert!((6.0..=10.0).contains(&b9), "{b9}");
+        }
+    }
+
+    #[test]
+    fn ids_look_like_guids() {
+        let id = random_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.matches('-').count(), 4);
+    }
+}

@@ -1,0 +1,211 @@
+//! Azure errors, classified the way the engine needs them: wait, retry, or stop and ask a human.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AzureError {
+    /// ARM (or Graph / MDE) answered with an error status and envelope.
+    #[error("{request}: HTTP {status} {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        /// `METHOD path`.
+        request: String,
+        retry_after: Option<Duration>,
+        request_id: Option<String>,
+    },
+    /// The request never got an HTTP answer (connect, TLS, timeout).
+    #[error("{request}: {detail}")]
+    Transport { request: String, detail: String },
+    /// No token could be obtained (wrong secret, federation mismatch, token endpoint down).
+    #[error("could not get an access token for {scope}: {detail}")]
+    Auth { scope: String, detail: String },
+    /// A long-running operation ended Failed or Canceled.
+    #[error("long-running operation ended {status}: {code}: {message}")]
+    Operation {
+        status: String,
+        code: String,
+        message: String,
+    },
+    /// A 2xx answer whose body was not what the API documents.
+    #[error("unexpected response from {path}: {detail}")]
+    Decode { path: String, detail: String },
+    /// Configuration the operator refuses to use (e.g. an LRO URL on another host).
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What the engine does with an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Class {
+    /// Throttled: wait (at least) this long, then retry; not a failure.
+    Throttled(Option<Duration>),
+    /// Retry with backoff (5xx, conflicts, transport, busy resource).
+    Transient,
+    /// Needs a human: Stalled with this reason.
+    Permanent,
+}
+
+/// 409 codes that mean "someone else is writing right now", not a real conflict.
+const BUSY_409: &[&str] = &[
+    "Conflict",
+    "AnotherOperationInProgress",
+    "ConflictingServerOperation",
+    "UpsertLogicalServerRequestAlreadyInProgress",
+    "OperationInterrupted",
+];
+
+/// 400 codes that clear on their own once another containment on the same resource settles.
+const SETTLES_400: &[&str] = &["DenyPublicEndpointEnabled"];
+
+impl AzureError {
+    pub fn class(&self) -> Class {
+        match self {
+            AzureError::Api {
+                status,
+                code,
+                retry_after,
+                ..
+            } => match *status {
+                // A Network RP 429 that means "resource busy" must not slow the whole subscription.
+                429 if code == "RetryableErrorDueToAnotherOperation" => Class::Transient,
+                429 => Class::Throttled(*retry_after),
+                408 | 412 | 500..=599 => Class::Transient,
+                409 if BUSY_409.contains(&code.as_str()) => Class::Transient,
+                400 if SETTLES_400.contains(&code.as_str()) => Class::Transient,
+                _ => Class::Permanent,
+            },
+            AzureError::Transport { .. } => Class::Transient,
+            // The change was not applied; re-planning and re-sending is safe for our writes
+            // (idempotent PATCH/PUT; one-shot POSTs are guarded by evidence).
+            AzureError::Operation { .. } => Class::Transient,
+            AzureError::Auth { .. } | AzureError::Decode { .. } | AzureError::Config(_) => {
+                Class::Permanent
+            }
+        }
+    }
+
+    /// The stable CamelCase reason for conditions and metrics: the Azure error code when there
+    /// is one.
+    pub fn reason(&self) -> String {
+        match self {
+            AzureError::Api { code, status, .. } => {
+                if code.is_empty() {
+                    format!("Http{status}")
+                } else {
+                    code.clone()
+                }
+            }
+            AzureError::Transport { .. } => "AzureUnreachable".into(),
+            AzureError::Auth { .. } => "AuthenticationFailed".into(),
+            AzureError::Operation { code, .. } => {
+                if code.is_empty() {
+                    "OperationFailed".into()
+                } else {
+                    code.clone()
+                }
+            }
+            AzureError::Decode { .. } => "UnexpectedResponse".into(),
+            AzureError::Config(_) => "InvalidConfiguration".into(),
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            AzureError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The ARM error envelope, tolerant: every field optional, unknown fields ignored.
+#[derive(Deserialize, Default)]
+struct Envelope {
+    #[serde(default)]
+    error: Option<ErrorBody>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// (code, message) from an error body; falls back to the HTTP reason.
+pub fn parse_error_body(status: u16, body: &[u8]) -> (String, String) {
+    let env: Envelope = serde_json::from_slice(body).unwrap_or_default();
+    let (code, message) = match env.error {
+        Some(e) => (e.code, e.message),
+        None => (env.code, env.message),
+    };
+    let fallback = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("error");
+    (
+        code.unwrap_or_default(),
+        message.unwrap_or_else(|| fallback.to_string()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, code: &str) -> AzureError {
+        AzureError::Api {
+            status,
+            code: code.into(),
+            message: "m".into(),
+            request: "GET /x".into(),
+            retry_after: Some(Duration::from_secs(3)),
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn classifies_arm_codes() {
+        assert_eq!(
+            api(429, "TooManyRequests").class(),
+            Class::Throttled(Some(Duration::from_secs(3)))
+        );
+        assert_eq!(
+            api(429, "RetryableErrorDueToAnotherOperation").class(),
+            Class::Transient
+        );
+        assert_eq!(api(503, "ServiceUnavailable").class(), Class::Transient);
+        assert_eq!(
+            api(409, "AnotherOperationInProgress").class(),
+            Class::Transient
+        );
+        assert_eq!(api(409, "ScopeLocked").class(), Class::Permanent);
+        assert_eq!(api(403, "AuthorizationFailed").class(), Class::Permanent);
+        assert_eq!(
+            api(403, "AuthorizationFailed").reason(),
+            "AuthorizationFailed"
+        );
+        assert_eq!(api(404, "").reason(), "Http404");
+    }
+
+    #[test]
+    fn parses_nested_and_flat_envelopes() {
+        let (c, m) = parse_error_body(
+            403,
+            br#"{"error":{"code":"AuthorizationFailed","message":"no","details":[{"code":"x"}]}}"#,
+        );
+        assert_eq!((c.as_str(), m.as_str()), ("AuthorizationFailed", "no"));
+        let (c, m) = parse_error_body(400, br#"{"code":"BadRequest","message":"flat"}"#);
+        assert_eq!((c.as_str(), m.as_str()), ("BadRequest", "flat"));
+        let (c, m) = parse_error_body(502, b"<html>");
+        assert_eq!((c.as_str(), m.as_str()), ("", "Bad Gateway"));
+    }
+}

@@ -1,0 +1,7 @@
+//! Per-kind controls: what to observe, the pure assessment, and the release.
+
+pub mod ipv4;
+pub mod sql_ip_block;
+pub mod sql_public_access;
+pub mod storage_key_rotation;
+pub mod storage_public_access;

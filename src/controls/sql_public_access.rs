@@ -1,0 +1,182 @@
+//! SqlPublicAccessLockdown: the server's public network access stays Disabled. Azure refuses
+//! that while the server has no private endpoint, so that case is a clear Stall, not a retry loop.
+
+use serde_json::{Value, json};
+
+use super::sql_ip_block::SQL_API;
+use crate::api::common::{CommonStatus, ReleasePolicy};
+use crate::api::sql::SqlPublicAccessLockdown;
+use crate::azure::{Arm, AzureError, ResourceId};
+use crate::engine::{Assessment, Control, Stall, Step};
+
+crate::impl_kind!(SqlPublicAccessLockdown, status: s => s);
+
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub public_network_access: Option<String>,
+    pub private_endpoints: usize,
+}
+
+fn set_access(server: &str, value: &str) -> Step {
+    Step::patch(
+        server.to_string(),
+        SQL_API,
+        json!({"properties": {"publicNetworkAccess": value}}),
+    )
+    .lro()
+    .what(format!("set public network access to {value}"))
+}
+
+pub fn plan(server: &str, o: &Observed, status: &CommonStatus) -> Result<Assessment, Stall> {
+    let current = o.public_network_access.as_deref().unwrap_or("Enabled");
+    if current == "Disabled" {
+        return Ok(Assessment {
+            message: "public network access is Disabled".into(),
+            ..Default::default()
+        });
+    }
+    if o.private_endpoints == 0 {
+        return Err(Stall::new(
+            "PrivateEndpointRequired",
+            format!(
+                "{server} has no private endpoint; Azure refuses to disable public network access without one (PECsNotExistingToDenyPublicNetworkAccess). Add a private endpoint, or use SqlIpBlock"
+            ),
+        ));
+    }
+    Ok(Assessment {
+        steps: vec![set_access(server, "Disabled")],
+        message: format!("public network access is {current}"),
+        // Keep the first recorded prior state across drift corrections.
+        record: Some(
+            status
+                .restore
+                .clone()
+                .unwrap_or_else(|| json!({"publicNetworkAccess": current})),
+        ),
+        ..Default::default()
+    })
+}
+
+pub struct SqlPublicAccessLockdownControl;
+
+#[async_trait::async_trait]
+impl Control for SqlPublicAccessLockdownControl {
+    type K = SqlPublicAccessLockdown;
+    type Observed = Observed;
+    const RESOURCE_TYPE: &'static str = "Microsoft.Sql/servers";
+    const DEFAULT_RELEASE: Option<ReleasePolicy> = Some(ReleasePolicy::Restore);
+    const ACTIONS: &'static [&'static str] =
+        &["Microsoft.Sql/servers/read", "Microsoft.Sql/servers/write"];
+
+    async fn observe(
+        &self,
+        arm: &Arm,
+        _obj: &Self::K,
+        t: &ResourceId,
+    ) -> Result<Observed, AzureError> {
+        let s = arm.get(&t.id, SQL_API).await?;
+        Ok(Observed {
+            public_network_access: s["properties"]["publicNetworkAccess"]
+                .as_str()
+                .map(str::to_string),
+            private_endpoints: s["properties"]["privateEndpointConnections"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0),
+        })
+    }
+
+    fn assess(
+        &self,
+        _obj: &Self::K,
+        t: &ResourceId,
+        o: &Observed,
+        status: &CommonStatus,
+    ) -> Result<Assessment, Stall> {
+        plan(&t.id, o, status)
+    }
+
+    fn release(&self, _obj: &Self::K, t: &ResourceId, o: &Observed, restore: &Value) -> Vec<Step> {
+        let prior = restore["publicNetworkAccess"].as_str().unwrap_or("Enabled");
+        if o.public_network_access.as_deref() == Some(prior) {
+            return Vec::new();
+        }
+        vec![set_access(&t.id, prior)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disables_records_and_stalls_without_private_endpoint() {
+        let open = Observed {
+            public_network_access: Some("Enabled".into()),
+            private_endpoints: 1,
+        };
+        let a = plan("/srv", &open, &CommonStatus::default()).unwrap();
+        assert_eq!(a.steps.len(), 1);
+        assert!(a.steps[0].lro);
+        assert_eq!(
+            a.steps[0].body.as_ref().unwrap()["properties"]["publicNetworkAccess"],
+            "Disabled"
+        );
+        assert_eq!(a.record.unwrap()["publicNetworkAccess"], "Enabled");
+        let closed = Observed {
+            public_network_access: Some("Disabled".into()),
+            private_endpoints: 1,
+        };
+        assert!(
+            plan("/srv", &closed, &CommonStatus::default())
+                .unwrap()
+                .steps
+                .is_empty()
+        );
+        let no_pe = Observed {
+            public_network_access: Some("Enabled".into()),
+            private_endpoints: 0,
+        };
+        assert_eq!(
+            plan("/srv", &no_pe, &CommonStatus::default())
+                .unwrap_err()
+                .reason,
+            "PrivateEndpointRequired"
+        );
+    }
+
+    #[test]
+    fn release_puts_back_the_prior_value_only_if_needed() {
+        let c = SqlPublicAccessLockdownControl;
+        let obj: SqlPublicAccessLockdown = serde_json::from_value(json!({
+            "apiVersion": "containment.defenderc2.io/v1alpha1", "kind": "SqlPublicAccessLockdown",
+            "metadata": {"name": "x"}, "spec": {"target": {"resourceId": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Sql/servers/x"}}
+        }))
+        .unwrap();
+        let t =
+            crate::azure::resource_id::resolve(&obj.spec.common.target, "Microsoft.Sql/servers")
+                .unwrap();
+        let closed = Observed {
+            public_network_access: Some("Disabled".into()),
+            private_endpoints: 1,
+        };
+        let steps = c.release(
+            &obj,
+            &t,
+            &closed,
+            &json!({"publicNetworkAccess": "Enabled"}),
+        );
+        assert_eq!(
+            steps[0].body.as_ref().unwrap()["properties"]["publicNetworkAccess"],
+            "Enabled"
+        );
+        let open = Observed {
+            public_network_access: Some("Enabled".into()),
+            private_endpoints: 1,
+        };
+        assert!(
+            c.release(&obj, &t, &open, &json!({"publicNetworkAccess": "Enabled"}))
+                .is_empty()
+        );
+    }
+}

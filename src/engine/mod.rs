@@ -1,0 +1,201 @@
+//! The one generic reconcile engine every kind shares. A kind supplies a [`Control`]: observe
+//! the target, assess it against the spec (a pure function), and describe its release; the
+//! engine owns finalizers, modes, conditions, events, the audit log, drift checks, the one-shot
+//! ledger, expiry, long-running operations and error handling.
+
+pub mod audit;
+pub mod conditions;
+pub mod ledger;
+pub mod plan;
+mod reconcile;
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::Resource;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use plan::{Assessment, Stall, Step};
+pub use reconcile::run;
+
+use crate::api::common::{CommonSpec, CommonStatus, ReleasePolicy};
+use crate::azure::{Arm, AzureError, ResourceId};
+use crate::metrics::Metrics;
+
+pub const FINALIZER: &str = "containment.defenderc2.io/release";
+pub const FIELD_MANAGER: &str = "containment-operator";
+
+/// A custom resource kind the engine can drive.
+pub trait Kind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    fn common(&self) -> &CommonSpec;
+    fn common_status(&self) -> Option<&CommonStatus>;
+    /// One-shot actions: the current `spec.trigger`.
+    fn trigger(&self) -> Option<&str> {
+        None
+    }
+    /// One-shot actions: `spec.schedule`, already validated at admission.
+    fn schedule(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Implements [`Kind`] for a generated CRD type whose status is `CommonStatus` or flattens it.
+#[macro_export]
+macro_rules! impl_kind {
+    ($t:ty, status: $st:ident => $common:expr) => {
+        impl $crate::engine::Kind for $t {
+            fn common(&self) -> &$crate::api::common::CommonSpec {
+                &self.spec.common
+            }
+            fn common_status(&self) -> Option<&$crate::api::common::CommonStatus> {
+                self.status.as_ref().map(|$st| $common)
+            }
+        }
+    };
+}
+
+/// Per-kind behaviour: observe → assess (pure) → the engine applies → release.
+#[async_trait::async_trait]
+pub trait Control: Send + Sync + 'static {
+    type K: Kind;
+    type Observed: Send + Sync;
+    /// The ARM resource type the target must be, e.g. `Microsoft.Sql/servers`.
+    const RESOURCE_TYPE: &'static str;
+    /// `None` for one-shot actions (irreversible: releasePolicy is ignored).
+    const DEFAULT_RELEASE: Option<ReleasePolicy>;
+    /// Azure RBAC actions this kind needs (the `permissions` command prints their union).
+    const ACTIONS: &'static [&'static str];
+
+    async fn observe(
+        &self,
+        arm: &Arm,
+        obj: &Self::K,
+        target: &ResourceId,
+    ) -> Result<Self::Observed, AzureError>;
+
+    /// Compare desired with observed. For actions, `status.action` carries the ledger whose
+    /// evidence tells what is already done.
+    fn assess(
+        &self,
+        obj: &Self::K,
+        target: &ResourceId,
+        observed: &Self::Observed,
+        status: &CommonStatus,
+    ) -> Result<Assessment, Stall>;
+
+    /// The steps that put back the recorded prior state (reversible controls).
+    fn release(
+        &self,
+        _obj: &Self::K,
+        _target: &ResourceId,
+        _observed: &Self::Observed,
+        _restore: &Value,
+    ) -> Vec<Step> {
+        Vec::new()
+    }
+
+    /// Actions: what Azure shows before the first call, recorded with the intent.
+    fn evidence(&self, _observed: &Self::Observed) -> Value {
+        Value::Null
+    }
+
+    /// Actions: runs once the Azure side of a run is complete, before the run is marked
+    /// Completed (e.g. publishing a new key to a Secret). Must be idempotent.
+    async fn after_run(
+        &self,
+        _cx: &Ctx,
+        _arm: &Arm,
+        _obj: &Self::K,
+        _target: &ResourceId,
+    ) -> Result<(), RunError> {
+        Ok(())
+    }
+}
+
+/// Errors a reconcile can end with (Azure errors are turned into conditions before this).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Azure(#[from] AzureError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Shared by every controller of the process.
+pub struct Ctx {
+    pub client: kube::Client,
+    pub arm: Arc<Arm>,
+    pub metrics: Arc<Metrics>,
+    pub reporter: kube::runtime::events::Reporter,
+    pub drift_interval: Duration,
+    pub drift_overrides: HashMap<String, Duration>,
+    /// Serialises work on one Azure resource (release ordering, no racing read-modify-writes).
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Consecutive transient failures per object, for backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Ctx {
+    pub fn new(
+        client: kube::Client,
+        arm: Arc<Arm>,
+        metrics: Arc<Metrics>,
+        reporter: kube::runtime::events::Reporter,
+        drift_interval: Duration,
+        drift_overrides: HashMap<String, Duration>,
+    ) -> Self {
+        Self {
+            client,
+            arm,
+            metrics,
+            reporter,
+            drift_interval,
+            drift_overrides,
+            locks: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock_for(&self, target: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(target.to_ascii_lowercase()).or_default().clone()
+    }
+
+    fn failure(&self, key: &str, failed: bool) -> u32 {
+        let mut m = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failed {
+            let n = m.entry(key.to_string()).or_default();
+            *n += 1;
+            *n
+        } else {
+            m.remove(key);
+            0
+        }
+    }
+
+    /// The drift-check interval for a kind, with ±10 % jitter so checks spread out.
+    pub fn drift_after(&self, kind: &str) -> Duration {
+        let base = self
+            .drift_overrides
+            .get(kind)
+            .copied()
+            .unwrap_or(self.drift_interval);
+        base.mul_f64(0.9 + rand::random::<f64>() * 0.2)
+    }
+}

@@ -1,0 +1,111 @@
+//! What a control asks the engine to do: Azure requests (steps), shown verbatim in DryRun and
+//! Observe, and executed in order in Enforce.
+
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub method: &'static str,
+    pub path: String,
+    pub api_version: &'static str,
+    pub body: Option<Value>,
+    /// The answer may be 201/202 with an operation to poll.
+    pub lro: bool,
+    /// False for actions that create something new each time.
+    pub idempotent: bool,
+    /// For events and the audit line, e.g. "delete firewall rule AllowAll".
+    pub what: String,
+}
+
+impl Step {
+    fn new(method: &'static str, path: String, api_version: &'static str) -> Self {
+        Self {
+            method,
+            path,
+            api_version,
+            body: None,
+            lro: false,
+            idempotent: true,
+            what: String::new(),
+        }
+    }
+
+    pub fn put(path: String, api_version: &'static str, body: Value) -> Self {
+        Self {
+            body: Some(body),
+            ..Self::new("PUT", path, api_version)
+        }
+    }
+
+    pub fn patch(path: String, api_version: &'static str, body: Value) -> Self {
+        Self {
+            body: Some(body),
+            ..Self::new("PATCH", path, api_version)
+        }
+    }
+
+    pub fn delete(path: String, api_version: &'static str) -> Self {
+        Self::new("DELETE", path, api_version)
+    }
+
+    /// A non-idempotent action (each call creates something new).
+    pub fn action(path: String, api_version: &'static str, body: Option<Value>) -> Self {
+        Self {
+            body,
+            idempotent: false,
+            ..Self::new("POST", path, api_version)
+        }
+    }
+
+    pub fn lro(mut self) -> Self {
+        self.lro = true;
+        self
+    }
+
+    pub fn what(mut self, what: impl Into<String>) -> Self {
+        self.what = what.into();
+        self
+    }
+
+    /// The exact request, as shown in `status.plan`.
+    pub fn render(&self) -> String {
+        let body = self
+            .body
+            .as_ref()
+            .map(|b| format!(" {b}"))
+            .unwrap_or_default();
+        format!(
+            "{} {}?api-version={}{body}",
+            self.method, self.path, self.api_version
+        )
+    }
+}
+
+/// The outcome of comparing desired and observed state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Assessment {
+    /// Empty when compliant.
+    pub steps: Vec<Step>,
+    /// Compliance summary (Ready message), or what is out of compliance.
+    pub message: String,
+    /// The restore record to keep in status before any write (replaces the previous one).
+    pub record: Option<Value>,
+    /// Kind-specific status fields.
+    pub extra: Map<String, Value>,
+}
+
+/// Cannot proceed without a human: becomes Stalled with this reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stall {
+    pub reason: String,
+    pub message: String,
+}
+
+impl Stall {
+    pub fn new(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}

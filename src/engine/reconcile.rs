@@ -1,0 +1,834 @@
+//! The generic reconcile loop shared by every kind.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalize, finalizer};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::{Map, Value};
+
+use super::conditions::{self, State};
+use super::ledger::{self, RunDecision};
+use super::{Control, Ctx, FIELD_MANAGER, FINALIZER, Kind, RunError, Step, audit};
+use crate::api::common::{ActionLedger, ActionPhase, CommonStatus, Mode, ReleasePolicy};
+use crate::azure::{ArmRequest, AzureError, Class, Poll, ResourceId, resource_id};
+use crate::metrics::{KindLabel, KindReason, KindResult};
+
+struct Shared<C: Control> {
+    control: C,
+    cx: Arc<Ctx>,
+}
+
+/// Run the controller for one kind until shutdown.
+pub async fn run<C: Control>(
+    control: C,
+    cx: Arc<Ctx>,
+    namespace: Option<String>,
+    concurrency: u16,
+) {
+    let api: Api<C::K> = match &namespace {
+        Some(ns) => Api::namespaced(cx.client.clone(), ns),
+        None => Api::all(cx.client.clone()),
+    };
+    let shared = Arc::new(Shared { control, cx });
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .shutdown_on_signal()
+        .run(reconcile::<C>, error_policy::<C>, shared)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "reconcile ended with an error");
+            }
+        })
+        .await;
+}
+
+fn kind_of<C: Control>() -> String {
+    C::K::kind(&()).to_string()
+}
+
+fn key_of<K: Kind>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+async fn reconcile<C: Control>(obj: Arc<C::K>, sh: Arc<Shared<C>>) -> Result<Action, RunError> {
+    let kind = kind_of::<C>();
+    let started = Instant::now();
+    sh.cx.metrics.in_flight.inc();
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<C::K> = Api::namespaced(sh.cx.client.clone(), &ns);
+    let result = if C::DEFAULT_RELEASE.is_some() {
+        finalizer(&api, FINALIZER, obj, |ev| async {
+            match ev {
+                Finalize::Apply(o) => apply::<C>(o, &sh).await,
+                Finalize::Cleanup(o) => cleanup::<C>(o, &sh).await,
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            kube::runtime::finalizer::Error::ApplyFailed(e)
+            | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+            other => RunError::Other(other.to_string()),
+        })
+    } else if obj.meta().deletion_timestamp.is_some() {
+        Ok(Action::await_change())
+    } else {
+        apply::<C>(obj, &sh).await
+    };
+    sh.cx.metrics.in_flight.dec();
+    let m = &sh.cx.metrics;
+    m.reconcile_duration
+        .get_or_create(&KindLabel { kind: kind.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    m.reconciles
+        .get_or_create(&KindResult {
+            kind,
+            result: if result.is_ok() { "ok" } else { "error" }.into(),
+        })
+        .inc();
+    result
+}
+
+fn error_policy<C: Control>(obj: Arc<C::K>, err: &RunError, sh: Arc<Shared<C>>) -> Action {
+    let n = sh.cx.failure(&key_of(obj.as_ref()), true);
+    sh.cx
+        .metrics
+        .errors
+        .get_or_create(&KindReason {
+            kind: kind_of::<C>(),
+            reason: match err {
+                RunError::Kube(_) => "KubernetesApi".into(),
+                RunError::Azure(e) => e.reason(),
+                RunError::Other(_) => "Other".into(),
+            },
+        })
+        .inc();
+    tracing::warn!(object = %key_of(obj.as_ref()), error = %err, "reconcile failed");
+    Action::requeue(requeue_backoff(n))
+}
+
+/// 2 s doubling to 5 min, jittered.
+fn requeue_backoff(n: u32) -> Duration {
+    let secs = (2.0 * 2f64.powi(n.saturating_sub(1).min(8) as i32)).min(300.0);
+    Duration::from_secs_f64(secs * (0.8 + rand::random::<f64>() * 0.4))
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// One reconcile of one object: its status as we build it, and the means to publish it.
+struct Run<'a, C: Control> {
+    sh: &'a Shared<C>,
+    obj: Arc<C::K>,
+    api: Api<C::K>,
+    recorder: Recorder,
+    status: CommonStatus,
+    extra: Map<String, Value>,
+    published: Value,
+    generation: Option<i64>,
+}
+
+impl<'a, C: Control> Run<'a, C> {
+    fn new(obj: Arc<C::K>, sh: &'a Shared<C>) -> Self {
+        let ns = obj.namespace().unwrap_or_default();
+        let published = serde_json::to_value(obj.as_ref())
+            .ok()
+            .and_then(|v| v.get("status").cloned())
+            .unwrap_or(Value::Null);
+        let extra = published
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()))
+            .collect();
+        Self {
+            sh,
+            api: Api::namespaced(sh.cx.client.clone(), &ns),
+            recorder: Recorder::new(sh.cx.client.clone(), sh.cx.reporter.clone()),
+            status: obj.common_status().cloned().unwrap_or_default(),
+            extra,
+            published,
+            generation: obj.meta().generation,
+            obj,
+        }
+    }
+
+    /// Publish the status if it changed (merge patch; keys we dropped are nulled).
+    async fn save(&mut self) -> Result<(), RunError> {
+        let mut next =
+            serde_json::to_value(&self.status).map_err(|e| RunError::Other(e.to_string()))?;
+        if let Some(m) = next.as_object_mut() {
+            for (k, v) in &self.extra {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        if next == self.published {
+            return Ok(());
+        }
+        let mut patch = next.clone();
+        if let (Some(old), Some(p)) = (self.published.as_object(), patch.as_object_mut()) {
+            for k in old.keys() {
+                if !p.contains_key(k) {
+                    p.insert(k.clone(), Value::Null);
+                }
+            }
+        }
+        self.api
+            .patch_status(
+                &self.obj.name_any(),
+                &PatchParams::apply(FIELD_MANAGER),
+                &Patch::Merge(serde_json::json!({ "status": patch })),
+            )
+            .await?;
+        self.published = next;
+        Ok(())
+    }
+
+    async fn finish(&mut self, state: State) -> Result<(), RunError> {
+        conditions::apply(&mut self.status.conditions, &state, self.generation, &now());
+        self.status.observed_generation = self.generation;
+        self.save().await
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
+        let mut note = note;
+        if let Some(r) = &self.obj.common().reason {
+            note = format!("{note} (reason: {r})");
+        }
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &self.obj.object_ref(&())).await {
+            tracing::warn!(error = %e, "could not publish event");
+        }
+    }
+
+    /// Send one step; poll its long-running operation (URL persisted first) to the end.
+    async fn execute(&mut self, step: &Step) -> Result<(), RunError> {
+        let reply = self
+            .sh
+            .cx
+            .arm
+            .call(&ArmRequest {
+                method: step.method,
+                path: &step.path,
+                api_version: Some(step.api_version),
+                body: step.body.as_ref(),
+                idempotent: step.idempotent,
+            })
+            .await;
+        let reason = self.obj.common().reason.as_deref();
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                let rid = match &e {
+                    AzureError::Api { request_id, .. } => request_id.as_deref(),
+                    _ => None,
+                };
+                audit::record(
+                    self.obj.as_ref(),
+                    reason,
+                    &write_of(step, &e.reason(), e.status(), rid, None),
+                );
+                return Err(e.into());
+            }
+        };
+        audit::record(
+            self.obj.as_ref(),
+            reason,
+            &write_of(
+                step,
+                "Succeeded",
+                Some(reply.status),
+                reply.request_id.as_deref(),
+                reply.correlation_id.as_deref(),
+            ),
+        );
+        let az = self.status.azure.get_or_insert_with(Default::default);
+        az.last_request_id = reply.request_id.clone();
+        az.last_correlation_id = reply.correlation_id.clone();
+        self.status.last_applied_time = Some(now());
+        if let Some(l) = self.status.action.as_mut()
+            && !step.idempotent
+        {
+            l.done.push(step.what.clone());
+        }
+        self.event(
+            EventType::Normal,
+            "Applied",
+            "AzureWrite",
+            format!("{}: {} {}", step.what, step.method, step.path),
+        )
+        .await;
+        if step.lro
+            && let Some(url) = reply.operation_url
+        {
+            self.status
+                .azure
+                .get_or_insert_with(Default::default)
+                .pending_operation = Some(url);
+            conditions::apply(
+                &mut self.status.conditions,
+                &State::Progressing {
+                    reason: "AwaitingOperation".into(),
+                    message: format!("waiting for Azure to finish: {}", step.what),
+                    keep_ready: true,
+                },
+                self.generation,
+                &now(),
+            );
+            self.save().await?;
+            self.await_operation().await?;
+        } else {
+            // Record progress (ledger, ids) after every write: a crash never repeats it.
+            self.save().await?;
+        }
+        Ok(())
+    }
+
+    /// Poll the persisted operation until it ends, then clear it.
+    async fn await_operation(&mut self) -> Result<(), RunError> {
+        let Some(url) = self
+            .status
+            .azure
+            .as_ref()
+            .and_then(|a| a.pending_operation.clone())
+        else {
+            return Ok(());
+        };
+        let outcome = loop {
+            match self.sh.cx.arm.poll(&url).await {
+                Ok(Poll::Running(wait)) => {
+                    tokio::time::sleep(
+                        wait.clamp(Duration::from_millis(200), Duration::from_secs(30)),
+                    )
+                    .await
+                }
+                Ok(Poll::Done) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        if let Some(a) = self.status.azure.as_mut() {
+            a.pending_operation = None;
+        }
+        self.save().await?;
+        outcome.map_err(Into::into)
+    }
+
+    /// Turn an Azure error into conditions and a requeue.
+    async fn azure_failed(&mut self, e: AzureError) -> Result<Action, RunError> {
+        let key = key_of(self.obj.as_ref());
+        let kind = kind_of::<C>();
+        self.sh
+            .cx
+            .metrics
+            .errors
+            .get_or_create(&KindReason {
+                kind,
+                reason: e.reason(),
+            })
+            .inc();
+        let (state, after) = match e.class() {
+            Class::Throttled(d) => (
+                State::Progressing {
+                    reason: "Throttled".into(),
+                    message: format!("Azure is throttling this subscription: {e}"),
+                    keep_ready: true,
+                },
+                d.unwrap_or(Duration::from_secs(10)),
+            ),
+            Class::Transient => {
+                let n = self.sh.cx.failure(&key, true);
+                (
+                    State::Progressing {
+                        reason: e.reason(),
+                        message: format!("retrying: {e}"),
+                        keep_ready: true,
+                    },
+                    requeue_backoff(n),
+                )
+            }
+            Class::Permanent => {
+                self.stall_event(&e.reason(), &e.to_string()).await;
+                (
+                    State::Stalled {
+                        reason: e.reason(),
+                        message: e.to_string(),
+                    },
+                    Duration::from_secs(300),
+                )
+            }
+        };
+        tracing::warn!(object = %key, error = %e, "azure request failed");
+        self.finish(state).await?;
+        Ok(Action::requeue(after))
+    }
+
+    async fn stall_event(&self, reason: &str, message: &str) {
+        let already = conditions::get(&self.status.conditions, conditions::STALLED)
+            .is_some_and(|c| c.status == "True" && c.reason == reason);
+        if !already {
+            self.event(EventType::Warning, reason, "Stall", message.to_string())
+                .await;
+        }
+    }
+
+    async fn stalled(&mut self, reason: &str, message: String) -> Result<Action, RunError> {
+        self.stall_event(reason, &message).await;
+        self.finish(State::Stalled {
+            reason: reason.into(),
+            message,
+        })
+        .await?;
+        Ok(Action::requeue(Duration::from_secs(300)))
+    }
+}
+
+fn write_of<'a>(
+    step: &'a Step,
+    result: &'a str,
+    status: Option<u16>,
+    request_id: Option<&'a str>,
+    correlation_id: Option<&'a str>,
+) -> audit::Write<'a> {
+    audit::Write {
+        method: step.method,
+        path: &step.path,
+        api_version: step.api_version,
+        what: &step.what,
+        result,
+        status,
+        request_id,
+        correlation_id,
+    }
+}
+
+/// Keys of CommonStatus (everything else in a status is kind-specific).
+const COMMON_KEYS: &[&str] = &[
+    "observedGeneration",
+    "target",
+    "conditions",
+    "lastAppliedTime",
+    "lastVerifiedTime",
+    "driftCount",
+    "lastDriftTime",
+    "plan",
+    "restore",
+    "azure",
+    "action",
+    "releasedTime",
+];
+
+fn release_policy<C: Control>(obj: &C::K) -> Option<ReleasePolicy> {
+    C::DEFAULT_RELEASE.map(|d| obj.common().release_policy.unwrap_or(d))
+}
+
+fn resolve<C: Control>(obj: &C::K) -> Result<ResourceId, String> {
+    resource_id::resolve(&obj.common().target, C::RESOURCE_TYPE)
+}
+
+fn schedule_of<K: Kind>(obj: &K) -> Option<Duration> {
+    obj.schedule()
+        .and_then(|s| s.parse::<jiff::SignedDuration>().ok())
+        .and_then(|d| Duration::try_from(d).ok())
+}
+
+async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, RunError> {
+    let mut run = Run::new(obj.clone(), sh);
+    let kind = kind_of::<C>();
+    let target = match resolve::<C>(&obj) {
+        Ok(t) => t,
+        Err(msg) => return run.stalled("InvalidTarget", msg).await,
+    };
+    run.status.target = Some(target.id.clone());
+    let lock = sh.cx.lock_for(&target.id);
+    let _guard = lock.lock().await;
+    let common = obj.common().clone();
+    let drift_after = sh.cx.drift_after(&kind);
+
+    // Expiry: release once, then stay released.
+    if let Some(exp) = &common.expires_at
+        && exp.0 <= Timestamp::now()
+    {
+        if run.status.released_time.is_none() {
+            if common.mode == Mode::Enforce
+                && let Err(e) = release_steps::<C>(&mut run, &target).await
+            {
+                return match e {
+                    RunError::Azure(e) => run.azure_failed(e).await,
+                    other => Err(other),
+                };
+            }
+            run.status.released_time = Some(now());
+            run.event(
+                EventType::Normal,
+                "Expired",
+                "Release",
+                format!("expiresAt {} passed; released", exp.0),
+            )
+            .await;
+        }
+        run.finish(State::Ready {
+            reason: "Expired".into(),
+            message: format!("expired at {}; containment released", exp.0),
+        })
+        .await?;
+        return Ok(Action::await_change());
+    }
+
+    // A long-running operation from before a restart: finish polling it, never re-issue.
+    if let Err(e) = run.await_operation().await {
+        return match e {
+            RunError::Azure(e) => run.azure_failed(e).await,
+            other => Err(other),
+        };
+    }
+
+    let observed = match sh.control.observe(&sh.cx.arm, &obj, &target).await {
+        Ok(o) => o,
+        Err(e) => return run.azure_failed(e).await,
+    };
+
+    // One-shot actions: decide the run; record intent before any call.
+    let is_action = C::DEFAULT_RELEASE.is_none();
+    if is_action {
+        let decision = ledger::decide(
+            obj.trigger(),
+            schedule_of(obj.as_ref()),
+            run.status.action.as_ref(),
+            Timestamp::now(),
+        );
+        match decision {
+            RunDecision::Done(next) => {
+                let when = run
+                    .status
+                    .action
+                    .as_ref()
+                    .and_then(|l| l.completed_time.as_ref())
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_default();
+                run.finish(State::Ready {
+                    reason: "Completed".into(),
+                    message: format!("completed at {when}"),
+                })
+                .await?;
+                sh.cx.failure(&key_of(obj.as_ref()), false);
+                return Ok(match next {
+                    Some(t) => Action::requeue(
+                        Duration::try_from(t.duration_since(Timestamp::now()))
+                            .unwrap_or(Duration::from_secs(1))
+                            .min(Duration::from_secs(3600)),
+                    ),
+                    None => Action::await_change(),
+                });
+            }
+            RunDecision::Start(run_id) if common.mode == Mode::Enforce => {
+                run.status.action = Some(ActionLedger {
+                    run_id: run_id.clone(),
+                    phase: ActionPhase::InProgress,
+                    started_time: now(),
+                    completed_time: None,
+                    evidence: Some(sh.control.evidence(&observed)),
+                    done: Vec::new(),
+                });
+                conditions::apply(
+                    &mut run.status.conditions,
+                    &State::Progressing {
+                        reason: "Running".into(),
+                        message: format!("run {run_id} started"),
+                        keep_ready: false,
+                    },
+                    run.generation,
+                    &now(),
+                );
+                run.save().await?;
+            }
+            _ => {}
+        }
+    }
+
+    let assessment = match sh.control.assess(&obj, &target, &observed, &run.status) {
+        Ok(a) => a,
+        Err(stall) => return run.stalled(&stall.reason, stall.message).await,
+    };
+    run.extra.extend(assessment.extra.clone());
+    let rendered: Vec<String> = assessment.steps.iter().map(Step::render).collect();
+
+    match common.mode {
+        Mode::DryRun | Mode::Observe => {
+            run.status.plan = rendered;
+            run.status.last_verified_time = Some(now());
+            let compliant = assessment.steps.is_empty();
+            let state = match (common.mode, compliant) {
+                (_, true) => State::Ready {
+                    reason: "Compliant".into(),
+                    message: assessment.message,
+                },
+                (Mode::DryRun, false) => State::Ready {
+                    reason: "DryRun".into(),
+                    message: format!(
+                        "{} request(s) planned, none sent: {}",
+                        run.status.plan.len(),
+                        assessment.message
+                    ),
+                },
+                _ => State::NotReady {
+                    reason: "NotCompliant".into(),
+                    message: assessment.message,
+                },
+            };
+            run.finish(state).await?;
+            sh.cx.failure(&key_of(obj.as_ref()), false);
+            return Ok(Action::requeue(drift_after));
+        }
+        Mode::Enforce => run.status.plan.clear(),
+    }
+
+    let mut drifted = false;
+    if !assessment.steps.is_empty() {
+        drifted = !is_action && conditions::was_contained(&run.status.conditions, run.generation);
+        if drifted {
+            run.status.drift_count += 1;
+            run.status.last_drift_time = Some(now());
+            sh.cx
+                .metrics
+                .drifts
+                .get_or_create(&KindLabel { kind: kind.clone() })
+                .inc();
+            run.event(
+                EventType::Warning,
+                "DriftDetected",
+                "Verify",
+                format!(
+                    "containment was undone on {}: {}",
+                    target.id, assessment.message
+                ),
+            )
+            .await;
+        }
+        // Intent and the prior state are recorded before the first write.
+        if let Some(record) = assessment.record.clone() {
+            run.status.restore = Some(record);
+        }
+        conditions::apply(
+            &mut run.status.conditions,
+            &State::Progressing {
+                reason: "Applying".into(),
+                message: format!("{} request(s) to send", assessment.steps.len()),
+                keep_ready: false,
+            },
+            run.generation,
+            &now(),
+        );
+        run.save().await?;
+        for step in &assessment.steps {
+            if let Err(e) = run.execute(step).await {
+                return match e {
+                    RunError::Azure(e) => run.azure_failed(e).await,
+                    other => Err(other),
+                };
+            }
+        }
+        // Verify from Azure, not from our own requests.
+        let observed = match sh.control.observe(&sh.cx.arm, &obj, &target).await {
+            Ok(o) => o,
+            Err(e) => return run.azure_failed(e).await,
+        };
+        match sh.control.assess(&obj, &target, &observed, &run.status) {
+            Ok(a) if a.steps.is_empty() => run.extra.extend(a.extra),
+            Ok(a) => {
+                run.finish(State::Progressing {
+                    reason: "AwaitingAzure".into(),
+                    message: format!("applied; Azure does not show it yet: {}", a.message),
+                    keep_ready: false,
+                })
+                .await?;
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
+            Err(stall) => return run.stalled(&stall.reason, stall.message).await,
+        }
+    }
+
+    if is_action {
+        let in_progress = run
+            .status
+            .action
+            .as_ref()
+            .is_some_and(|l| l.phase == ActionPhase::InProgress);
+        if in_progress {
+            if let Err(e) = sh
+                .control
+                .after_run(&sh.cx, &sh.cx.arm, &obj, &target)
+                .await
+            {
+                return match e {
+                    RunError::Azure(e) => run.azure_failed(e).await,
+                    other => Err(other),
+                };
+            }
+            if let Some(l) = run.status.action.as_mut() {
+                l.phase = ActionPhase::Completed;
+                l.completed_time = Some(now());
+            }
+            run.event(
+                EventType::Normal,
+                "Completed",
+                "Action",
+                assessment.message.clone(),
+            )
+            .await;
+        }
+        run.status.last_verified_time = Some(now());
+        run.finish(State::Ready {
+            reason: "Completed".into(),
+            message: assessment.message,
+        })
+        .await?;
+        sh.cx.failure(&key_of(obj.as_ref()), false);
+        let next = schedule_of(obj.as_ref()).map(|d| d.min(Duration::from_secs(3600)));
+        return Ok(next
+            .map(Action::requeue)
+            .unwrap_or_else(Action::await_change));
+    }
+
+    run.status.last_verified_time = Some(now());
+    // A correction stays visible until the spec changes.
+    let corrected_before = conditions::get(&run.status.conditions, conditions::READY)
+        .is_some_and(|c| c.reason == "DriftCorrected" && c.observed_generation == run.generation);
+    let reason = if drifted || corrected_before {
+        "DriftCorrected"
+    } else {
+        "Contained"
+    };
+    if drifted {
+        run.event(
+            EventType::Normal,
+            "DriftCorrected",
+            "Apply",
+            format!("re-applied on {}", target.id),
+        )
+        .await;
+    }
+    run.finish(State::Ready {
+        reason: reason.into(),
+        message: assessment.message,
+    })
+    .await?;
+    sh.cx.failure(&key_of(obj.as_ref()), false);
+    let until_expiry = common
+        .expires_at
+        .as_ref()
+        .and_then(|t| Duration::try_from(t.0.duration_since(Timestamp::now())).ok());
+    Ok(Action::requeue(match until_expiry {
+        Some(d) => d.min(drift_after),
+        None => drift_after,
+    }))
+}
+
+/// Put back the recorded prior state (Restore), observing first so only what differs is sent.
+async fn release_steps<C: Control>(
+    run: &mut Run<'_, C>,
+    target: &ResourceId,
+) -> Result<(), RunError> {
+    let obj = run.obj.clone();
+    if release_policy::<C>(&obj) != Some(ReleasePolicy::Restore) {
+        return Ok(());
+    }
+    let Some(restore) = run.status.restore.clone() else {
+        return Ok(());
+    };
+    run.await_operation().await?;
+    let observed = match run.sh.control.observe(&run.sh.cx.arm, &obj, target).await {
+        Ok(o) => o,
+        // The target is gone: nothing left to restore.
+        Err(e) if e.status() == Some(404) => {
+            run.event(
+                EventType::Warning,
+                "TargetGone",
+                "Release",
+                format!("{target} no longer exists; nothing to restore"),
+            )
+            .await;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let steps = run.sh.control.release(&obj, target, &observed, &restore);
+    for step in &steps {
+        run.execute(step).await?;
+    }
+    run.event(
+        EventType::Normal,
+        "Released",
+        "Release",
+        format!(
+            "prior state restored on {target} ({} request(s))",
+            steps.len()
+        ),
+    )
+    .await;
+    Ok(())
+}
+
+async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, RunError> {
+    let mut run = Run::new(obj.clone(), sh);
+    let common = obj.common().clone();
+    let policy = release_policy::<C>(&obj);
+    let applied = common.mode == Mode::Enforce && run.status.released_time.is_none();
+    let Ok(target) = resolve::<C>(&obj) else {
+        return Ok(Action::await_change());
+    };
+    if !applied || policy == Some(ReleasePolicy::Retain) {
+        if applied && run.status.restore.is_some() {
+            run.event(
+                EventType::Normal,
+                "Retained",
+                "Release",
+                format!("releasePolicy Retain: containment left in force on {target}"),
+            )
+            .await;
+        }
+        return Ok(Action::await_change());
+    }
+    let lock = sh.cx.lock_for(&target.id);
+    let _guard = lock.lock().await;
+    match release_steps::<C>(&mut run, &target).await {
+        Ok(()) => Ok(Action::await_change()),
+        Err(RunError::Azure(e)) => {
+            // Keep the finalizer: the prior state is not back yet.
+            let reason = e.reason();
+            conditions::apply(
+                &mut run.status.conditions,
+                &match e.class() {
+                    Class::Permanent => State::Stalled {
+                        reason: reason.clone(),
+                        message: format!("release failed: {e}"),
+                    },
+                    _ => State::Progressing {
+                        reason: reason.clone(),
+                        message: format!("release retrying: {e}"),
+                        keep_ready: false,
+                    },
+                },
+                run.generation,
+                &now(),
+            );
+            run.save().await?;
+            Err(RunError::Azure(e))
+        }
+        Err(other) => Err(other),
+    }
+}

@@ -1,0 +1,306 @@
+//! `containment-operator run`: configuration, Azure and Kubernetes clients, leader election,
+//! the metrics endpoint, and one controller per enabled kind.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::azure::Arm;
+use crate::azure::arm::USER_AGENT;
+use crate::azure::auth::{self, CredentialConfig, CredentialKind};
+use crate::azure::limiter::{BucketSpec, Limiter, LimiterConfig};
+use crate::controls::{
+    sql_ip_block::SqlIpBlockControl, sql_public_access::SqlPublicAccessLockdownControl,
+    storage_key_rotation::StorageKeyRotationControl,
+    storage_public_access::StoragePublicAccessLockdownControl,
+};
+use crate::engine::{self, Ctx};
+use crate::metrics::Metrics;
+use crate::permissions;
+
+/// A duration such as `300s`, `5m`, `1h30m` or `720h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration like 30s, 5m or 1h: {e}"))?;
+    let d = Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))?;
+    if d.is_zero() {
+        return Err(format!("{s:?} must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn parse_override(s: &str) -> Result<(String, Duration), String> {
+    let (kind, d) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected KIND=DURATION, e.g. SqlIpBlock=1m"))?;
+    let info = permissions::select(&[kind.to_string()])?;
+    Ok((info[0].kind.to_string(), parse_duration(d)?))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Serve /metrics, /healthz and /readyz here.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Kinds to run, comma-separated (default: all).
+    #[arg(long, env = "CONTAINMENT_KINDS", value_delimiter = ',')]
+    pub kinds: Vec<String>,
+    /// How often each containment is re-read from Azure to catch drift (jittered ±10 %).
+    #[arg(long, env = "DRIFT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub drift_interval: Duration,
+    /// Per-kind drift interval, e.g. `SqlIpBlock=1m` (repeatable).
+    #[arg(long = "drift-interval-for", value_parser = parse_override)]
+    pub drift_interval_for: Vec<(String, Duration)>,
+    /// Reconciles running at once per kind.
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 64)]
+    pub max_concurrent_reconciles: u16,
+
+    /// Azure Resource Manager endpoint (sovereign clouds, the simulator).
+    #[arg(
+        long,
+        env = "AZURE_ARM_ENDPOINT",
+        default_value = "https://management.azure.com"
+    )]
+    pub arm_endpoint: String,
+    /// Token audience for ARM.
+    #[arg(
+        long,
+        env = "AZURE_ARM_AUDIENCE",
+        default_value = "https://management.azure.com"
+    )]
+    pub arm_audience: String,
+    /// Microsoft Graph endpoint (kinds that use Graph).
+    #[arg(
+        long,
+        env = "AZURE_GRAPH_ENDPOINT",
+        default_value = "https://graph.microsoft.com"
+    )]
+    pub graph_endpoint: String,
+    /// Defender for Endpoint API endpoint (kinds that use MDE).
+    #[arg(
+        long,
+        env = "AZURE_MDE_ENDPOINT",
+        default_value = "https://api.securitycenter.microsoft.com"
+    )]
+    pub mde_endpoint: String,
+    /// Entra ID authority host.
+    #[arg(
+        long,
+        env = "AZURE_AUTHORITY_HOST",
+        default_value = "https://login.microsoftonline.com"
+    )]
+    pub authority_host: String,
+    /// Extra trusted CA bundle (PEM) for Azure endpoints.
+    #[arg(long, env = "AZURE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Credential type. The client secret is read from AZURE_CLIENT_SECRET only.
+    #[arg(long, env = "AZURE_CREDENTIAL", value_enum, default_value = "auto")]
+    pub credential: CredentialKind,
+    /// Default tenant.
+    #[arg(long, env = "AZURE_TENANT_ID")]
+    pub tenant_id: Option<String>,
+    /// Application (client) id, or the user-assigned managed identity's client id.
+    #[arg(long, env = "AZURE_CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// ARM read bucket per subscription, CAPACITY:PER_SECOND.
+    #[arg(long, env = "ARM_READ_BUCKET", default_value = "250:25")]
+    pub arm_read_bucket: BucketSpec,
+    /// ARM write bucket per subscription, CAPACITY:PER_SECOND.
+    #[arg(long, env = "ARM_WRITE_BUCKET", default_value = "200:10")]
+    pub arm_write_bucket: BucketSpec,
+    /// ARM delete bucket per subscription, CAPACITY:PER_SECOND.
+    #[arg(long, env = "ARM_DELETE_BUCKET", default_value = "200:10")]
+    pub arm_delete_bucket: BucketSpec,
+
+    /// Elect one active replica through a Lease.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    #[arg(long, env = "LEASE_NAME", default_value = "containment-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: POD_NAMESPACE, else --namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+}
+
+fn http_client(ca_file: Option<&PathBuf>) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("--ca-file {}: not a PEM bundle", path.display()))?;
+        if certs.is_empty() {
+            bail!("--ca-file {}: no certificate in it", path.display());
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    Ok(b.build()?)
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let kinds = permissions::select(&args.kinds).map_err(anyhow::Error::msg)?;
+    let metrics = Arc::new(Metrics::default());
+    let addr = crate::metrics::serve(args.metrics_addr, metrics.clone())
+        .await
+        .with_context(|| format!("--metrics-addr {}", args.metrics_addr))?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+    client
+        .apiserver_version()
+        .await
+        .context("reading the Kubernetes API server version")?;
+
+    let http = http_client(args.ca_file.as_ref())?;
+    let tenant = args.tenant_id.clone().unwrap_or_default();
+    let cred = auth::credential(
+        &CredentialConfig {
+            kind: args.credential,
+            tenant_id: args.tenant_id.clone(),
+            client_id: args.client_id.clone(),
+            authority_host: args.authority_host.clone(),
+        },
+        if tenant.is_empty() {
+            "organizations"
+        } else {
+            &tenant
+        },
+        &http,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let limiter = Arc::new(Limiter::new(LimiterConfig {
+        read: args.arm_read_bucket,
+        write: args.arm_write_bucket,
+        delete: args.arm_delete_bucket,
+    }));
+    let arm = Arc::new(Arm::new(
+        http,
+        &args.arm_endpoint,
+        &args.arm_audience,
+        &tenant,
+        cred,
+        limiter,
+        metrics.clone(),
+    ));
+    let identity = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "containment-operator".into());
+    let reporter = kube::runtime::events::Reporter {
+        controller: "containment-operator".into(),
+        instance: Some(identity.clone()),
+    };
+    let overrides: HashMap<String, Duration> = args.drift_interval_for.iter().cloned().collect();
+    let cx = Arc::new(Ctx::new(
+        client.clone(),
+        arm,
+        metrics.clone(),
+        reporter,
+        args.drift_interval,
+        overrides,
+    ));
+    metrics.ready.store(true, Ordering::Relaxed);
+
+    let mut leadership = None;
+    if args.leader_elect {
+        let ns = args
+            .lease_namespace
+            .clone()
+            .or(args.namespace.clone())
+            .unwrap_or_else(|| "default".into());
+        let secs = args.lease_duration.as_secs().max(2);
+        let manager =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+                .with_namespace(&ns)
+                .with_identity(format!("{identity}-{}", std::process::id()))
+                .with_duration(secs)
+                .with_grace((secs / 3).max(1))
+                .build()
+                .await
+                .context("creating the leader-election lease manager")?;
+        let (mut rx, task) = manager.watch().await;
+        tracing::info!(lease = %args.lease_name, namespace = %ns, "waiting to become the leader");
+        while !*rx.borrow_and_update() {
+            rx.changed().await.context("leader election stopped")?;
+        }
+        tracing::info!("became the leader");
+        leadership = Some((rx, task));
+    }
+
+    let ns = args.namespace.clone();
+    let n = args.max_concurrent_reconciles;
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in kinds {
+        let (cx, ns) = (cx.clone(), ns.clone());
+        match k.kind {
+            "SqlIpBlock" => tasks.spawn(engine::run(SqlIpBlockControl, cx, ns, n)),
+            "SqlPublicAccessLockdown" => {
+                tasks.spawn(engine::run(SqlPublicAccessLockdownControl, cx, ns, n))
+            }
+            "StorageKeyRotation" => tasks.spawn(engine::run(StorageKeyRotationControl, cx, ns, n)),
+            "StoragePublicAccessLockdown" => {
+                tasks.spawn(engine::run(StoragePublicAccessLockdownControl, cx, ns, n))
+            }
+            other => bail!("kind {other} has no controller in this build"),
+        };
+        tracing::info!(kind = k.kind, "controller started");
+    }
+    match leadership {
+        Some((mut rx, _task)) => {
+            tokio::select! {
+                _ = async { while tasks.join_next().await.is_some() {} } => {}
+                _ = async {
+                    loop {
+                        if rx.changed().await.is_err() || !*rx.borrow() { break; }
+                    }
+                } => {
+                    // Never act without the lease: stop, and let the restart wait for it.
+                    bail!("lost the leader lease; exiting so that only the leader acts");
+                }
+            }
+        }
+        None => while tasks.join_next().await.is_some() {},
+    }
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("0s").is_err());
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert_eq!(
+            parse_override("sqlipblock=1m").unwrap(),
+            ("SqlIpBlock".into(), Duration::from_secs(60))
+        );
+        assert!(parse_override("SqlIpBlock").is_err());
+    }
+}
