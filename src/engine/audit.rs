@@ -8,12 +8,18 @@ use kube::api::ObjectMeta;
 use super::FIELD_MANAGER;
 
 /// The last manager (other than us) that wrote the spec: who asked for this containment.
+/// Managers that only touched metadata (e.g. the finalizer) do not count.
 pub fn requested_by(meta: &ObjectMeta) -> String {
     meta.managed_fields
         .iter()
         .flatten()
         .filter(|m| m.manager.as_deref() != Some(FIELD_MANAGER))
         .filter(|m| m.subresource.as_deref().unwrap_or_default().is_empty())
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_none_or(|f| f.0.get("f:spec").is_some())
+        })
         .max_by_key(|m| m.time.as_ref().map(|t| t.0))
         .and_then(|m| m.manager.clone())
         .unwrap_or_else(|| "unknown".into())
@@ -60,6 +66,9 @@ mod tests {
     fn entry(manager: &str, sub: Option<&str>, t: i64) -> ManagedFieldsEntry {
         ManagedFieldsEntry {
             manager: Some(manager.into()),
+            fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                serde_json::json!({"f:spec": {}}),
+            )),
             subresource: sub.map(Into::into),
             time: Some(Time(jiff::Timestamp::from_second(t).unwrap())),
             ..Default::default()
@@ -74,6 +83,14 @@ mod tests {
                 entry("flux", None, 20),
                 entry(FIELD_MANAGER, None, 30),
                 entry("someone", Some("status"), 40),
+                ManagedFieldsEntry {
+                    manager: Some("finalizer-writer".into()),
+                    fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                        serde_json::json!({"f:metadata": {"f:finalizers": {}}}),
+                    )),
+                    time: Some(Time(jiff::Timestamp::from_second(50).unwrap())),
+                    ..Default::default()
+                },
             ]),
             ..Default::default()
         };

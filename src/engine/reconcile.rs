@@ -10,7 +10,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalize, finalizer};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::{Map, Value};
 
@@ -38,7 +38,15 @@ pub async fn run<C: Control>(
         None => Api::all(cx.client.clone()),
     };
     let shared = Arc::new(Shared { control, cx });
-    Controller::new(api, watcher::Config::default().any_semantic())
+    let (reader, writer) = reflector::store();
+    // Only spec, finalizer and deletion changes trigger a reconcile: our own status writes must
+    // not cause another round of Azure reads.
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(trigger_hash::<C::K>, Default::default());
+    Controller::for_stream(stream, reader)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(reconcile::<C>, error_policy::<C>, shared)
@@ -48,6 +56,15 @@ pub async fn run<C: Control>(
             }
         })
         .await;
+}
+
+fn trigger_hash<K: Kind>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    obj.meta().generation.hash(&mut h);
+    obj.meta().finalizers.hash(&mut h);
+    obj.meta().deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
 }
 
 fn kind_of<C: Control>() -> String {
@@ -174,14 +191,7 @@ impl<'a, C: Control> Run<'a, C> {
         if next == self.published {
             return Ok(());
         }
-        let mut patch = next.clone();
-        if let (Some(old), Some(p)) = (self.published.as_object(), patch.as_object_mut()) {
-            for k in old.keys() {
-                if !p.contains_key(k) {
-                    p.insert(k.clone(), Value::Null);
-                }
-            }
-        }
+        let patch = merge_diff(&self.published, &next);
         self.api
             .patch_status(
                 &self.obj.name_any(),
@@ -394,6 +404,31 @@ impl<'a, C: Control> Run<'a, C> {
         })
         .await?;
         Ok(Action::requeue(Duration::from_secs(300)))
+    }
+}
+
+/// The RFC 7386 merge patch that turns `old` into `new` (removed keys become null, at any depth).
+fn merge_diff(old: &Value, new: &Value) -> Value {
+    match (old.as_object(), new.as_object()) {
+        (Some(o), Some(n)) => {
+            let mut p = Map::new();
+            for (k, v) in n {
+                match o.get(k) {
+                    Some(ov) if ov == v => {}
+                    Some(ov) => {
+                        p.insert(k.clone(), merge_diff(ov, v));
+                    }
+                    None => {
+                        p.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                p.insert(k.clone(), Value::Null);
+            }
+            Value::Object(p)
+        }
+        _ => new.clone(),
     }
 }
 
@@ -830,5 +865,22 @@ async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, R
             Err(RunError::Azure(e))
         }
         Err(other) => Err(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_diff_nulls_removed_nested_keys() {
+        let old = json!({"azure": {"lastRequestId": "a", "pendingOperation": "u"}, "plan": ["x"], "driftCount": 1});
+        let new = json!({"azure": {"lastRequestId": "b"}, "driftCount": 1});
+        assert_eq!(
+            merge_diff(&old, &new),
+            json!({"azure": {"lastRequestId": "b", "pendingOperation": null}, "plan": null})
+        );
+        assert_eq!(merge_diff(&Value::Null, &new), new);
     }
 }

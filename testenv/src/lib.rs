@@ -13,6 +13,7 @@ mod process;
 pub use assets::{Assets, K8S_VERSION, default_cache_dir};
 pub use controlplane::{ControlPlane, StartOptions};
 pub use helpers::{install_crds, install_crds_from_dir, unique_name};
+pub use process::Managed;
 
 use tokio::sync::OnceCell;
 

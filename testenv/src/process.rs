@@ -100,6 +100,14 @@ impl Managed {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// SIGKILL at once (a crash), and reap the child.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// SIGTERM, then SIGKILL after `grace`; waits for the child so no zombie is left.
     pub fn stop(&mut self, grace: Duration) {
         let Some(mut child) = self.child.take() else {

@@ -1,0 +1,389 @@
+//! End-to-end harness: the shared real API server (testenv), an in-process azure-sim per test
+//! (its own world, so tests run in parallel), and the operator binary as a separate process
+//! watching the test's namespace.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use serde_json::{Value, json};
+
+pub const TENANT: &str = "72f988bf-0000-4000-8000-000000000001";
+pub const SUB: &str = "00000000-0000-4000-8000-0000000000aa";
+pub const CLIENT_ID: &str = "11111111-0000-4000-8000-000000000001";
+pub const CLIENT_SECRET: &str = "demo-operator-secret";
+pub const SQL_PROD: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-prod/providers/Microsoft.Sql/servers/sql-prod-01";
+pub const SQL_LEGACY: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-prod/providers/Microsoft.Sql/servers/sql-legacy-02";
+pub const STORAGE: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-prod/providers/Microsoft.Storage/storageAccounts/stprod01";
+const BIN: &str = env!("CARGO_BIN_EXE_containment-operator");
+const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
+const WORLD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sim/worlds/demo.yaml");
+
+/// The Azure actions `containment-operator permissions` prints (what least privilege means).
+pub fn printed_actions(kinds: &[&str]) -> Vec<String> {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("permissions");
+    if !kinds.is_empty() {
+        cmd.arg("--kinds").arg(kinds.join(","));
+    }
+    let out = cmd.output().expect("run permissions");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("permissions prints JSON");
+    doc["azureCustomRole"]["Actions"]
+        .as_array()
+        .expect("Actions")
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+pub struct Sim {
+    pub url: String,
+    pub http: reqwest::Client,
+    pub ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Sim {
+    /// The demo world, with the operator principal holding exactly `actions` on the subscription.
+    pub async fn start(actions: Vec<String>) -> Sim {
+        let text = std::fs::read_to_string(WORLD).unwrap();
+        let mut world = azure_sim::world::World::from_yaml(&text).unwrap();
+        let p = world
+            .principals
+            .iter_mut()
+            .find(|p| p.client_id == CLIENT_ID)
+            .unwrap();
+        p.role_assignments = vec![azure_sim::world::RoleAssignment {
+            scope: format!("/subscriptions/{SUB}"),
+            actions,
+            not_actions: vec![],
+        }];
+        world.settings.lro_delay_ms = 300;
+        world.settings.lro_retry_after_seconds = 1;
+        let tls = azure_sim::server::Tls::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = tls.write_ca(dir.path()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let sim = Arc::new(azure_sim::Sim::new(world, url.clone(), None));
+        tokio::spawn(async move { azure_sim::server::serve(listener, &tls, sim).await });
+        let cert = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(cert)
+            .build()
+            .unwrap();
+        Sim {
+            url,
+            http,
+            ca,
+            _dir: dir,
+        }
+    }
+
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method.clone(), format!("{}{path}", self.url));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    pub async fn resource(&self, id: &str) -> Value {
+        self.admin(reqwest::Method::GET, &format!("/_sim/resources{id}"), None)
+            .await
+    }
+
+    pub async fn children(&self, prefix: &str) -> Vec<Value> {
+        let v = self
+            .admin(reqwest::Method::GET, &format!("/_sim/resources?prefix={prefix}/"), None)
+            .await;
+        v["value"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Firewall rules of a server as (name, start, end), sorted.
+    pub async fn firewall_rules(&self, server: &str) -> Vec<(String, String, String)> {
+        let mut out: Vec<_> = self
+            .children(&format!("{server}/firewallRules"))
+            .await
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().to_string(),
+                    r["properties"]["startIpAddress"].as_str().unwrap().to_string(),
+                    r["properties"]["endIpAddress"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub async fn patch(&self, id: &str, body: Value) {
+        self.admin(reqwest::Method::PATCH, &format!("/_sim/resources{id}"), Some(body))
+            .await;
+    }
+
+    pub async fn put(&self, id: &str, body: Value) {
+        self.admin(reqwest::Method::PUT, &format!("/_sim/resources{id}"), Some(body))
+            .await;
+    }
+
+    pub async fn settings(&self, body: Value) {
+        self.admin(reqwest::Method::POST, "/_sim/settings", Some(body)).await;
+    }
+
+    pub async fn fault(&self, body: Value) {
+        self.admin(reqwest::Method::POST, "/_sim/faults", Some(body)).await;
+    }
+
+    /// The Azure request log (admin calls excluded).
+    pub async fn requests(&self) -> Vec<Value> {
+        let v = self.admin(reqwest::Method::GET, "/_sim/requests", None).await;
+        v["value"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Requests that change state (not GET, not listKeys), with their status.
+    pub async fn writes(&self) -> Vec<(String, String, u16)> {
+        self.requests()
+            .await
+            .iter()
+            .filter(|r| r["method"] != "GET" && !r["path"].as_str().unwrap().ends_with("/listKeys"))
+            .filter(|r| !r["path"].as_str().unwrap().contains("/oauth2/"))
+            .map(|r| {
+                (
+                    r["method"].as_str().unwrap().to_string(),
+                    r["path"].as_str().unwrap().to_string(),
+                    r["status"].as_u64().unwrap() as u16,
+                )
+            })
+            .collect()
+    }
+
+    pub async fn successful_writes(&self) -> Vec<(String, String)> {
+        self.writes()
+            .await
+            .into_iter()
+            .filter(|w| (200..300).contains(&w.2))
+            .map(|w| (w.0, w.1))
+            .collect()
+    }
+
+    /// An ARM call as the operator principal (to read key values in a test).
+    pub async fn arm(&self, method: reqwest::Method, path: &str) -> Value {
+        let tok: Value = self
+            .http
+            .post(format!("{}/{TENANT}/oauth2/v2.0/token", self.url))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+                ("scope", "https://management.azure.com/.default"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(tok["access_token"].as_str().unwrap())
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+pub struct Operator {
+    proc: testenv::Managed,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    pub fn start(env: &Env, extra: &[&str]) -> Operator {
+        let log = env.dir.path().join(format!("operator-{}.log", env.starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--namespace", &env.ns, "--metrics-addr", "127.0.0.1:0", "--leader-elect=false", "--drift-interval", "2s"])
+            .args(extra)
+            .env("KUBECONFIG", &env.kubeconfig)
+            .env("AZURE_TENANT_ID", TENANT)
+            .env("AZURE_CLIENT_ID", CLIENT_ID)
+            .env("AZURE_CLIENT_SECRET", CLIENT_SECRET)
+            .env("AZURE_CREDENTIAL", "client-secret")
+            .env("AZURE_AUTHORITY_HOST", &env.sim.url)
+            .env("AZURE_ARM_ENDPOINT", &env.sim.url)
+            .env("AZURE_CA_FILE", &env.sim.ca)
+            .env("RUST_LOG", "info")
+            .env_remove("AZURE_FEDERATED_TOKEN_FILE")
+            .stdout(Stdio::null())
+            .stderr(file);
+        Operator {
+            proc: testenv::Managed::spawn("containment-operator", cmd).unwrap(),
+            log,
+        }
+    }
+
+    /// SIGKILL: a crash, not a shutdown.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The metrics address the operator printed.
+    pub async fn metrics_addr(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for line in self.logs().lines() {
+                if let Ok(v) = serde_json::from_str::<Value>(line)
+                    && let Some(a) = v["addr"].as_str()
+                {
+                    return a.to_string();
+                }
+            }
+            assert!(Instant::now() < deadline, "operator printed no metrics address:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub struct Env {
+    pub sim: Sim,
+    pub client: kube::Client,
+    pub ns: String,
+    pub kubeconfig: PathBuf,
+    pub dir: tempfile::TempDir,
+    starts: std::sync::atomic::AtomicUsize,
+}
+
+pub fn gvk(kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("containment.defenderc2.io", "v1alpha1", kind))
+}
+
+impl Env {
+    /// Sim with exactly the printed permissions, CRDs installed, a fresh namespace.
+    pub async fn new(prefix: &str) -> Env {
+        Env::with_actions(prefix, printed_actions(&[])).await
+    }
+
+    pub async fn with_actions(prefix: &str, actions: Vec<String>) -> Env {
+        let cp = testenv::shared().await.unwrap();
+        let client = cp.client().await.unwrap();
+        testenv::install_crds_from_dir(&client, Path::new(CRDS)).await.unwrap();
+        let ns = cp.namespace(&client, prefix).await.unwrap();
+        Env {
+            sim: Sim::start(actions).await,
+            client,
+            ns,
+            kubeconfig: cp.kubeconfig_path().to_path_buf(),
+            dir: tempfile::tempdir().unwrap(),
+            starts: Default::default(),
+        }
+    }
+
+    pub fn operator(&self) -> Operator {
+        Operator::start(self, &[])
+    }
+
+    pub fn api(&self, kind: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), &self.ns, &gvk(kind))
+    }
+
+    /// Server-side apply, as `kubectl apply --server-side` would.
+    pub async fn apply(&self, kind: &str, name: &str, spec: Value) -> Instant {
+        let obj = json!({
+            "apiVersion": "containment.defenderc2.io/v1alpha1", "kind": kind,
+            "metadata": {"name": name}, "spec": spec
+        });
+        let t = Instant::now();
+        self.api(kind)
+            .patch(name, &PatchParams::apply("kubectl").force(), &Patch::Apply(&obj))
+            .await
+            .unwrap();
+        t
+    }
+
+    pub async fn delete(&self, kind: &str, name: &str) {
+        self.api(kind).delete(name, &DeleteParams::default()).await.unwrap();
+    }
+
+    pub async fn get(&self, kind: &str, name: &str) -> Option<Value> {
+        self.api(kind)
+            .get_opt(name)
+            .await
+            .unwrap()
+            .map(|o| serde_json::to_value(o).unwrap())
+    }
+
+    /// Wait until `pred` holds on the object (None = gone); returns it.
+    pub async fn wait(&self, kind: &str, name: &str, what: &str, timeout: Duration, pred: impl Fn(Option<&Value>) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let o = self.get(kind, name).await;
+            if pred(o.as_ref()) {
+                return o;
+            }
+            if Instant::now() > deadline {
+                panic!("{kind}/{name}: timed out waiting for {what}; last seen: {}", serde_json::to_string_pretty(&o).unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_condition(&self, kind: &str, name: &str, type_: &str, status: &str, reason: Option<&str>) -> Value {
+        self.wait(kind, name, &format!("{type_}={status} {reason:?}"), Duration::from_secs(30), |o| {
+            o.is_some_and(|o| condition(o, type_).is_some_and(|c| {
+                c["status"] == status
+                    && reason.is_none_or(|r| c["reason"] == r)
+                    && c["observedGeneration"] == o["metadata"]["generation"]
+            }))
+        })
+        .await
+        .unwrap()
+    }
+
+    pub async fn wait_ready(&self, kind: &str, name: &str) -> Value {
+        self.wait_condition(kind, name, "Ready", "True", None).await
+    }
+
+    pub async fn wait_gone(&self, kind: &str, name: &str) {
+        self.wait(kind, name, "deletion", Duration::from_secs(30), |o| o.is_none()).await;
+    }
+
+    /// Events recorded for an object, as (type, reason, note).
+    pub async fn events(&self, name: &str) -> Vec<(String, String, String)> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.ns);
+        api.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    }
+}
+
+pub fn condition<'a>(o: &'a Value, type_: &str) -> Option<&'a Value> {
+    o["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+}
+
+pub fn target(id: &str) -> Value {
+    json!({"resourceId": id})
+}
