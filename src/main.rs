@@ -6,6 +6,7 @@ use containment_operator::{permissions, run};
 #[derive(Parser)]
 #[command(
     version,
+    args_override_self = true,
     about = "Declarative Azure and Microsoft security containment for Kubernetes",
     long_about = "Declarative Azure and Microsoft security containment for Kubernetes.\n\nCustom resources (kubectl get containment -A) say which control must be in force on which Azure target; the controller applies it, re-applies it when it drifts and restores the recorded prior state on delete."
 )]
