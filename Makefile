@@ -47,8 +47,13 @@ up: controlplane ## Start the control plane and azure-sim in the background; wri
 	$(CARGO) build -p testenv -p azure-sim --bins --locked
 	scripts/up.sh
 
+.PHONY: demo
+demo: controlplane ## Build, start the control plane, azure-sim and the operator, apply examples/ and watch them converge
+	$(CARGO) build -p testenv -p azure-sim -p containment-operator --bins --locked
+	scripts/demo.sh
+
 .PHONY: down
-down: ## Stop what `make up` started
+down: ## Stop what `make up` / `make demo` started
 	scripts/down.sh
 
 .PHONY: bench-sim

@@ -3,6 +3,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 local_dir="$PWD/.local"
+if [ -f "$local_dir/operator.pid" ]; then
+  pid=$(cat "$local_dir/operator.pid")
+  kill "$pid" 2>/dev/null && echo "containment-operator stopped (pid $pid)"
+  rm -f "$local_dir/operator.pid"
+fi
 if [ -f "$local_dir/sim/pid" ]; then
   pid=$(cat "$local_dir/sim/pid")
   kill "$pid" 2>/dev/null && echo "azure-sim stopped (pid $pid)"

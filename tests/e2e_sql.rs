@@ -29,6 +29,10 @@ async fn sql_ip_block_apply_noop_drift_and_restore() {
     let o = env.wait_ready("SqlIpBlock", "attacker").await;
     eprintln!("apply→Ready SqlIpBlock: {} ms", t.elapsed().as_millis());
     assert_eq!(condition(&o, "Ready").unwrap()["reason"], "Contained");
+    assert_eq!(
+        condition(&o, "Ready").unwrap()["message"],
+        "no server firewall rule admits 203.0.113.7 (1 rule(s) narrowed or removed: AllowAll)"
+    );
     assert_eq!(o["status"]["target"], SQL_PROD);
     let expected = rules(&[
         ("AllowAll-cx1", "0.0.0.0", "203.0.113.6"),

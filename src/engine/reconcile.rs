@@ -633,6 +633,7 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
     }
 
     let mut drifted = false;
+    let mut message = assessment.message.clone();
     if !assessment.steps.is_empty() {
         drifted = !is_action && conditions::was_contained(&run.status.conditions, run.generation);
         if drifted {
@@ -683,7 +684,10 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
             Err(e) => return run.azure_failed(e).await,
         };
         match sh.control.assess(&obj, &target, &observed, &run.status) {
-            Ok(a) if a.steps.is_empty() => run.extra.extend(a.extra),
+            Ok(a) if a.steps.is_empty() => {
+                run.extra.extend(a.extra);
+                message = a.message;
+            }
             Ok(a) => {
                 run.finish(State::Progressing {
                     reason: "AwaitingAzure".into(),
@@ -729,7 +733,7 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
         run.status.last_verified_time = Some(now());
         run.finish(State::Ready {
             reason: "Completed".into(),
-            message: assessment.message,
+            message,
         })
         .await?;
         sh.cx.failure(&key_of(obj.as_ref()), false);
@@ -759,7 +763,7 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
     }
     run.finish(State::Ready {
         reason: reason.into(),
-        message: assessment.message,
+        message,
     })
     .await?;
     sh.cx.failure(&key_of(obj.as_ref()), false);

@@ -1,0 +1,32 @@
+//! Every manifest under examples/ is admitted by the real API server and converges against the
+//! demo world.
+
+mod support;
+
+use kube::api::{DynamicObject, Patch, PatchParams};
+use support::*;
+
+#[tokio::test]
+async fn every_example_converges() {
+    let env = Env::new("e2e-examples").await;
+    let _op = env.operator();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut applied = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let obj: DynamicObject = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let kind = obj.types.as_ref().unwrap().kind.clone();
+        let name = obj.metadata.name.clone().unwrap();
+        env.api(&kind)
+            .patch(&name, &PatchParams::apply("kubectl").force(), &Patch::Apply(&obj))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        applied.push((kind, name));
+    }
+    assert_eq!(applied.len(), 4, "one example per kind");
+    for (kind, name) in &applied {
+        env.wait_ready(kind, name).await;
+    }
+}
