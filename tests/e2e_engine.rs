@@ -13,14 +13,32 @@ async fn expires_at_releases_the_containment_and_keeps_the_resource() {
     let env = Env::new("e2e-expiry").await;
     let _op = env.operator();
     let expires = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(6);
-    env.apply("StoragePublicAccessLockdown", "boxed", json!({"target": target(STORAGE), "expiresAt": expires.to_string()}))
-        .await;
-    env.wait_condition("StoragePublicAccessLockdown", "boxed", "Ready", "True", Some("Contained")).await;
-    assert_eq!(env.sim.resource(STORAGE).await["properties"]["publicNetworkAccess"], "Disabled");
+    env.apply(
+        "StoragePublicAccessLockdown",
+        "boxed",
+        json!({"target": target(STORAGE), "expiresAt": expires.to_string()}),
+    )
+    .await;
+    env.wait_condition(
+        "StoragePublicAccessLockdown",
+        "boxed",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    assert_eq!(
+        env.sim.resource(STORAGE).await["properties"]["publicNetworkAccess"],
+        "Disabled"
+    );
     let o = env
-        .wait("StoragePublicAccessLockdown", "boxed", "expiry", Duration::from_secs(30), |o| {
-            o.is_some_and(|o| condition(o, "Ready").is_some_and(|c| c["reason"] == "Expired"))
-        })
+        .wait(
+            "StoragePublicAccessLockdown",
+            "boxed",
+            "expiry",
+            Duration::from_secs(30),
+            |o| o.is_some_and(|o| condition(o, "Ready").is_some_and(|c| c["reason"] == "Expired")),
+        )
         .await
         .unwrap();
     assert!(o["status"]["releasedTime"].is_string());
@@ -42,13 +60,25 @@ async fn two_replicas_never_act_twice_and_the_standby_takes_over() {
     let args = ["--leader-elect=true", "--lease-duration", "3s"];
     let mut a = Operator::start(&env, &args);
     let mut b = Operator::start(&env, &args);
-    env.apply("SqlIpBlock", "ip", json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]})).await;
+    env.apply(
+        "SqlIpBlock",
+        "ip",
+        json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]}),
+    )
+    .await;
     env.wait_ready("SqlIpBlock", "ip").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(env.sim.successful_writes().await.len(), 3, "exactly one replica acted");
+    assert_eq!(
+        env.sim.successful_writes().await.len(),
+        3,
+        "exactly one replica acted"
+    );
     let leader_a = a.logs().contains("became the leader");
     let leader_b = b.logs().contains("became the leader");
-    assert!(leader_a ^ leader_b, "exactly one leader: a={leader_a} b={leader_b}");
+    assert!(
+        leader_a ^ leader_b,
+        "exactly one leader: a={leader_a} b={leader_b}"
+    );
     // The leader crashes; the standby takes the lease and corrects the next drift.
     let standby = if leader_a {
         a.kill();
@@ -58,11 +88,23 @@ async fn two_replicas_never_act_twice_and_the_standby_takes_over() {
         &a
     };
     env.sim
-        .put(&format!("{SQL_PROD}/firewallRules/AllowAll"), json!({"properties": {"startIpAddress": "0.0.0.0", "endIpAddress": "255.255.255.255"}}))
+        .put(
+            &format!("{SQL_PROD}/firewallRules/AllowAll"),
+            json!({"properties": {"startIpAddress": "0.0.0.0", "endIpAddress": "255.255.255.255"}}),
+        )
         .await;
-    env.wait("SqlIpBlock", "ip", "drift corrected by the standby", Duration::from_secs(30), |o| {
-        o.is_some_and(|o| o["status"]["driftCount"] == 1 && condition(o, "Ready").is_some_and(|c| c["status"] == "True"))
-    })
+    env.wait(
+        "SqlIpBlock",
+        "ip",
+        "drift corrected by the standby",
+        Duration::from_secs(30),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["driftCount"] == 1
+                    && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+        },
+    )
     .await;
     assert!(standby.logs().contains("became the leader"));
 }
@@ -72,7 +114,12 @@ async fn health_readiness_and_metrics_endpoints() {
     let env = Env::new("e2e-metrics").await;
     let op = env.operator();
     let addr = op.metrics_addr().await;
-    env.apply("SqlIpBlock", "ip", json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]})).await;
+    env.apply(
+        "SqlIpBlock",
+        "ip",
+        json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]}),
+    )
+    .await;
     env.wait_ready("SqlIpBlock", "ip").await;
     let get = |p: &str| {
         let url = format!("http://{addr}{p}");
@@ -103,13 +150,25 @@ async fn health_readiness_and_metrics_endpoints() {
 async fn dry_run_action_plans_without_rotating() {
     let env = Env::new("e2e-stkr-dry").await;
     let _op = env.operator();
-    env.apply("StorageKeyRotation", "dry", json!({"target": target(STORAGE), "mode": "DryRun", "keys": ["key2"]})).await;
-    let o = env.wait_condition("StorageKeyRotation", "dry", "Ready", "True", Some("DryRun")).await;
+    env.apply(
+        "StorageKeyRotation",
+        "dry",
+        json!({"target": target(STORAGE), "mode": "DryRun", "keys": ["key2"]}),
+    )
+    .await;
+    let o = env
+        .wait_condition("StorageKeyRotation", "dry", "Ready", "True", Some("DryRun"))
+        .await;
     assert_eq!(
         o["status"]["plan"],
-        json!([format!("POST {STORAGE}/regenerateKey?api-version=2023-05-01 {{\"keyName\":\"key2\"}}")])
+        json!([format!(
+            "POST {STORAGE}/regenerateKey?api-version=2023-05-01 {{\"keyName\":\"key2\"}}"
+        )])
     );
-    assert!(o["status"]["action"].is_null(), "no intent is recorded in DryRun");
+    assert!(
+        o["status"]["action"].is_null(),
+        "no intent is recorded in DryRun"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(env.sim.writes().await.is_empty());
 }
@@ -118,9 +177,34 @@ async fn dry_run_action_plans_without_rotating() {
 async fn invalid_target_type_stalls_naming_the_field() {
     let env = Env::new("e2e-bad-target").await;
     let _op = env.operator();
-    env.apply("SqlIpBlock", "wrong", json!({"target": target(STORAGE), "ipAddresses": ["203.0.113.7"]})).await;
-    let o = env.wait_condition("SqlIpBlock", "wrong", "Stalled", "True", Some("InvalidTarget")).await;
-    let msg = condition(&o, "Stalled").unwrap()["message"].as_str().unwrap().to_string();
-    assert!(msg.contains("spec.target.resourceId is a Microsoft.Storage/storageAccounts"), "{msg}");
-    assert!(env.sim.requests().await.iter().all(|r| r["method"] == "POST" && r["path"].as_str().unwrap().contains("oauth2")));
+    env.apply(
+        "SqlIpBlock",
+        "wrong",
+        json!({"target": target(STORAGE), "ipAddresses": ["203.0.113.7"]}),
+    )
+    .await;
+    let o = env
+        .wait_condition(
+            "SqlIpBlock",
+            "wrong",
+            "Stalled",
+            "True",
+            Some("InvalidTarget"),
+        )
+        .await;
+    let msg = condition(&o, "Stalled").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("spec.target.resourceId is a Microsoft.Storage/storageAccounts"),
+        "{msg}"
+    );
+    assert!(
+        env.sim
+            .requests()
+            .await
+            .iter()
+            .all(|r| r["method"] == "POST" && r["path"].as_str().unwrap().contains("oauth2"))
+    );
 }

@@ -12,15 +12,26 @@ async fn every_example_converges() {
     let _op = env.operator();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
     let mut applied = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
-    for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+    for path in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+    {
         let text = std::fs::read_to_string(path).unwrap();
-        let obj: DynamicObject = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let obj: DynamicObject =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let kind = obj.types.as_ref().unwrap().kind.clone();
         let name = obj.metadata.name.clone().unwrap();
         env.api(&kind)
-            .patch(&name, &PatchParams::apply("kubectl").force(), &Patch::Apply(&obj))
+            .patch(
+                &name,
+                &PatchParams::apply("kubectl").force(),
+                &Patch::Apply(&obj),
+            )
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         applied.push((kind, name));

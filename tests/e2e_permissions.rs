@@ -11,13 +11,20 @@ fn scenario(kind: &str) -> Value {
     match kind {
         "SqlIpBlock" => json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]}),
         "SqlPublicAccessLockdown" => json!({"target": target(SQL_PROD)}),
-        "StorageKeyRotation" => json!({"target": target(STORAGE), "keys": ["key1"], "publishTo": {"secretName": "keys"}}),
+        "StorageKeyRotation" => {
+            json!({"target": target(STORAGE), "keys": ["key1"], "publishTo": {"secretName": "keys"}})
+        }
         "StoragePublicAccessLockdown" => json!({"target": target(STORAGE)}),
         other => panic!("no scenario for {other}"),
     }
 }
 
-const KINDS: [&str; 4] = ["SqlIpBlock", "SqlPublicAccessLockdown", "StorageKeyRotation", "StoragePublicAccessLockdown"];
+const KINDS: [&str; 4] = [
+    "SqlIpBlock",
+    "SqlPublicAccessLockdown",
+    "StorageKeyRotation",
+    "StoragePublicAccessLockdown",
+];
 
 #[tokio::test]
 async fn exactly_the_printed_actions_suffice() {
@@ -38,8 +45,13 @@ async fn removing_any_printed_action_stalls_with_authorization_failed() {
             let env = Env::with_actions("e2e-perm-missing", actions).await;
             let _op = env.operator();
             env.apply(kind, "x", scenario(kind)).await;
-            let o = env.wait_condition(kind, "x", "Stalled", "True", Some("AuthorizationFailed")).await;
-            let msg = condition(&o, "Stalled").unwrap()["message"].as_str().unwrap().to_string();
+            let o = env
+                .wait_condition(kind, "x", "Stalled", "True", Some("AuthorizationFailed"))
+                .await;
+            let msg = condition(&o, "Stalled").unwrap()["message"]
+                .as_str()
+                .unwrap()
+                .to_string();
             eprintln!("{kind} without {missing}: {msg}");
         }
     }

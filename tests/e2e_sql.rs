@@ -8,7 +8,9 @@ use serde_json::json;
 use support::*;
 
 fn rules(v: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
-    v.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect()
+    v.iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect()
 }
 
 fn demo_rules() -> Vec<(String, String, String)> {
@@ -41,33 +43,66 @@ async fn sql_ip_block_apply_noop_drift_and_restore() {
         ("office", "198.51.100.0", "198.51.100.255"),
     ]);
     assert_eq!(env.sim.firewall_rules(SQL_PROD).await, expected);
-    assert_eq!(o["status"]["restore"]["originals"]["AllowAll"]["endIpAddress"], "255.255.255.255");
+    assert_eq!(
+        o["status"]["restore"]["originals"]["AllowAll"]["endIpAddress"],
+        "255.255.255.255"
+    );
     let writes = env.sim.successful_writes().await;
     assert_eq!(writes.len(), 3, "{writes:?}");
 
     // Later drift checks (every ~2 s) read Azure and write nothing.
     let verified = o["status"]["lastVerifiedTime"].clone();
-    env.wait("SqlIpBlock", "attacker", "a later verification", Duration::from_secs(15), |o| {
-        o.is_some_and(|o| o["status"]["lastVerifiedTime"] != verified)
-    })
+    env.wait(
+        "SqlIpBlock",
+        "attacker",
+        "a later verification",
+        Duration::from_secs(15),
+        |o| o.is_some_and(|o| o["status"]["lastVerifiedTime"] != verified),
+    )
     .await;
-    assert_eq!(env.sim.writes().await.len(), 3, "a compliant re-check must not write");
+    assert_eq!(
+        env.sim.writes().await.len(),
+        3,
+        "a compliant re-check must not write"
+    );
 
     // Drift: someone re-creates the allow-all rule behind the operator's back.
     env.sim
-        .put(&format!("{SQL_PROD}/firewallRules/AllowAll"), json!({"properties": {"startIpAddress": "0.0.0.0", "endIpAddress": "255.255.255.255"}}))
+        .put(
+            &format!("{SQL_PROD}/firewallRules/AllowAll"),
+            json!({"properties": {"startIpAddress": "0.0.0.0", "endIpAddress": "255.255.255.255"}}),
+        )
         .await;
     let o = env
-        .wait("SqlIpBlock", "attacker", "drift corrected", Duration::from_secs(20), |o| {
-            o.is_some_and(|o| o["status"]["driftCount"] == 1 && condition(o, "Ready").is_some_and(|c| c["reason"] == "DriftCorrected"))
-        })
+        .wait(
+            "SqlIpBlock",
+            "attacker",
+            "drift corrected",
+            Duration::from_secs(20),
+            |o| {
+                o.is_some_and(|o| {
+                    o["status"]["driftCount"] == 1
+                        && condition(o, "Ready").is_some_and(|c| c["reason"] == "DriftCorrected")
+                })
+            },
+        )
         .await
         .unwrap();
     assert!(o["status"]["lastDriftTime"].is_string());
     assert_eq!(env.sim.firewall_rules(SQL_PROD).await, expected);
     let events = env.events("attacker").await;
-    assert!(events.iter().any(|e| e.1 == "DriftDetected" && e.0 == "Warning"), "{events:?}");
-    assert!(events.iter().any(|e| e.1 == "Applied" && e.2.contains("INC-4711")), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.1 == "DriftDetected" && e.0 == "Warning"),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.1 == "Applied" && e.2.contains("INC-4711")),
+        "{events:?}"
+    );
 
     // One JSON audit line per write, with who asked and Azure's request id.
     let audits: Vec<serde_json::Value> = op
@@ -77,8 +112,13 @@ async fn sql_ip_block_apply_noop_drift_and_restore() {
         .filter(|l| l["audit"] == true)
         .collect();
     assert_eq!(audits.len(), env.sim.writes().await.len(), "{audits:?}");
-    assert!(audits.iter().all(|a| a["requested_by"] == "kubectl" && a["request_id"].as_str().is_some_and(|s| !s.is_empty())));
-    assert!(audits.iter().any(|a| a["method"] == "DELETE" && a["reason"] == "INC-4711"));
+    assert!(audits.iter().all(|a| a["requested_by"] == "kubectl"
+        && a["request_id"].as_str().is_some_and(|s| !s.is_empty())));
+    assert!(
+        audits
+            .iter()
+            .any(|a| a["method"] == "DELETE" && a["reason"] == "INC-4711")
+    );
 
     // Delete: the original rules come back exactly.
     env.delete("SqlIpBlock", "attacker").await;
@@ -99,11 +139,18 @@ async fn sql_ip_block_retain_keeps_the_block_and_azure_services_rule_removal() {
     )
     .await;
     env.wait_ready("SqlIpBlock", "office").await;
-    let expected = rules(&[("AllowAll-cx1", "0.0.0.0", "198.51.99.255"), ("AllowAll-cx2", "198.51.101.0", "255.255.255.255")]);
+    let expected = rules(&[
+        ("AllowAll-cx1", "0.0.0.0", "198.51.99.255"),
+        ("AllowAll-cx2", "198.51.101.0", "255.255.255.255"),
+    ]);
     assert_eq!(env.sim.firewall_rules(SQL_PROD).await, expected);
     env.delete("SqlIpBlock", "office").await;
     env.wait_gone("SqlIpBlock", "office").await;
-    assert_eq!(env.sim.firewall_rules(SQL_PROD).await, expected, "Retain leaves the block in force");
+    assert_eq!(
+        env.sim.firewall_rules(SQL_PROD).await,
+        expected,
+        "Retain leaves the block in force"
+    );
     let events = env.events("office").await;
     assert!(events.iter().any(|e| e.1 == "Retained"), "{events:?}");
 }
@@ -112,18 +159,49 @@ async fn sql_ip_block_retain_keeps_the_block_and_azure_services_rule_removal() {
 async fn sql_ip_block_dry_run_and_observe_write_nothing() {
     let env = Env::new("e2e-sqlipb-modes").await;
     let _op = env.operator();
-    env.apply("SqlIpBlock", "dry", json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"], "mode": "DryRun"})).await;
-    env.apply("SqlIpBlock", "watch", json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"], "mode": "Observe"})).await;
-    let dry = env.wait_condition("SqlIpBlock", "dry", "Ready", "True", Some("DryRun")).await;
+    env.apply(
+        "SqlIpBlock",
+        "dry",
+        json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"], "mode": "DryRun"}),
+    )
+    .await;
+    env.apply(
+        "SqlIpBlock",
+        "watch",
+        json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"], "mode": "Observe"}),
+    )
+    .await;
+    let dry = env
+        .wait_condition("SqlIpBlock", "dry", "Ready", "True", Some("DryRun"))
+        .await;
     let plan: Vec<String> = serde_json::from_value(dry["status"]["plan"].clone()).unwrap();
     assert_eq!(plan.len(), 3, "{plan:?}");
-    assert!(plan[0].starts_with(&format!("PUT {SQL_PROD}/firewallRules/AllowAll-cx1?api-version=2021-11-01 ")), "{plan:?}");
-    assert!(plan[2].starts_with(&format!("DELETE {SQL_PROD}/firewallRules/AllowAll?")), "{plan:?}");
-    let obs = env.wait_condition("SqlIpBlock", "watch", "Ready", "False", Some("NotCompliant")).await;
+    assert!(
+        plan[0].starts_with(&format!(
+            "PUT {SQL_PROD}/firewallRules/AllowAll-cx1?api-version=2021-11-01 "
+        )),
+        "{plan:?}"
+    );
+    assert!(
+        plan[2].starts_with(&format!("DELETE {SQL_PROD}/firewallRules/AllowAll?")),
+        "{plan:?}"
+    );
+    let obs = env
+        .wait_condition(
+            "SqlIpBlock",
+            "watch",
+            "Ready",
+            "False",
+            Some("NotCompliant"),
+        )
+        .await;
     assert_eq!(condition(&obs, "Stalled").unwrap()["status"], "False");
     assert_eq!(obs["status"]["plan"].as_array().unwrap().len(), 3);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(env.sim.writes().await.is_empty(), "DryRun and Observe never write");
+    assert!(
+        env.sim.writes().await.is_empty(),
+        "DryRun and Observe never write"
+    );
     assert_eq!(env.sim.firewall_rules(SQL_PROD).await, demo_rules());
 }
 
@@ -131,23 +209,71 @@ async fn sql_ip_block_dry_run_and_observe_write_nothing() {
 async fn sql_public_access_lockdown_lro_release_and_private_endpoint_stall() {
     let env = Env::new("e2e-sqlpal").await;
     let _op = env.operator();
-    let t = env.apply("SqlPublicAccessLockdown", "lock", json!({"target": target(SQL_PROD)})).await;
-    let o = env.wait_condition("SqlPublicAccessLockdown", "lock", "Ready", "True", Some("Contained")).await;
-    eprintln!("apply→Ready SqlPublicAccessLockdown: {} ms (LRO {} ms in the sim)", t.elapsed().as_millis(), 300);
-    assert_eq!(env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"], "Disabled");
+    let t = env
+        .apply(
+            "SqlPublicAccessLockdown",
+            "lock",
+            json!({"target": target(SQL_PROD)}),
+        )
+        .await;
+    let o = env
+        .wait_condition(
+            "SqlPublicAccessLockdown",
+            "lock",
+            "Ready",
+            "True",
+            Some("Contained"),
+        )
+        .await;
+    eprintln!(
+        "apply→Ready SqlPublicAccessLockdown: {} ms (LRO {} ms in the sim)",
+        t.elapsed().as_millis(),
+        300
+    );
+    assert_eq!(
+        env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
+        "Disabled"
+    );
     assert_eq!(o["status"]["restore"]["publicNetworkAccess"], "Enabled");
     assert!(o["status"]["azure"]["pendingOperation"].is_null());
     assert!(o["status"]["azure"]["lastRequestId"].is_string());
 
     // No private endpoint: a precise Stall and no write at all.
-    env.apply("SqlPublicAccessLockdown", "legacy", json!({"target": target(SQL_LEGACY)})).await;
-    let s = env.wait_condition("SqlPublicAccessLockdown", "legacy", "Stalled", "True", Some("PrivateEndpointRequired")).await;
-    assert!(condition(&s, "Ready").unwrap()["message"].as_str().unwrap().contains("sql-legacy-02 has no private endpoint"));
-    assert!(env.sim.writes().await.iter().all(|w| !w.1.ends_with("sql-legacy-02")));
+    env.apply(
+        "SqlPublicAccessLockdown",
+        "legacy",
+        json!({"target": target(SQL_LEGACY)}),
+    )
+    .await;
+    let s = env
+        .wait_condition(
+            "SqlPublicAccessLockdown",
+            "legacy",
+            "Stalled",
+            "True",
+            Some("PrivateEndpointRequired"),
+        )
+        .await;
+    assert!(
+        condition(&s, "Ready").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("sql-legacy-02 has no private endpoint")
+    );
+    assert!(
+        env.sim
+            .writes()
+            .await
+            .iter()
+            .all(|w| !w.1.ends_with("sql-legacy-02"))
+    );
 
     env.delete("SqlPublicAccessLockdown", "lock").await;
     env.wait_gone("SqlPublicAccessLockdown", "lock").await;
-    assert_eq!(env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"], "Enabled");
+    assert_eq!(
+        env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
+        "Enabled"
+    );
     env.delete("SqlPublicAccessLockdown", "legacy").await;
     env.wait_gone("SqlPublicAccessLockdown", "legacy").await;
 }
@@ -156,16 +282,29 @@ async fn sql_public_access_lockdown_lro_release_and_private_endpoint_stall() {
 async fn sql_lockdown_and_ip_block_release_together_in_a_safe_order() {
     let env = Env::new("e2e-sql-both").await;
     let _op = env.operator();
-    env.apply("SqlIpBlock", "ip", json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]})).await;
+    env.apply(
+        "SqlIpBlock",
+        "ip",
+        json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]}),
+    )
+    .await;
     env.wait_ready("SqlIpBlock", "ip").await;
-    env.apply("SqlPublicAccessLockdown", "lock", json!({"target": target(SQL_PROD)})).await;
+    env.apply(
+        "SqlPublicAccessLockdown",
+        "lock",
+        json!({"target": target(SQL_PROD)}),
+    )
+    .await;
     env.wait_ready("SqlPublicAccessLockdown", "lock").await;
     // Both deleted at once: firewall rules can only be restored once public access is back.
     env.delete("SqlIpBlock", "ip").await;
     env.delete("SqlPublicAccessLockdown", "lock").await;
     env.wait_gone("SqlIpBlock", "ip").await;
     env.wait_gone("SqlPublicAccessLockdown", "lock").await;
-    assert_eq!(env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"], "Enabled");
+    assert_eq!(
+        env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
+        "Enabled"
+    );
     assert_eq!(env.sim.firewall_rules(SQL_PROD).await, demo_rules());
 }
 
@@ -174,20 +313,52 @@ async fn operator_killed_during_a_long_running_operation_resumes_polling() {
     let env = Env::new("e2e-sqlpal-crash").await;
     env.sim.settings(json!({"lroDelayMs": 4000})).await;
     let mut op = env.operator();
-    env.apply("SqlPublicAccessLockdown", "lock", json!({"target": target(SQL_PROD)})).await;
+    env.apply(
+        "SqlPublicAccessLockdown",
+        "lock",
+        json!({"target": target(SQL_PROD)}),
+    )
+    .await;
     let o = env
-        .wait("SqlPublicAccessLockdown", "lock", "a pending operation", Duration::from_secs(20), |o| {
-            o.is_some_and(|o| o["status"]["azure"]["pendingOperation"].is_string())
-        })
+        .wait(
+            "SqlPublicAccessLockdown",
+            "lock",
+            "a pending operation",
+            Duration::from_secs(20),
+            |o| o.is_some_and(|o| o["status"]["azure"]["pendingOperation"].is_string()),
+        )
         .await
         .unwrap();
-    assert_eq!(condition(&o, "Reconciling").unwrap()["reason"], "AwaitingOperation");
+    assert_eq!(
+        condition(&o, "Reconciling").unwrap()["reason"],
+        "AwaitingOperation"
+    );
     op.kill();
     let _op2 = env.operator();
-    env.wait_condition("SqlPublicAccessLockdown", "lock", "Ready", "True", Some("Contained")).await;
-    let patches: Vec<_> = env.sim.writes().await.into_iter().filter(|w| w.0 == "PATCH").collect();
-    assert_eq!(patches.len(), 1, "the PATCH is never re-issued: {patches:?}");
-    assert_eq!(env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"], "Disabled");
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "lock",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    let patches: Vec<_> = env
+        .sim
+        .writes()
+        .await
+        .into_iter()
+        .filter(|w| w.0 == "PATCH")
+        .collect();
+    assert_eq!(
+        patches.len(),
+        1,
+        "the PATCH is never re-issued: {patches:?}"
+    );
+    assert_eq!(
+        env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
+        "Disabled"
+    );
 }
 
 #[tokio::test]
@@ -203,20 +374,44 @@ async fn throttling_storm_and_server_errors_complete_without_duplicate_writes() 
     env.sim.settings(json!({"lroFailNext": 1})).await;
     let _op = env.operator();
     let started = Instant::now();
-    env.apply("SqlIpBlock", "ip", json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]})).await;
+    env.apply(
+        "SqlIpBlock",
+        "ip",
+        json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]}),
+    )
+    .await;
     env.wait_ready("SqlIpBlock", "ip").await;
-    env.apply("SqlPublicAccessLockdown", "prod", json!({"target": target(SQL_PROD)})).await;
+    env.apply(
+        "SqlPublicAccessLockdown",
+        "prod",
+        json!({"target": target(SQL_PROD)}),
+    )
+    .await;
     env.wait_ready("SqlPublicAccessLockdown", "prod").await;
-    eprintln!("fault scenario converged in {} ms", started.elapsed().as_millis());
+    eprintln!(
+        "fault scenario converged in {} ms",
+        started.elapsed().as_millis()
+    );
     let ok = env.sim.successful_writes().await;
     let puts = ok.iter().filter(|w| w.0 == "PUT").count();
     let deletes = ok.iter().filter(|w| w.0 == "DELETE").count();
     let patches = ok.iter().filter(|w| w.0 == "PATCH").count();
     // The failed operation changed nothing, so exactly one more PATCH was needed.
     assert_eq!((puts, deletes, patches), (2, 1, 2), "{ok:?}");
-    assert_eq!(env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"], "Disabled");
+    assert_eq!(
+        env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
+        "Disabled"
+    );
     let throttled = env.sim.writes().await.iter().filter(|w| w.2 == 429).count();
     assert_eq!(throttled, 5, "each 429 is waited out, not hammered");
-    let metrics = reqwest::get(format!("http://{}/metrics", _op.metrics_addr().await)).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("containment_azure_throttled_total 5"), "{metrics}");
+    let metrics = reqwest::get(format!("http://{}/metrics", _op.metrics_addr().await))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("containment_azure_throttled_total 5"),
+        "{metrics}"
+    );
 }

@@ -13,30 +13,96 @@ use support::*;
 async fn storage_lockdown_apply_drift_dry_run_and_restore() {
     let env = Env::new("e2e-stpal").await;
     let _op = env.operator();
-    env.apply("StoragePublicAccessLockdown", "dry", json!({"target": target(STORAGE), "mode": "DryRun", "disableSharedKeyAccess": true})).await;
-    let dry = env.wait_condition("StoragePublicAccessLockdown", "dry", "Ready", "True", Some("DryRun")).await;
+    env.apply(
+        "StoragePublicAccessLockdown",
+        "dry",
+        json!({"target": target(STORAGE), "mode": "DryRun", "disableSharedKeyAccess": true}),
+    )
+    .await;
+    let dry = env
+        .wait_condition(
+            "StoragePublicAccessLockdown",
+            "dry",
+            "Ready",
+            "True",
+            Some("DryRun"),
+        )
+        .await;
     let plan = dry["status"]["plan"][0].as_str().unwrap().to_string();
-    assert!(plan.starts_with(&format!("PATCH {STORAGE}?api-version=2023-05-01 ")), "{plan}");
-    let body: Value = serde_json::from_str(plan.split_once(' ').unwrap().1.split_once(' ').unwrap().1).unwrap();
-    assert_eq!(body, json!({"properties": {"allowBlobPublicAccess": false, "publicNetworkAccess": "Disabled", "allowSharedKeyAccess": false}}));
+    assert!(
+        plan.starts_with(&format!("PATCH {STORAGE}?api-version=2023-05-01 ")),
+        "{plan}"
+    );
+    let body: Value =
+        serde_json::from_str(plan.split_once(' ').unwrap().1.split_once(' ').unwrap().1).unwrap();
+    assert_eq!(
+        body,
+        json!({"properties": {"allowBlobPublicAccess": false, "publicNetworkAccess": "Disabled", "allowSharedKeyAccess": false}})
+    );
     assert!(env.sim.writes().await.is_empty());
     env.delete("StoragePublicAccessLockdown", "dry").await;
 
-    let t = env.apply("StoragePublicAccessLockdown", "lock", json!({"target": target(STORAGE)})).await;
-    let o = env.wait_condition("StoragePublicAccessLockdown", "lock", "Ready", "True", Some("Contained")).await;
-    eprintln!("apply→Ready StoragePublicAccessLockdown: {} ms", t.elapsed().as_millis());
+    let t = env
+        .apply(
+            "StoragePublicAccessLockdown",
+            "lock",
+            json!({"target": target(STORAGE)}),
+        )
+        .await;
+    let o = env
+        .wait_condition(
+            "StoragePublicAccessLockdown",
+            "lock",
+            "Ready",
+            "True",
+            Some("Contained"),
+        )
+        .await;
+    eprintln!(
+        "apply→Ready StoragePublicAccessLockdown: {} ms",
+        t.elapsed().as_millis()
+    );
     let props = env.sim.resource(STORAGE).await["properties"].clone();
-    assert_eq!((props["allowBlobPublicAccess"].clone(), props["publicNetworkAccess"].clone()), (json!(false), json!("Disabled")));
-    assert_eq!(props["allowSharedKeyAccess"], true, "not owned by this containment: untouched");
-    assert_eq!(o["status"]["restore"]["prior"], json!({"allowBlobPublicAccess": true, "publicNetworkAccess": "Enabled"}));
+    assert_eq!(
+        (
+            props["allowBlobPublicAccess"].clone(),
+            props["publicNetworkAccess"].clone()
+        ),
+        (json!(false), json!("Disabled"))
+    );
+    assert_eq!(
+        props["allowSharedKeyAccess"], true,
+        "not owned by this containment: untouched"
+    );
+    assert_eq!(
+        o["status"]["restore"]["prior"],
+        json!({"allowBlobPublicAccess": true, "publicNetworkAccess": "Enabled"})
+    );
     assert_eq!(env.sim.writes().await.len(), 1);
 
-    env.sim.patch(STORAGE, json!({"properties": {"publicNetworkAccess": "Enabled"}})).await;
-    env.wait("StoragePublicAccessLockdown", "lock", "drift corrected", Duration::from_secs(20), |o| {
-        o.is_some_and(|o| o["status"]["driftCount"] == 1 && condition(o, "Ready").is_some_and(|c| c["status"] == "True"))
-    })
+    env.sim
+        .patch(
+            STORAGE,
+            json!({"properties": {"publicNetworkAccess": "Enabled"}}),
+        )
+        .await;
+    env.wait(
+        "StoragePublicAccessLockdown",
+        "lock",
+        "drift corrected",
+        Duration::from_secs(20),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["driftCount"] == 1
+                    && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+        },
+    )
     .await;
-    assert_eq!(env.sim.resource(STORAGE).await["properties"]["publicNetworkAccess"], "Disabled");
+    assert_eq!(
+        env.sim.resource(STORAGE).await["properties"]["publicNetworkAccess"],
+        "Disabled"
+    );
     // The correction PATCHes only the field that drifted.
     let writes = env.sim.writes().await;
     assert_eq!(writes.len(), 2, "{writes:?}");
@@ -44,15 +110,33 @@ async fn storage_lockdown_apply_drift_dry_run_and_restore() {
     env.delete("StoragePublicAccessLockdown", "lock").await;
     env.wait_gone("StoragePublicAccessLockdown", "lock").await;
     let props = env.sim.resource(STORAGE).await["properties"].clone();
-    assert_eq!((props["allowBlobPublicAccess"].clone(), props["publicNetworkAccess"].clone()), (json!(true), json!("Enabled")));
+    assert_eq!(
+        (
+            props["allowBlobPublicAccess"].clone(),
+            props["publicNetworkAccess"].clone()
+        ),
+        (json!(true), json!("Enabled"))
+    );
 }
 
 #[tokio::test]
 async fn storage_lockdown_restricted_allow_list_and_observe() {
     let env = Env::new("e2e-stpal-restricted").await;
     let _op = env.operator();
-    env.apply("StoragePublicAccessLockdown", "watch", json!({"target": target(STORAGE), "mode": "Observe"})).await;
-    env.wait_condition("StoragePublicAccessLockdown", "watch", "Ready", "False", Some("NotCompliant")).await;
+    env.apply(
+        "StoragePublicAccessLockdown",
+        "watch",
+        json!({"target": target(STORAGE), "mode": "Observe"}),
+    )
+    .await;
+    env.wait_condition(
+        "StoragePublicAccessLockdown",
+        "watch",
+        "Ready",
+        "False",
+        Some("NotCompliant"),
+    )
+    .await;
     assert!(env.sim.writes().await.is_empty(), "Observe never writes");
     env.apply(
         "StoragePublicAccessLockdown",
@@ -63,7 +147,10 @@ async fn storage_lockdown_restricted_allow_list_and_observe() {
     env.wait_ready("StoragePublicAccessLockdown", "allow").await;
     let acls = env.sim.resource(STORAGE).await["properties"]["networkAcls"].clone();
     assert_eq!(acls["defaultAction"], "Deny");
-    assert_eq!(acls["ipRules"], json!([{"value": "198.51.100.0/24", "action": "Allow"}]));
+    assert_eq!(
+        acls["ipRules"],
+        json!([{"value": "198.51.100.0/24", "action": "Allow"}])
+    );
     assert_eq!(acls["bypass"], "AzureServices");
     env.delete("StoragePublicAccessLockdown", "allow").await;
     env.wait_gone("StoragePublicAccessLockdown", "allow").await;
@@ -77,7 +164,12 @@ fn key_values(listed: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|k| (k["keyName"].as_str().unwrap().to_string(), k["value"].as_str().unwrap().to_string()))
+        .map(|k| {
+            (
+                k["keyName"].as_str().unwrap().to_string(),
+                k["value"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -85,17 +177,44 @@ fn key_values(listed: &Value) -> Vec<(String, String)> {
 async fn storage_key_rotation_once_per_trigger_publishes_and_never_leaks() {
     let env = Env::new("e2e-stkr").await;
     let op = env.operator();
-    let before = key_values(&env.sim.arm(reqwest::Method::POST, &format!("{STORAGE}/listKeys?api-version=2023-05-01")).await);
+    let before = key_values(
+        &env.sim
+            .arm(
+                reqwest::Method::POST,
+                &format!("{STORAGE}/listKeys?api-version=2023-05-01"),
+            )
+            .await,
+    );
     let t = env
         .apply("StorageKeyRotation", "leak", json!({"target": target(STORAGE), "trigger": "INC-1", "publishTo": {"secretName": "stprod01-keys"}}))
         .await;
-    let o = env.wait_condition("StorageKeyRotation", "leak", "Ready", "True", Some("Completed")).await;
-    eprintln!("apply→Ready StorageKeyRotation: {} ms", t.elapsed().as_millis());
+    let o = env
+        .wait_condition(
+            "StorageKeyRotation",
+            "leak",
+            "Ready",
+            "True",
+            Some("Completed"),
+        )
+        .await;
+    eprintln!(
+        "apply→Ready StorageKeyRotation: {} ms",
+        t.elapsed().as_millis()
+    );
     assert_eq!(o["status"]["action"]["runId"], "trigger:INC-1");
     assert_eq!(o["status"]["action"]["phase"], "Completed");
-    let after = key_values(&env.sim.arm(reqwest::Method::POST, &format!("{STORAGE}/listKeys?api-version=2023-05-01")).await);
+    let after = key_values(
+        &env.sim
+            .arm(
+                reqwest::Method::POST,
+                &format!("{STORAGE}/listKeys?api-version=2023-05-01"),
+            )
+            .await,
+    );
     assert_ne!(before, after);
-    let regen = |w: &Vec<(String, String, u16)>| w.iter().filter(|w| w.1.ends_with("/regenerateKey")).count();
+    let regen = |w: &Vec<(String, String, u16)>| {
+        w.iter().filter(|w| w.1.ends_with("/regenerateKey")).count()
+    };
     assert_eq!(regen(&env.sim.writes().await), 2);
     let created = env.sim.resource(STORAGE).await["properties"]["keyCreationTime"].clone();
     assert_ne!(created["key1"], "2024-01-01T00:00:00.0000000Z");
@@ -107,10 +226,19 @@ async fn storage_key_rotation_once_per_trigger_publishes_and_never_leaks() {
     let data = s.data.unwrap();
     for (name, value) in &after {
         assert_eq!(String::from_utf8(data[name].0.clone()).unwrap(), *value);
-        assert!(!op.logs().contains(value.as_str()), "a key value reached the logs");
-        assert!(!o.to_string().contains(value.as_str()), "a key value reached the status");
+        assert!(
+            !op.logs().contains(value.as_str()),
+            "a key value reached the logs"
+        );
+        assert!(
+            !o.to_string().contains(value.as_str()),
+            "a key value reached the status"
+        );
         for e in env.events("leak").await {
-            assert!(!e.2.contains(value.as_str()), "a key value reached an event");
+            assert!(
+                !e.2.contains(value.as_str()),
+                "a key value reached an event"
+            );
         }
     }
 
@@ -119,9 +247,18 @@ async fn storage_key_rotation_once_per_trigger_publishes_and_never_leaks() {
     assert_eq!(regen(&env.sim.writes().await), 2);
     // New trigger: one more run.
     env.apply("StorageKeyRotation", "leak", json!({"target": target(STORAGE), "trigger": "INC-2", "keys": ["key1"], "publishTo": {"secretName": "stprod01-keys"}})).await;
-    env.wait("StorageKeyRotation", "leak", "run INC-2 completed", Duration::from_secs(20), |o| {
-        o.is_some_and(|o| o["status"]["action"]["runId"] == "trigger:INC-2" && o["status"]["action"]["phase"] == "Completed")
-    })
+    env.wait(
+        "StorageKeyRotation",
+        "leak",
+        "run INC-2 completed",
+        Duration::from_secs(20),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["action"]["runId"] == "trigger:INC-2"
+                    && o["status"]["action"]["phase"] == "Completed"
+            })
+        },
+    )
     .await;
     assert_eq!(regen(&env.sim.writes().await), 3);
 }
@@ -133,16 +270,38 @@ async fn operator_killed_mid_rotation_never_rotates_twice() {
     // heard back.
     env.sim.settings(json!({"latencyMs": 2000})).await;
     let mut op = env.operator();
-    env.apply("StorageKeyRotation", "rot", json!({"target": target(STORAGE)})).await;
-    env.wait("StorageKeyRotation", "rot", "intent recorded", Duration::from_secs(30), |o| {
-        o.is_some_and(|o| o["status"]["action"]["phase"] == "InProgress")
-    })
+    env.apply(
+        "StorageKeyRotation",
+        "rot",
+        json!({"target": target(STORAGE)}),
+    )
+    .await;
+    env.wait(
+        "StorageKeyRotation",
+        "rot",
+        "intent recorded",
+        Duration::from_secs(30),
+        |o| o.is_some_and(|o| o["status"]["action"]["phase"] == "InProgress"),
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     op.kill();
     env.sim.settings(json!({"latencyMs": 0})).await;
     let _op2 = env.operator();
-    env.wait_condition("StorageKeyRotation", "rot", "Ready", "True", Some("Completed")).await;
-    let regen: Vec<_> = env.sim.writes().await.into_iter().filter(|w| w.1.ends_with("/regenerateKey")).collect();
+    env.wait_condition(
+        "StorageKeyRotation",
+        "rot",
+        "Ready",
+        "True",
+        Some("Completed"),
+    )
+    .await;
+    let regen: Vec<_> = env
+        .sim
+        .writes()
+        .await
+        .into_iter()
+        .filter(|w| w.1.ends_with("/regenerateKey"))
+        .collect();
     assert_eq!(regen.len(), 2, "key1 and key2 exactly once each: {regen:?}");
 }

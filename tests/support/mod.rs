@@ -31,7 +31,11 @@ pub fn printed_actions(kinds: &[&str]) -> Vec<String> {
         cmd.arg("--kinds").arg(kinds.join(","));
     }
     let out = cmd.output().expect("run permissions");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: Value = serde_json::from_slice(&out.stdout).expect("permissions prints JSON");
     doc["azureCustomRole"]["Actions"]
         .as_array()
@@ -86,7 +90,9 @@ impl Sim {
     }
 
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self.http.request(method.clone(), format!("{}{path}", self.url));
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url));
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -104,7 +110,11 @@ impl Sim {
 
     pub async fn children(&self, prefix: &str) -> Vec<Value> {
         let v = self
-            .admin(reqwest::Method::GET, &format!("/_sim/resources?prefix={prefix}/"), None)
+            .admin(
+                reqwest::Method::GET,
+                &format!("/_sim/resources?prefix={prefix}/"),
+                None,
+            )
             .await;
         v["value"].as_array().cloned().unwrap_or_default()
     }
@@ -118,8 +128,14 @@ impl Sim {
             .map(|r| {
                 (
                     r["name"].as_str().unwrap().to_string(),
-                    r["properties"]["startIpAddress"].as_str().unwrap().to_string(),
-                    r["properties"]["endIpAddress"].as_str().unwrap().to_string(),
+                    r["properties"]["startIpAddress"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                    r["properties"]["endIpAddress"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
                 )
             })
             .collect();
@@ -128,26 +144,38 @@ impl Sim {
     }
 
     pub async fn patch(&self, id: &str, body: Value) {
-        self.admin(reqwest::Method::PATCH, &format!("/_sim/resources{id}"), Some(body))
-            .await;
+        self.admin(
+            reqwest::Method::PATCH,
+            &format!("/_sim/resources{id}"),
+            Some(body),
+        )
+        .await;
     }
 
     pub async fn put(&self, id: &str, body: Value) {
-        self.admin(reqwest::Method::PUT, &format!("/_sim/resources{id}"), Some(body))
-            .await;
+        self.admin(
+            reqwest::Method::PUT,
+            &format!("/_sim/resources{id}"),
+            Some(body),
+        )
+        .await;
     }
 
     pub async fn settings(&self, body: Value) {
-        self.admin(reqwest::Method::POST, "/_sim/settings", Some(body)).await;
+        self.admin(reqwest::Method::POST, "/_sim/settings", Some(body))
+            .await;
     }
 
     pub async fn fault(&self, body: Value) {
-        self.admin(reqwest::Method::POST, "/_sim/faults", Some(body)).await;
+        self.admin(reqwest::Method::POST, "/_sim/faults", Some(body))
+            .await;
     }
 
     /// The Azure request log (admin calls excluded).
     pub async fn requests(&self) -> Vec<Value> {
-        let v = self.admin(reqwest::Method::GET, "/_sim/requests", None).await;
+        let v = self
+            .admin(reqwest::Method::GET, "/_sim/requests", None)
+            .await;
         v["value"].as_array().cloned().unwrap_or_default()
     }
 
@@ -214,23 +242,35 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(env: &Env, extra: &[&str]) -> Operator {
-        let log = env.dir.path().join(format!("operator-{}.log", env.starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
+        let log = env.dir.path().join(format!(
+            "operator-{}.log",
+            env.starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--namespace", &env.ns, "--metrics-addr", "127.0.0.1:0", "--leader-elect=false", "--drift-interval", "2s"])
-            .args(extra)
-            .env("KUBECONFIG", &env.kubeconfig)
-            .env("AZURE_TENANT_ID", TENANT)
-            .env("AZURE_CLIENT_ID", CLIENT_ID)
-            .env("AZURE_CLIENT_SECRET", CLIENT_SECRET)
-            .env("AZURE_CREDENTIAL", "client-secret")
-            .env("AZURE_AUTHORITY_HOST", &env.sim.url)
-            .env("AZURE_ARM_ENDPOINT", &env.sim.url)
-            .env("AZURE_CA_FILE", &env.sim.ca)
-            .env("RUST_LOG", "info")
-            .env_remove("AZURE_FEDERATED_TOKEN_FILE")
-            .stdout(Stdio::null())
-            .stderr(file);
+        cmd.args([
+            "run",
+            "--namespace",
+            &env.ns,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--leader-elect=false",
+            "--drift-interval",
+            "2s",
+        ])
+        .args(extra)
+        .env("KUBECONFIG", &env.kubeconfig)
+        .env("AZURE_TENANT_ID", TENANT)
+        .env("AZURE_CLIENT_ID", CLIENT_ID)
+        .env("AZURE_CLIENT_SECRET", CLIENT_SECRET)
+        .env("AZURE_CREDENTIAL", "client-secret")
+        .env("AZURE_AUTHORITY_HOST", &env.sim.url)
+        .env("AZURE_ARM_ENDPOINT", &env.sim.url)
+        .env("AZURE_CA_FILE", &env.sim.ca)
+        .env("RUST_LOG", "info")
+        .env_remove("AZURE_FEDERATED_TOKEN_FILE")
+        .stdout(Stdio::null())
+        .stderr(file);
         Operator {
             proc: testenv::Managed::spawn("containment-operator", cmd).unwrap(),
             log,
@@ -257,7 +297,11 @@ impl Operator {
                     return a.to_string();
                 }
             }
-            assert!(Instant::now() < deadline, "operator printed no metrics address:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "operator printed no metrics address:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -273,7 +317,11 @@ pub struct Env {
 }
 
 pub fn gvk(kind: &str) -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk("containment.defenderc2.io", "v1alpha1", kind))
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "containment.defenderc2.io",
+        "v1alpha1",
+        kind,
+    ))
 }
 
 impl Env {
@@ -285,7 +333,9 @@ impl Env {
     pub async fn with_actions(prefix: &str, actions: Vec<String>) -> Env {
         let cp = testenv::shared().await.unwrap();
         let client = cp.client().await.unwrap();
-        testenv::install_crds_from_dir(&client, Path::new(CRDS)).await.unwrap();
+        testenv::install_crds_from_dir(&client, Path::new(CRDS))
+            .await
+            .unwrap();
         let ns = cp.namespace(&client, prefix).await.unwrap();
         Env {
             sim: Sim::start(actions).await,
@@ -313,14 +363,21 @@ impl Env {
         });
         let t = Instant::now();
         self.api(kind)
-            .patch(name, &PatchParams::apply("kubectl").force(), &Patch::Apply(&obj))
+            .patch(
+                name,
+                &PatchParams::apply("kubectl").force(),
+                &Patch::Apply(&obj),
+            )
             .await
             .unwrap();
         t
     }
 
     pub async fn delete(&self, kind: &str, name: &str) {
-        self.api(kind).delete(name, &DeleteParams::default()).await.unwrap();
+        self.api(kind)
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
     }
 
     pub async fn get(&self, kind: &str, name: &str) -> Option<Value> {
@@ -332,7 +389,14 @@ impl Env {
     }
 
     /// Wait until `pred` holds on the object (None = gone); returns it.
-    pub async fn wait(&self, kind: &str, name: &str, what: &str, timeout: Duration, pred: impl Fn(Option<&Value>) -> bool) -> Option<Value> {
+    pub async fn wait(
+        &self,
+        kind: &str,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(Option<&Value>) -> bool,
+    ) -> Option<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let o = self.get(kind, name).await;
@@ -340,20 +404,38 @@ impl Env {
                 return o;
             }
             if Instant::now() > deadline {
-                panic!("{kind}/{name}: timed out waiting for {what}; last seen: {}", serde_json::to_string_pretty(&o).unwrap());
+                panic!(
+                    "{kind}/{name}: timed out waiting for {what}; last seen: {}",
+                    serde_json::to_string_pretty(&o).unwrap()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    pub async fn wait_condition(&self, kind: &str, name: &str, type_: &str, status: &str, reason: Option<&str>) -> Value {
-        self.wait(kind, name, &format!("{type_}={status} {reason:?}"), Duration::from_secs(30), |o| {
-            o.is_some_and(|o| condition(o, type_).is_some_and(|c| {
-                c["status"] == status
-                    && reason.is_none_or(|r| c["reason"] == r)
-                    && c["observedGeneration"] == o["metadata"]["generation"]
-            }))
-        })
+    pub async fn wait_condition(
+        &self,
+        kind: &str,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> Value {
+        self.wait(
+            kind,
+            name,
+            &format!("{type_}={status} {reason:?}"),
+            Duration::from_secs(30),
+            |o| {
+                o.is_some_and(|o| {
+                    condition(o, type_).is_some_and(|c| {
+                        c["status"] == status
+                            && reason.is_none_or(|r| c["reason"] == r)
+                            && c["observedGeneration"] == o["metadata"]["generation"]
+                    })
+                })
+            },
+        )
         .await
         .unwrap()
     }
@@ -363,25 +445,38 @@ impl Env {
     }
 
     pub async fn wait_gone(&self, kind: &str, name: &str) {
-        self.wait(kind, name, "deletion", Duration::from_secs(30), |o| o.is_none()).await;
+        self.wait(kind, name, "deletion", Duration::from_secs(30), |o| {
+            o.is_none()
+        })
+        .await;
     }
 
     /// Events recorded for an object, as (type, reason, note).
     pub async fn events(&self, name: &str) -> Vec<(String, String, String)> {
-        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.ns);
         api.list(&Default::default())
             .await
             .unwrap()
             .items
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
             .collect()
     }
 }
 
 pub fn condition<'a>(o: &'a Value, type_: &str) -> Option<&'a Value> {
-    o["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+    o["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
 }
 
 pub fn target(id: &str) -> Value {
