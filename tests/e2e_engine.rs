@@ -208,3 +208,65 @@ async fn invalid_target_type_stalls_naming_the_field() {
             .all(|r| r["method"] == "POST" && r["path"].as_str().unwrap().contains("oauth2"))
     );
 }
+
+#[tokio::test]
+async fn workload_identity_with_a_projected_service_account_token() {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use kube::api::{Api, PostParams};
+
+    let env = Env::new("e2e-wi").await;
+    // The demo world trusts system:serviceaccount:containment-system:containment-operator.
+    let nss: Api<Namespace> = Api::all(env.client.clone());
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "containment-system"}})).unwrap();
+    let _ = nss.create(&PostParams::default(), &ns).await;
+    let sas: Api<ServiceAccount> = Api::namespaced(env.client.clone(), "containment-system");
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "containment-operator"}})).unwrap();
+    let _ = sas.create(&PostParams::default(), &sa).await;
+    let req = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec!["api://AzureADTokenExchange".into()]),
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let tok = sas
+        .create_token_request("containment-operator", &PostParams::default(), &req)
+        .await
+        .unwrap();
+    let file = env.dir.path().join("azure-identity-token");
+    let token = tok.status.unwrap().token.unwrap();
+    std::fs::write(&file, &token).unwrap();
+
+    let op = Operator::start_with(
+        &env,
+        &[],
+        &[
+            ("AZURE_CREDENTIAL", "auto"),
+            ("AZURE_CLIENT_SECRET", ""),
+            ("AZURE_FEDERATED_TOKEN_FILE", file.to_str().unwrap()),
+        ],
+    );
+    env.apply(
+        "StoragePublicAccessLockdown",
+        "wi",
+        json!({"target": target(STORAGE)}),
+    )
+    .await;
+    env.wait_condition(
+        "StoragePublicAccessLockdown",
+        "wi",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    let signature = &token[token.len() - 40..];
+    assert!(
+        !op.logs().contains(signature),
+        "the federated token reached the logs"
+    );
+}

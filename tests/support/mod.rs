@@ -242,6 +242,11 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(env: &Env, extra: &[&str]) -> Operator {
+        Operator::start_with(env, extra, &[])
+    }
+
+    /// With extra environment (an empty value removes the variable).
+    pub fn start_with(env: &Env, extra: &[&str], vars: &[(&str, &str)]) -> Operator {
         let log = env.dir.path().join(format!(
             "operator-{}.log",
             env.starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
@@ -271,6 +276,13 @@ impl Operator {
         .env_remove("AZURE_FEDERATED_TOKEN_FILE")
         .stdout(Stdio::null())
         .stderr(file);
+        for (k, v) in vars {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
         Operator {
             proc: testenv::Managed::spawn("containment-operator", cmd).unwrap(),
             log,
