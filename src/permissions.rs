@@ -3,14 +3,11 @@
 
 use std::collections::BTreeSet;
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
-use crate::controls::{
-    sql_ip_block::SqlIpBlockControl, sql_public_access::SqlPublicAccessLockdownControl,
-    storage_key_rotation::StorageKeyRotationControl,
-    storage_public_access::StoragePublicAccessLockdownControl,
-};
-use crate::engine::Control;
+use crate::engine::{self, Control, Ctx};
 
 #[derive(Debug)]
 pub struct KindInfo {
@@ -20,33 +17,46 @@ pub struct KindInfo {
     pub mde: &'static [&'static str],
 }
 
-/// Every kind this build serves.
-pub const KINDS: &[KindInfo] = &[
-    KindInfo {
-        kind: "SqlIpBlock",
-        actions: SqlIpBlockControl::ACTIONS,
-        graph: &[],
-        mde: &[],
-    },
-    KindInfo {
-        kind: "SqlPublicAccessLockdown",
-        actions: SqlPublicAccessLockdownControl::ACTIONS,
-        graph: &[],
-        mde: &[],
-    },
-    KindInfo {
-        kind: "StorageKeyRotation",
-        actions: StorageKeyRotationControl::ACTIONS,
-        graph: &[],
-        mde: &[],
-    },
-    KindInfo {
-        kind: "StoragePublicAccessLockdown",
-        actions: StoragePublicAccessLockdownControl::ACTIONS,
-        graph: &[],
-        mde: &[],
-    },
-];
+/// The one list of kinds: their permissions and how to start their controller.
+macro_rules! kinds {
+    ($($kind:literal => $control:path { graph: $graph:expr, mde: $mde:expr }),* $(,)?) => {
+        /// Every kind this build serves.
+        pub const KINDS: &[KindInfo] = &[
+            $(KindInfo { kind: $kind, actions: <$control as Control>::ACTIONS, graph: $graph, mde: $mde }),*
+        ];
+
+        /// Start the controller of `kind` on `tasks`.
+        pub fn spawn(
+            kind: &str,
+            tasks: &mut tokio::task::JoinSet<()>,
+            cx: Arc<Ctx>,
+            namespace: Option<String>,
+            concurrency: u16,
+        ) -> Result<(), String> {
+            match kind {
+                $($kind => { tasks.spawn(engine::run($control, cx, namespace, concurrency)); })*
+                other => return Err(format!("kind {other} has no controller in this build")),
+            }
+            Ok(())
+        }
+    };
+}
+
+use crate::controls::{
+    cosmos, defender_alert, sql_ip_block, sql_public_access, storage_key_rotation,
+    storage_public_access, storage_sas_revocation,
+};
+
+kinds! {
+    "SqlIpBlock" => sql_ip_block::SqlIpBlockControl { graph: &[], mde: &[] },
+    "SqlPublicAccessLockdown" => sql_public_access::SqlPublicAccessLockdownControl { graph: &[], mde: &[] },
+    "StorageKeyRotation" => storage_key_rotation::StorageKeyRotationControl { graph: &[], mde: &[] },
+    "StoragePublicAccessLockdown" => storage_public_access::StoragePublicAccessLockdownControl { graph: &[], mde: &[] },
+    "StorageSasRevocation" => storage_sas_revocation::StorageSasRevocationControl { graph: &[], mde: &[] },
+    "CosmosKeyRotation" => cosmos::CosmosKeyRotationControl { graph: &[], mde: &[] },
+    "CosmosPublicAccessLockdown" => cosmos::CosmosPublicAccessLockdownControl { graph: &[], mde: &[] },
+    "DefenderAlertState" => defender_alert::DefenderAlertStateControl { graph: &[], mde: &[] },
+}
 
 /// Resolve `--kinds` (names, case-insensitive; empty = all) or say which name is unknown.
 pub fn select(names: &[String]) -> Result<Vec<&'static KindInfo>, String> {

@@ -14,12 +14,7 @@ use crate::azure::Arm;
 use crate::azure::arm::USER_AGENT;
 use crate::azure::auth::{self, CredentialConfig, CredentialKind};
 use crate::azure::limiter::{BucketSpec, Limiter, LimiterConfig};
-use crate::controls::{
-    sql_ip_block::SqlIpBlockControl, sql_public_access::SqlPublicAccessLockdownControl,
-    storage_key_rotation::StorageKeyRotationControl,
-    storage_public_access::StoragePublicAccessLockdownControl,
-};
-use crate::engine::{self, Ctx};
+use crate::engine::Ctx;
 use crate::metrics::Metrics;
 use crate::permissions;
 
@@ -248,18 +243,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let n = args.max_concurrent_reconciles;
     let mut tasks = tokio::task::JoinSet::new();
     for k in kinds {
-        let (cx, ns) = (cx.clone(), ns.clone());
-        match k.kind {
-            "SqlIpBlock" => tasks.spawn(engine::run(SqlIpBlockControl, cx, ns, n)),
-            "SqlPublicAccessLockdown" => {
-                tasks.spawn(engine::run(SqlPublicAccessLockdownControl, cx, ns, n))
-            }
-            "StorageKeyRotation" => tasks.spawn(engine::run(StorageKeyRotationControl, cx, ns, n)),
-            "StoragePublicAccessLockdown" => {
-                tasks.spawn(engine::run(StoragePublicAccessLockdownControl, cx, ns, n))
-            }
-            other => bail!("kind {other} has no controller in this build"),
-        };
+        permissions::spawn(k.kind, &mut tasks, cx.clone(), ns.clone(), n)
+            .map_err(anyhow::Error::msg)?;
         tracing::info!(kind = k.kind, "controller started");
     }
     match leadership {

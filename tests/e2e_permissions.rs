@@ -6,24 +6,57 @@ mod support;
 use serde_json::{Value, json};
 use support::*;
 
-/// A resource of each kind whose first apply needs every action the kind lists.
-fn scenario(kind: &str) -> Value {
+/// A resource whose lifecycle needs `action` (every action of the kind when None), and whether
+/// the action is only needed on release (delete).
+fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
+    let needs = |a: &str| action.is_none_or(|x| x.ends_with(a));
     match kind {
-        "SqlIpBlock" => json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]}),
-        "SqlPublicAccessLockdown" => json!({"target": target(SQL_PROD)}),
-        "StorageKeyRotation" => {
-            json!({"target": target(STORAGE), "keys": ["key1"], "publishTo": {"secretName": "keys"}})
+        "SqlIpBlock" => (
+            json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]}),
+            false,
+        ),
+        "SqlPublicAccessLockdown" => (json!({"target": target(SQL_PROD)}), false),
+        "StorageKeyRotation" => (
+            json!({"target": target(STORAGE), "keys": ["key1"], "publishTo": {"secretName": "keys"}}),
+            false,
+        ),
+        "StoragePublicAccessLockdown" => (json!({"target": target(STORAGE)}), false),
+        "StorageSasRevocation" => (
+            json!({"target": target(STORAGE), "rotateAccountKeys": true}),
+            false,
+        ),
+        "CosmosKeyRotation" => (
+            json!({"target": target(COSMOS), "keyKinds": ["primary"]}),
+            false,
+        ),
+        "CosmosPublicAccessLockdown" => (json!({"target": target(COSMOS)}), false),
+        // Each state needs its own action; `activate` is what release needs to restore Active.
+        "DefenderAlertState" => {
+            let state = if needs("resolve/action") && action.is_some() {
+                "Resolved"
+            } else if needs("inProgress/action") && action.is_some() {
+                "InProgress"
+            } else {
+                "Dismissed"
+            };
+            (
+                json!({"target": target(ALERT), "state": state}),
+                action.is_none_or(|a| a.ends_with("activate/action")),
+            )
         }
-        "StoragePublicAccessLockdown" => json!({"target": target(STORAGE)}),
         other => panic!("no scenario for {other}"),
     }
 }
 
-const KINDS: [&str; 4] = [
+const KINDS: [&str; 8] = [
     "SqlIpBlock",
     "SqlPublicAccessLockdown",
     "StorageKeyRotation",
     "StoragePublicAccessLockdown",
+    "StorageSasRevocation",
+    "CosmosKeyRotation",
+    "CosmosPublicAccessLockdown",
+    "DefenderAlertState",
 ];
 
 #[tokio::test]
@@ -31,8 +64,13 @@ async fn exactly_the_printed_actions_suffice() {
     for kind in KINDS {
         let env = Env::with_actions("e2e-perm-ok", printed_actions(&[kind])).await;
         let _op = env.operator();
-        env.apply(kind, "x", scenario(kind)).await;
+        let (spec, on_release) = scenario(kind, None);
+        env.apply(kind, "x", spec).await;
         env.wait_ready(kind, "x").await;
+        if on_release {
+            env.delete(kind, "x").await;
+            env.wait_gone(kind, "x").await;
+        }
     }
 }
 
@@ -44,15 +82,35 @@ async fn removing_any_printed_action_stalls_with_authorization_failed() {
             let actions: Vec<String> = all.iter().filter(|a| *a != missing).cloned().collect();
             let env = Env::with_actions("e2e-perm-missing", actions).await;
             let _op = env.operator();
-            env.apply(kind, "x", scenario(kind)).await;
+            let (spec, on_release) = scenario(kind, Some(missing));
+            env.apply(kind, "x", spec).await;
+            if on_release && !missing.ends_with("/read") {
+                env.wait_ready(kind, "x").await;
+                env.delete(kind, "x").await;
+            }
             let o = env
-                .wait_condition(kind, "x", "Stalled", "True", Some("AuthorizationFailed"))
-                .await;
+                .wait(
+                    kind,
+                    "x",
+                    "Stalled AuthorizationFailed",
+                    std::time::Duration::from_secs(30),
+                    |o| {
+                        o.and_then(|o| condition(o, "Stalled")).is_some_and(|c| {
+                            c["status"] == "True" && c["reason"] == "AuthorizationFailed"
+                        })
+                    },
+                )
+                .await
+                .unwrap();
             let msg = condition(&o, "Stalled").unwrap()["message"]
                 .as_str()
                 .unwrap()
                 .to_string();
-            eprintln!("{kind} without {missing}: {msg}");
+            assert!(
+                msg.contains(missing.as_str()),
+                "{kind} without {missing}: {msg}"
+            );
+            eprintln!("{kind} without {missing}: Stalled AuthorizationFailed");
         }
     }
 }

@@ -22,6 +22,8 @@ macro_rules! containment_kind {
 }
 
 pub mod common;
+pub mod cosmos;
+pub mod security;
 pub mod sql;
 pub mod storage;
 
@@ -35,5 +37,9 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         sql::SqlPublicAccessLockdown::crd(),
         storage::StorageKeyRotation::crd(),
         storage::StoragePublicAccessLockdown::crd(),
+        storage::StorageSasRevocation::crd(),
+        cosmos::CosmosKeyRotation::crd(),
+        cosmos::CosmosPublicAccessLockdown::crd(),
+        security::DefenderAlertState::crd(),
     ]
 }

@@ -90,3 +90,40 @@ containment_kind! {
         pub disable_shared_key_access: bool,
     }
 }
+
+containment_kind! {
+    kind = "StorageSasRevocation", shortname = "stsr", status = "StorageSasRevocationStatus",
+    /// One-shot: revoke every user-delegation SAS once per `trigger`; with `rotateAccountKeys`
+    /// also regenerate key1 and key2, the only way to invalidate account and service SAS.
+    pub struct StorageSasRevocationSpec {
+        #[serde(flatten)]
+        pub common: CommonSpec,
+        #[serde(default)]
+        pub rotate_account_keys: bool,
+        /// Change to revoke again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 253))]
+        pub trigger: Option<String>,
+    }
+}
+
+/// Which SAS kinds the last run invalidated: `Revoked` or `StillValid`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SasStatus {
+    /// SAS signed with a user-delegation key (revokeUserDelegationKeys).
+    pub user_delegation: String,
+    /// Account SAS (signed with key1 or key2).
+    pub account: String,
+    /// Service SAS (signed with key1 or key2).
+    pub service: String,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSasRevocationStatus {
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sas_status: Option<SasStatus>,
+}

@@ -1,7 +1,12 @@
 //! Per-kind controls: what to observe, the pure assessment, and the release.
 
+pub mod cosmos;
+pub mod defender_alert;
 pub mod ipv4;
+pub mod lockdown;
+pub mod rotation;
 pub mod sql_ip_block;
 pub mod sql_public_access;
 pub mod storage_key_rotation;
 pub mod storage_public_access;
+pub mod storage_sas_revocation;

@@ -15,22 +15,9 @@ use super::storage_public_access::STORAGE_API;
 use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::api::storage::{StorageKey, StorageKeyRotation};
 use crate::azure::{Arm, ArmRequest, AzureError, ResourceId};
-use crate::engine::{Assessment, Control, Ctx, FIELD_MANAGER, Kind, RunError, Stall, Step};
+use crate::engine::{Assessment, Control, Ctx, FIELD_MANAGER, RunError, Stall, Step};
 
-impl Kind for StorageKeyRotation {
-    fn common(&self) -> &crate::api::common::CommonSpec {
-        &self.spec.common
-    }
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref()
-    }
-    fn trigger(&self) -> Option<&str> {
-        self.spec.trigger.as_deref()
-    }
-    fn schedule(&self) -> Option<&str> {
-        self.spec.schedule.as_deref()
-    }
-}
+crate::impl_kind!(StorageKeyRotation, action, schedule = schedule);
 
 pub fn key_name(k: StorageKey) -> &'static str {
     match k {
@@ -41,42 +28,10 @@ pub fn key_name(k: StorageKey) -> &'static str {
     }
 }
 
-/// Creation time per key name, as Azure reports it.
-pub type Observed = BTreeMap<String, String>;
+pub type Observed = super::rotation::Times;
 
-fn newer(now: Option<&String>, before: Option<&str>) -> bool {
-    match (now, before) {
-        (Some(n), Some(b)) => match (n.parse::<jiff::Timestamp>(), b.parse::<jiff::Timestamp>()) {
-            (Ok(n), Ok(b)) => n > b,
-            _ => n.as_str() != b,
-        },
-        (Some(_), None) => true,
-        _ => false,
-    }
-}
-
-fn regenerate_what(key: &str) -> String {
+pub fn regenerate_what(key: &str) -> String {
     format!("regenerate {key}")
-}
-
-/// The keys of this run still to rotate.
-pub fn pending(
-    keys: &[StorageKey],
-    observed: &Observed,
-    status: &CommonStatus,
-) -> Vec<&'static str> {
-    let ledger = status.action.as_ref();
-    let before = ledger
-        .and_then(|l| l.evidence.as_ref())
-        .map(|e| &e["before"]);
-    keys.iter()
-        .map(|k| key_name(*k))
-        .filter(|k| {
-            let Some(before) = before else { return true };
-            let acked = ledger.is_some_and(|l| l.done.iter().any(|d| d == &regenerate_what(k)));
-            !acked && !newer(observed.get(*k), before[*k].as_str())
-        })
-        .collect()
 }
 
 pub struct StorageKeyRotationControl;
@@ -149,7 +104,8 @@ impl Control for StorageKeyRotationControl {
                 ),
             ));
         }
-        let todo = pending(&obj.spec.keys, o, status);
+        let names: Vec<&str> = obj.spec.keys.iter().map(|k| key_name(*k)).collect();
+        let todo = super::rotation::pending(&names, o, status, regenerate_what);
         let steps: Vec<Step> = todo
             .iter()
             .map(|k| {
@@ -250,61 +206,4 @@ async fn list_keys(arm: &Arm, t: &ResourceId, kerb: bool) -> Result<Vec<Value>, 
         })
         .await?;
     Ok(reply.body["keys"].as_array().cloned().unwrap_or_default())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::common::{ActionLedger, ActionPhase};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    fn obs(k1: &str, k2: &str) -> Observed {
-        BTreeMap::from([("key1".into(), k1.into()), ("key2".into(), k2.into())])
-    }
-
-    fn status_with(before: &Observed, done: &[&str]) -> CommonStatus {
-        CommonStatus {
-            action: Some(ActionLedger {
-                run_id: "created".into(),
-                phase: ActionPhase::InProgress,
-                started_time: Time(jiff::Timestamp::UNIX_EPOCH),
-                completed_time: None,
-                evidence: Some(json!({"before": before})),
-                done: done.iter().map(|s| s.to_string()).collect(),
-            }),
-            ..Default::default()
-        }
-    }
-
-    const KEYS: [StorageKey; 2] = [StorageKey::Key1, StorageKey::Key2];
-    const T0: &str = "2024-01-01T00:00:00.0000000Z";
-    const T1: &str = "2026-11-23T10:00:00.1234567Z";
-
-    #[test]
-    fn evidence_decides_what_is_left() {
-        let before = obs(T0, T0);
-        assert_eq!(
-            pending(&KEYS, &before, &status_with(&before, &[])),
-            vec!["key1", "key2"]
-        );
-        // key1 rotated (newer creation time) before a crash: only key2 remains.
-        assert_eq!(
-            pending(&KEYS, &obs(T1, T0), &status_with(&before, &[])),
-            vec!["key2"]
-        );
-        assert!(pending(&KEYS, &obs(T1, T1), &status_with(&before, &[])).is_empty());
-        // Acknowledged by Azure but not yet visible in a (lagging) read: not repeated.
-        assert_eq!(
-            pending(&KEYS, &before, &status_with(&before, &["regenerate key1"])),
-            vec!["key2"]
-        );
-    }
-
-    #[test]
-    fn without_a_ledger_everything_is_pending() {
-        assert_eq!(
-            pending(&KEYS, &obs(T1, T1), &CommonStatus::default()),
-            vec!["key1", "key2"]
-        );
-    }
 }

@@ -11,12 +11,6 @@ use crate::azure::{Arm, AzureError, ResourceId};
 use crate::engine::{Assessment, Control, Stall, Step};
 
 pub const STORAGE_API: &str = "2023-05-01";
-const FIELDS: [&str; 4] = [
-    "allowBlobPublicAccess",
-    "publicNetworkAccess",
-    "networkAcls",
-    "allowSharedKeyAccess",
-];
 
 crate::impl_kind!(StoragePublicAccessLockdown, status: s => s);
 
@@ -30,18 +24,7 @@ fn allow_list(ranges: &[String]) -> Value {
 }
 
 fn same_ip_rules(a: &Value, b: &Value) -> bool {
-    let set = |v: &Value| {
-        let mut s: Vec<String> = v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r["value"].as_str())
-            .map(|s| s.trim_end_matches("/32").to_string())
-            .collect();
-        s.sort();
-        s
-    };
-    set(a) == set(b)
+    super::lockdown::values_of(a, "value") == super::lockdown::values_of(b, "value")
 }
 
 /// The properties to PATCH (only those that differ); empty when compliant.
@@ -95,30 +78,14 @@ fn absent_equivalent(field: &str) -> Value {
 }
 
 pub fn release_patch(props: &Value, restore: &Value) -> Map<String, Value> {
-    let mut patch = Map::new();
-    let Some(owned) = restore["owned"].as_array() else {
-        return patch;
-    };
-    for f in owned.iter().filter_map(Value::as_str) {
-        let prior = match &restore["prior"][f] {
-            Value::Null => absent_equivalent(f),
-            v => v.clone(),
-        };
-        let now = match &props[f] {
-            Value::Null => absent_equivalent(f),
-            v => v.clone(),
-        };
-        let differs = if f == "networkAcls" {
-            prior["defaultAction"] != now["defaultAction"]
-                || !same_ip_rules(&prior["ipRules"], &now["ipRules"])
+    super::lockdown::release_patch(props, restore, absent_equivalent, |f, prior, now| {
+        if f == "networkAcls" {
+            prior["defaultAction"] == now["defaultAction"]
+                && same_ip_rules(&prior["ipRules"], &now["ipRules"])
         } else {
-            prior != now
-        };
-        if differs {
-            patch.insert(f.to_string(), prior);
+            prior == now
         }
-    }
-    patch
+    })
 }
 
 fn patch_step(account: &str, patch: Map<String, Value>, what: String) -> Step {
@@ -188,23 +155,7 @@ impl Control for StoragePublicAccessLockdownControl {
             });
         }
         let fields: Vec<String> = patch.keys().cloned().collect();
-        // The first record wins (the state before this containment ever wrote); fields this
-        // containment later starts to own are added with their value as first seen.
-        let mut record = status
-            .restore
-            .clone()
-            .unwrap_or_else(|| json!({"prior": {}, "owned": []}));
-        for f in FIELDS.iter().filter(|f| patch.contains_key(**f)) {
-            if record["prior"].get(*f).is_none() {
-                record["prior"][*f] = props[*f].clone();
-            }
-            let owned = record["owned"].as_array_mut();
-            if let Some(o) = owned
-                && !o.iter().any(|x| x == *f)
-            {
-                o.push(json!(f));
-            }
-        }
+        let record = super::lockdown::record(status.restore.as_ref(), &patch, props);
         Ok(Assessment {
             steps: vec![patch_step(
                 &t.id,

@@ -66,6 +66,23 @@ macro_rules! impl_kind {
             }
         }
     };
+    // One-shot actions: `spec.trigger` and optionally `spec.schedule`.
+    ($t:ty, action $(, schedule = $schedule:ident)?) => {
+        impl $crate::engine::Kind for $t {
+            fn common(&self) -> &$crate::api::common::CommonSpec {
+                &self.spec.common
+            }
+            fn common_status(&self) -> Option<&$crate::api::common::CommonStatus> {
+                self.status.as_ref()
+            }
+            fn trigger(&self) -> Option<&str> {
+                self.spec.trigger.as_deref()
+            }
+            $(fn schedule(&self) -> Option<&str> {
+                self.spec.$schedule.as_deref()
+            })?
+        }
+    };
 }
 
 /// Per-kind behaviour: observe → assess (pure) → the engine applies → release.

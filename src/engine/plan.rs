@@ -57,6 +57,12 @@ impl Step {
         }
     }
 
+    /// An action that is safe to repeat (e.g. setting an alert's state).
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+
     pub fn lro(mut self) -> Self {
         self.lro = true;
         self

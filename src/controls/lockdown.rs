@@ -1,0 +1,100 @@
+//! The "property lockdown" pattern shared by the public-access kinds: PATCH only the fields a
+//! containment owns, after recording their first-seen values; on release, send back the recorded
+//! value of each owned field that differs now.
+
+use serde_json::{Map, Value, json};
+
+/// The restore record after `patch` is applied: fields are added with their value as first seen
+/// (the state before this containment ever wrote them), and marked owned.
+pub fn record(previous: Option<&Value>, patch: &Map<String, Value>, current: &Value) -> Value {
+    let mut record = previous
+        .cloned()
+        .unwrap_or_else(|| json!({"prior": {}, "owned": []}));
+    for f in patch.keys() {
+        if record["prior"].get(f).is_none() {
+            record["prior"][f] = current[f].clone();
+        }
+        if let Some(o) = record["owned"].as_array_mut()
+            && !o.iter().any(|x| x == f)
+        {
+            o.push(json!(f));
+        }
+    }
+    record
+}
+
+/// The fields to PATCH back on release. `absent` gives the documented meaning of a field that
+/// was not set; `same` compares a field's recorded and current value.
+pub fn release_patch(
+    current: &Value,
+    restore: &Value,
+    absent: impl Fn(&str) -> Value,
+    same: impl Fn(&str, &Value, &Value) -> bool,
+) -> Map<String, Value> {
+    let mut patch = Map::new();
+    let Some(owned) = restore["owned"].as_array() else {
+        return patch;
+    };
+    for f in owned.iter().filter_map(Value::as_str) {
+        let prior = match &restore["prior"][f] {
+            Value::Null => absent(f),
+            v => v.clone(),
+        };
+        let now = match &current[f] {
+            Value::Null => absent(f),
+            v => v.clone(),
+        };
+        if !same(f, &prior, &now) {
+            patch.insert(f.to_string(), prior);
+        }
+    }
+    patch
+}
+
+/// The values of `field` in a list of objects, sorted (order-insensitive rule comparison).
+pub fn values_of(list: &Value, field: &str) -> Vec<String> {
+    let mut v: Vec<String> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r[field].as_str())
+        .map(|s| s.trim_end_matches("/32").to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_seen_value_wins_and_release_sends_only_differences() {
+        let cur = json!({"a": 1, "b": "x"});
+        let mut p = Map::new();
+        p.insert("a".into(), json!(2));
+        let r1 = record(None, &p, &cur);
+        assert_eq!(r1, json!({"prior": {"a": 1}, "owned": ["a"]}));
+        // A later write (after drift) keeps the first-seen value.
+        let r2 = record(Some(&r1), &p, &json!({"a": 5}));
+        assert_eq!(r2, r1);
+        let same = |_: &str, a: &Value, b: &Value| a == b;
+        assert_eq!(
+            Value::Object(release_patch(&json!({"a": 2}), &r1, |_| Value::Null, same)),
+            json!({"a": 1})
+        );
+        assert!(release_patch(&json!({"a": 1}), &r1, |_| Value::Null, same).is_empty());
+        let r3 = json!({"prior": {"c": null}, "owned": ["c"]});
+        assert_eq!(
+            release_patch(&json!({"c": false}), &r3, |_| json!(true), same)["c"],
+            json!(true)
+        );
+    }
+
+    #[test]
+    fn values_ignore_order_and_host_prefix() {
+        let a = json!([{"v": "1.2.3.4/32"}, {"v": "10.0.0.0/8"}]);
+        let b = json!([{"v": "10.0.0.0/8"}, {"v": "1.2.3.4"}]);
+        assert_eq!(values_of(&a, "v"), values_of(&b, "v"));
+    }
+}

@@ -1,0 +1,387 @@
+//! End to end: StorageSasRevocation, CosmosKeyRotation, CosmosPublicAccessLockdown and
+//! DefenderAlertState against the real API server and azure-sim.
+
+mod support;
+
+use std::time::Duration;
+
+use kube::api::{DynamicObject, PostParams};
+use serde_json::json;
+use support::*;
+
+#[tokio::test]
+async fn defender_alert_state_apply_drift_dry_run_and_restore() {
+    let env = Env::new("e2e-dalert").await;
+    let _op = env.operator();
+    env.apply(
+        "DefenderAlertState",
+        "dry",
+        json!({"target": target(ALERT), "state": "Resolved", "mode": "DryRun"}),
+    )
+    .await;
+    let dry = env
+        .wait_condition("DefenderAlertState", "dry", "Ready", "True", Some("DryRun"))
+        .await;
+    assert_eq!(
+        dry["status"]["plan"],
+        json!([format!("POST {ALERT}/resolve?api-version=2022-01-01")])
+    );
+    env.delete("DefenderAlertState", "dry").await;
+    env.wait_gone("DefenderAlertState", "dry").await;
+    assert!(env.sim.writes().await.is_empty());
+
+    let t = env
+        .apply(
+            "DefenderAlertState",
+            "fp",
+            json!({"target": target(ALERT), "state": "Dismissed", "reason": "false positive"}),
+        )
+        .await;
+    let o = env
+        .wait_condition(
+            "DefenderAlertState",
+            "fp",
+            "Ready",
+            "True",
+            Some("Contained"),
+        )
+        .await;
+    eprintln!(
+        "apply→Ready DefenderAlertState: {} ms",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(o["status"]["restore"]["status"], "Active");
+    assert_eq!(
+        env.sim.resource(ALERT).await["properties"]["status"],
+        "Dismissed"
+    );
+    // Reactivated behind our back: dismissed again.
+    env.sim
+        .patch(ALERT, json!({"properties": {"status": "Active"}}))
+        .await;
+    env.wait(
+        "DefenderAlertState",
+        "fp",
+        "drift corrected",
+        Duration::from_secs(20),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["driftCount"] == 1
+                    && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        env.sim.resource(ALERT).await["properties"]["status"],
+        "Dismissed"
+    );
+    assert_eq!(env.sim.successful_writes().await.len(), 2);
+    env.delete("DefenderAlertState", "fp").await;
+    env.wait_gone("DefenderAlertState", "fp").await;
+    assert_eq!(
+        env.sim.resource(ALERT).await["properties"]["status"],
+        "Active"
+    );
+}
+
+#[tokio::test]
+async fn alert_target_must_be_an_alert_id() {
+    let env = Env::new("e2e-dalert-admission").await;
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "containment.defenderc2.io/v1alpha1", "kind": "DefenderAlertState",
+        "metadata": {"name": "bad"},
+        "spec": {"target": {"subscriptionId": SUB, "resourceGroup": "rg", "name": "x"}, "state": "Dismissed"}
+    }))
+    .unwrap();
+    let err = env
+        .api("DefenderAlertState")
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("spec.target.resourceId must be the alert's full id"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sas_revocation_once_per_trigger_with_and_without_key_rotation() {
+    let env = Env::new("e2e-stsr").await;
+    let _op = env.operator();
+    let counters = |v: serde_json::Value| {
+        v[format!("{}/revokeUserDelegationKeys", STORAGE.to_ascii_lowercase())]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let t = env
+        .apply(
+            "StorageSasRevocation",
+            "sas",
+            json!({"target": target(STORAGE), "trigger": "INC-9"}),
+        )
+        .await;
+    let o = env
+        .wait_condition(
+            "StorageSasRevocation",
+            "sas",
+            "Ready",
+            "True",
+            Some("Completed"),
+        )
+        .await;
+    eprintln!(
+        "apply→Ready StorageSasRevocation: {} ms",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(
+        o["status"]["sasStatus"],
+        json!({"userDelegation": "Revoked", "account": "StillValid", "service": "StillValid"})
+    );
+    assert!(
+        condition(&o, "Ready").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("account and service SAS stay valid")
+    );
+    assert_eq!(
+        counters(
+            env.sim
+                .admin(reqwest::Method::GET, "/_sim/counters", None)
+                .await
+        ),
+        1
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        counters(
+            env.sim
+                .admin(reqwest::Method::GET, "/_sim/counters", None)
+                .await
+        ),
+        1,
+        "never twice for one trigger"
+    );
+
+    env.apply(
+        "StorageSasRevocation",
+        "sas",
+        json!({"target": target(STORAGE), "trigger": "INC-10", "rotateAccountKeys": true}),
+    )
+    .await;
+    let o = env
+        .wait(
+            "StorageSasRevocation",
+            "sas",
+            "run INC-10",
+            Duration::from_secs(20),
+            |o| {
+                o.is_some_and(|o| {
+                    o["status"]["action"]["runId"] == "trigger:INC-10"
+                        && o["status"]["action"]["phase"] == "Completed"
+                })
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        o["status"]["sasStatus"],
+        json!({"userDelegation": "Revoked", "account": "Revoked", "service": "Revoked"})
+    );
+    assert_eq!(
+        counters(
+            env.sim
+                .admin(reqwest::Method::GET, "/_sim/counters", None)
+                .await
+        ),
+        2
+    );
+    let regen = env
+        .sim
+        .writes()
+        .await
+        .into_iter()
+        .filter(|w| w.1.ends_with("/regenerateKey"))
+        .count();
+    assert_eq!(regen, 2);
+}
+
+#[tokio::test]
+async fn cosmos_lockdown_restricted_drift_and_restore() {
+    let env = Env::new("e2e-cspal").await;
+    let _op = env.operator();
+    let t = env
+        .apply(
+            "CosmosPublicAccessLockdown",
+            "lock",
+            json!({"target": target(COSMOS), "publicNetworkAccess": "Restricted", "allowedIpRanges": ["203.0.113.0/24"], "disableLocalAuth": true}),
+        )
+        .await;
+    let o = env
+        .wait_condition(
+            "CosmosPublicAccessLockdown",
+            "lock",
+            "Ready",
+            "True",
+            Some("Contained"),
+        )
+        .await;
+    eprintln!(
+        "apply→Ready CosmosPublicAccessLockdown: {} ms (long-running PATCH)",
+        t.elapsed().as_millis()
+    );
+    let p = env.sim.resource(COSMOS).await["properties"].clone();
+    assert_eq!(
+        p["ipRules"],
+        json!([{"ipAddressOrRange": "203.0.113.0/24"}])
+    );
+    assert_eq!(p["disableLocalAuth"], true);
+    assert_eq!(
+        o["status"]["restore"]["prior"]["isVirtualNetworkFilterEnabled"],
+        false
+    );
+    env.sim
+        .patch(COSMOS, json!({"properties": {"ipRules": []}}))
+        .await;
+    env.wait(
+        "CosmosPublicAccessLockdown",
+        "lock",
+        "drift corrected",
+        Duration::from_secs(20),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["driftCount"] == 1
+                    && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        env.sim.resource(COSMOS).await["properties"]["ipRules"],
+        json!([{"ipAddressOrRange": "203.0.113.0/24"}])
+    );
+    env.delete("CosmosPublicAccessLockdown", "lock").await;
+    env.wait_gone("CosmosPublicAccessLockdown", "lock").await;
+    let p = env.sim.resource(COSMOS).await["properties"].clone();
+    assert_eq!(
+        (
+            p["ipRules"].clone(),
+            p["disableLocalAuth"].clone(),
+            p["publicNetworkAccess"].clone()
+        ),
+        (json!([]), json!(false), json!("Enabled"))
+    );
+}
+
+#[tokio::test]
+async fn cosmos_private_ranges_are_rejected_at_admission() {
+    let env = Env::new("e2e-cspal-admission").await;
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "containment.defenderc2.io/v1alpha1", "kind": "CosmosPublicAccessLockdown",
+        "metadata": {"name": "bad"},
+        "spec": {"target": target(COSMOS), "publicNetworkAccess": "Restricted", "allowedIpRanges": ["10.1.2.0/24"]}
+    }))
+    .unwrap();
+    let err = env
+        .api("CosmosPublicAccessLockdown")
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("spec.allowedIpRanges: private ranges"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn cosmos_key_rotation_survives_a_crash_mid_operation() {
+    let env = Env::new("e2e-cskr").await;
+    env.sim.settings(json!({"lroDelayMs": 3000})).await;
+    let mut op = env.operator();
+    let before = env.sim.resource(COSMOS).await["properties"]["keysMetadata"].clone();
+    env.apply(
+        "CosmosKeyRotation",
+        "rot",
+        json!({"target": target(COSMOS), "trigger": "INC-5"}),
+    )
+    .await;
+    env.wait(
+        "CosmosKeyRotation",
+        "rot",
+        "a pending regenerateKey",
+        Duration::from_secs(20),
+        |o| o.is_some_and(|o| o["status"]["azure"]["pendingOperation"].is_string()),
+    )
+    .await;
+    op.kill();
+    env.sim.settings(json!({"lroDelayMs": 300})).await;
+    let _op2 = env.operator();
+    let o = env
+        .wait_condition(
+            "CosmosKeyRotation",
+            "rot",
+            "Ready",
+            "True",
+            Some("Completed"),
+        )
+        .await;
+    let posts: Vec<_> = env
+        .sim
+        .writes()
+        .await
+        .into_iter()
+        .filter(|w| w.1.ends_with("/regenerateKey"))
+        .collect();
+    assert_eq!(
+        posts.len(),
+        2,
+        "primary and secondary exactly once each: {posts:?}"
+    );
+    let after = env.sim.resource(COSMOS).await["properties"]["keysMetadata"].clone();
+    assert_ne!(before["primaryMasterKey"], after["primaryMasterKey"]);
+    assert_ne!(before["secondaryMasterKey"], after["secondaryMasterKey"]);
+    assert_eq!(
+        before["primaryReadonlyMasterKey"],
+        after["primaryReadonlyMasterKey"]
+    );
+    assert!(
+        condition(&o, "Ready").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("rotated: primary generated")
+    );
+}
+
+#[tokio::test]
+async fn cosmos_faults_complete_with_one_effective_write() {
+    let env = Env::new("e2e-cosmos-faults").await;
+    env.sim
+        .fault(json!({"match": {"method": "PATCH", "pathRegex": "databaseAccounts/cosmos-prod-01$"}, "status": 503, "count": 2}))
+        .await;
+    env.sim
+        .fault(json!({"match": {"method": "PATCH", "pathRegex": "databaseAccounts/cosmos-prod-01$"}, "status": 429, "count": 2, "retryAfterSeconds": 1}))
+        .await;
+    let _op = env.operator();
+    env.apply(
+        "CosmosPublicAccessLockdown",
+        "lock",
+        json!({"target": target(COSMOS)}),
+    )
+    .await;
+    env.wait_condition(
+        "CosmosPublicAccessLockdown",
+        "lock",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    let ok: Vec<_> = env.sim.successful_writes().await;
+    assert_eq!(ok.len(), 1, "{ok:?}");
+    assert_eq!(
+        env.sim.resource(COSMOS).await["properties"]["publicNetworkAccess"],
+        "Disabled"
+    );
+}
