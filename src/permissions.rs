@@ -19,7 +19,7 @@ pub struct KindInfo {
 
 /// The one list of kinds: their permissions and how to start their controller.
 macro_rules! kinds {
-    ($($kind:literal => $control:path { graph: $graph:expr, mde: $mde:expr }),* $(,)?) => {
+    ($($kind:literal => $control:ty { graph: $graph:expr, mde: $mde:expr }),* $(,)?) => {
         /// Every kind this build serves.
         pub const KINDS: &[KindInfo] = &[
             $(KindInfo { kind: $kind, actions: <$control as Control>::ACTIONS, graph: $graph, mde: $mde }),*
@@ -34,7 +34,7 @@ macro_rules! kinds {
             concurrency: u16,
         ) -> Result<(), String> {
             match kind {
-                $($kind => { tasks.spawn(engine::run($control, cx, namespace, concurrency)); })*
+                $($kind => { tasks.spawn(engine::run(<$control>::default(), cx, namespace, concurrency)); })*
                 other => return Err(format!("kind {other} has no controller in this build")),
             }
             Ok(())
@@ -44,7 +44,7 @@ macro_rules! kinds {
 
 use crate::controls::{
     cosmos, defender_alert, sql_ip_block, sql_public_access, storage_key_rotation,
-    storage_public_access, storage_sas_revocation,
+    storage_public_access, storage_sas_revocation, waf,
 };
 
 kinds! {
@@ -56,6 +56,7 @@ kinds! {
     "CosmosKeyRotation" => cosmos::CosmosKeyRotationControl { graph: &[], mde: &[] },
     "CosmosPublicAccessLockdown" => cosmos::CosmosPublicAccessLockdownControl { graph: &[], mde: &[] },
     "DefenderAlertState" => defender_alert::DefenderAlertStateControl { graph: &[], mde: &[] },
+    "WafIpBlock" => waf::WafIpBlockControl { graph: &[], mde: &[] },
 }
 
 /// Resolve `--kinds` (names, case-insensitive; empty = all) or say which name is unknown.

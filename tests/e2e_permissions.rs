@@ -44,11 +44,19 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
                 action.is_none_or(|a| a.ends_with("activate/action")),
             )
         }
+        "WafIpBlock" if action.is_some_and(|a| a.contains("frontDoor")) => (
+            json!({"target": target(FD_WAF), "policyType": "FrontDoor", "ipAddresses": ["203.0.113.7"]}),
+            false,
+        ),
+        "WafIpBlock" => (
+            json!({"target": target(WAF), "ipAddresses": ["203.0.113.7"]}),
+            false,
+        ),
         other => panic!("no scenario for {other}"),
     }
 }
 
-const KINDS: [&str; 8] = [
+const KINDS: [&str; 9] = [
     "SqlIpBlock",
     "SqlPublicAccessLockdown",
     "StorageKeyRotation",
@@ -57,6 +65,7 @@ const KINDS: [&str; 8] = [
     "CosmosKeyRotation",
     "CosmosPublicAccessLockdown",
     "DefenderAlertState",
+    "WafIpBlock",
 ];
 
 #[tokio::test]

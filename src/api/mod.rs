@@ -23,6 +23,7 @@ macro_rules! containment_kind {
 
 pub mod common;
 pub mod cosmos;
+pub mod network;
 pub mod security;
 pub mod sql;
 pub mod storage;
@@ -41,5 +42,6 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         cosmos::CosmosKeyRotation::crd(),
         cosmos::CosmosPublicAccessLockdown::crd(),
         security::DefenderAlertState::crd(),
+        network::WafIpBlock::crd(),
     ]
 }

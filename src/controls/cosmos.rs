@@ -38,6 +38,7 @@ fn regenerate_what(kind: &str) -> String {
     format!("regenerate {kind} key")
 }
 
+#[derive(Default)]
 pub struct CosmosKeyRotationControl;
 
 #[async_trait::async_trait]
@@ -184,6 +185,7 @@ fn patch_step(account: &str, patch: Map<String, Value>, what: String) -> Step {
     .what(what)
 }
 
+#[derive(Default)]
 pub struct CosmosPublicAccessLockdownControl;
 
 #[async_trait::async_trait]

@@ -62,6 +62,7 @@ pub fn plan(alert: &str, desired: AlertState, current: &str, status: &CommonStat
     }
 }
 
+#[derive(Default)]
 pub struct DefenderAlertStateControl;
 
 #[async_trait::async_trait]

@@ -10,3 +10,4 @@ pub mod sql_public_access;
 pub mod storage_key_rotation;
 pub mod storage_public_access;
 pub mod storage_sas_revocation;
+pub mod waf;

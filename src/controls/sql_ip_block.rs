@@ -170,6 +170,7 @@ pub fn release_plan(server: &str, rules: &[Rule], record: &Record) -> Vec<Step> 
     steps
 }
 
+#[derive(Default)]
 pub struct SqlIpBlockControl;
 
 fn record_of(status: &CommonStatus) -> Record {

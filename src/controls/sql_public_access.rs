@@ -57,6 +57,7 @@ pub fn plan(server: &str, o: &Observed, status: &CommonStatus) -> Result<Assessm
     })
 }
 
+#[derive(Default)]
 pub struct SqlPublicAccessLockdownControl;
 
 #[async_trait::async_trait]

@@ -34,6 +34,7 @@ pub fn regenerate_what(key: &str) -> String {
     format!("regenerate {key}")
 }
 
+#[derive(Default)]
 pub struct StorageKeyRotationControl;
 
 #[async_trait::async_trait]

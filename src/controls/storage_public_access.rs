@@ -97,6 +97,7 @@ fn patch_step(account: &str, patch: Map<String, Value>, what: String) -> Step {
     .what(what)
 }
 
+#[derive(Default)]
 pub struct StoragePublicAccessLockdownControl;
 
 #[async_trait::async_trait]

@@ -84,6 +84,7 @@ pub fn plan(account: &str, rotate: bool, observed: &Times, status: &CommonStatus
     }
 }
 
+#[derive(Default)]
 pub struct StorageSasRevocationControl;
 
 #[async_trait::async_trait]

@@ -97,6 +97,18 @@ pub trait Control: Send + Sync + 'static {
     /// Azure RBAC actions this kind needs (the `permissions` command prints their union).
     const ACTIONS: &'static [&'static str];
 
+    /// The ARM type of this object's target (when it depends on the spec).
+    fn resource_type(_obj: &Self::K) -> &'static str {
+        Self::RESOURCE_TYPE
+    }
+
+    /// Called before the per-target lock is taken, so that controls which coalesce writes
+    /// (several resources on one Azure object) know every resource waiting to write.
+    fn register(&self, _obj: &Self::K, _target: &ResourceId) {}
+
+    /// The resource no longer wants its containment (deleted, expired, or not Enforce).
+    fn unregister(&self, _obj: &Self::K, _target: &ResourceId) {}
+
     async fn observe(
         &self,
         arm: &Arm,

@@ -15,6 +15,9 @@ pub struct Step {
     pub idempotent: bool,
     /// For events and the audit line, e.g. "delete firewall rule AllowAll".
     pub what: String,
+    /// Whole-object writes: the etag the plan was computed from. The engine re-reads the object
+    /// just before sending and re-plans if someone else wrote it in between.
+    pub expect_etag: Option<String>,
 }
 
 impl Step {
@@ -27,6 +30,7 @@ impl Step {
             lro: false,
             idempotent: true,
             what: String::new(),
+            expect_etag: None,
         }
     }
 
@@ -65,6 +69,11 @@ impl Step {
 
     pub fn lro(mut self) -> Self {
         self.lro = true;
+        self
+    }
+
+    pub fn expect_etag(mut self, etag: Option<String>) -> Self {
+        self.expect_etag = etag;
         self
     }
 

@@ -228,6 +228,26 @@ impl<'a, C: Control> Run<'a, C> {
 
     /// Send one step; poll its long-running operation (URL persisted first) to the end.
     async fn execute(&mut self, step: &Step) -> Result<(), RunError> {
+        if let Some(expected) = &step.expect_etag {
+            let now = self.sh.cx.arm.get(&step.path, step.api_version).await?;
+            if now["etag"].as_str() != Some(expected.as_str()) {
+                // Someone wrote the object since we read it: re-read and re-plan, never
+                // overwrite their change.
+                return Err(AzureError::Api {
+                    status: 412,
+                    code: "ConcurrentModification".into(),
+                    message: format!(
+                        "{} changed between read and write (etag {expected} → {}); re-planning",
+                        step.path,
+                        now["etag"].as_str().unwrap_or("none")
+                    ),
+                    request: format!("{} {}", step.method, step.path),
+                    retry_after: None,
+                    request_id: None,
+                }
+                .into());
+            }
+        }
         let reply = self
             .sh
             .cx
@@ -472,7 +492,7 @@ fn release_policy<C: Control>(obj: &C::K) -> Option<ReleasePolicy> {
 }
 
 fn resolve<C: Control>(obj: &C::K) -> Result<ResourceId, String> {
-    resource_id::resolve(&obj.common().target, C::RESOURCE_TYPE)
+    resource_id::resolve(&obj.common().target, C::resource_type(obj))
 }
 
 fn schedule_of<K: Kind>(obj: &K) -> Option<Duration> {
@@ -489,9 +509,18 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
         Err(msg) => return run.stalled("InvalidTarget", msg).await,
     };
     run.status.target = Some(target.id.clone());
+    let common = obj.common().clone();
+    let expired = common
+        .expires_at
+        .as_ref()
+        .is_some_and(|e| e.0 <= Timestamp::now());
+    if common.mode == Mode::Enforce && !expired {
+        sh.control.register(&obj, &target);
+    } else {
+        sh.control.unregister(&obj, &target);
+    }
     let lock = sh.cx.lock_for(&target.id);
     let _guard = lock.lock().await;
-    let common = obj.common().clone();
     let drift_after = sh.cx.drift_after(&kind);
 
     // Expiry: release once, then stay released.
@@ -830,6 +859,7 @@ async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, R
     let Ok(target) = resolve::<C>(&obj) else {
         return Ok(Action::await_change());
     };
+    sh.control.unregister(&obj, &target);
     if !applied || policy == Some(ReleasePolicy::Retain) {
         if applied && run.status.restore.is_some() {
             run.event(

@@ -1,0 +1,558 @@
+//! WafIpBlock: one owned custom rule per resource in an App Gateway or Front Door WAF policy.
+//! The policy is written whole (PUT), so the write is read-modify-write of everything we read,
+//! guarded by the etag; WafIpBlocks on one policy that reconcile together are coalesced into one
+//! PUT; release removes only the owned rule (and restores the mode if this resource changed it).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use kube::ResourceExt;
+use serde_json::{Value, json};
+
+use crate::api::common::{CommonStatus, ReleasePolicy};
+use crate::api::network::{WafIpBlock, WafPolicyType};
+use crate::azure::{Arm, AzureError, ResourceId};
+use crate::engine::{Assessment, Control, Stall, Step};
+
+pub const APPGW_API: &str = "2024-01-01";
+pub const FD_API: &str = "2024-02-01";
+const APPGW_TYPE: &str = "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies";
+const FD_TYPE: &str = "Microsoft.Network/FrontDoorWebApplicationFirewallPolicies";
+const PRIORITIES: std::ops::RangeInclusive<i64> = 1..=100;
+
+impl crate::engine::Kind for WafIpBlock {
+    fn common(&self) -> &crate::api::common::CommonSpec {
+        &self.spec.common
+    }
+    fn common_status(&self) -> Option<&CommonStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+}
+
+/// What one WafIpBlock wants in the policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Want {
+    pub rule: String,
+    pub ips: Vec<String>,
+    pub priority: Option<i64>,
+    pub prevention: bool,
+}
+
+/// Deterministic, alphanumeric (Front Door requires it) rule name per resource.
+pub fn rule_name(namespace: &str, name: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in format!("{namespace}/{name}").bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("ctr{h:016x}")
+}
+
+fn want_of(obj: &WafIpBlock) -> Want {
+    let mut ips = obj.spec.ip_addresses.clone();
+    ips.sort();
+    ips.dedup();
+    Want {
+        rule: rule_name(&obj.namespace().unwrap_or_default(), &obj.name_any()),
+        ips,
+        priority: obj.spec.priority.map(i64::from),
+        prevention: obj.spec.enforce_prevention_mode,
+    }
+}
+
+/// The flavour differences: where rules live and how a match condition is spelled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Flavour {
+    pub front_door: bool,
+}
+
+impl Flavour {
+    fn rules<'a>(&self, policy: &'a Value) -> Vec<&'a Value> {
+        let v = if self.front_door {
+            &policy["properties"]["customRules"]["rules"]
+        } else {
+            &policy["properties"]["customRules"]
+        };
+        v.as_array().map(|a| a.iter().collect()).unwrap_or_default()
+    }
+
+    fn set_rules(&self, policy: &mut Value, rules: Vec<Value>) {
+        if self.front_door {
+            policy["properties"]["customRules"]["rules"] = Value::Array(rules);
+        } else {
+            policy["properties"]["customRules"] = Value::Array(rules);
+        }
+    }
+
+    fn rule(&self, w: &Want, priority: i64) -> Value {
+        if self.front_door {
+            json!({"name": w.rule, "priority": priority, "enabledState": "Enabled", "ruleType": "MatchRule", "action": "Block",
+                   "matchConditions": [{"matchVariable": "RemoteAddr", "operator": "IPMatch", "negateCondition": false, "matchValue": w.ips}]})
+        } else {
+            json!({"name": w.rule, "priority": priority, "state": "Enabled", "ruleType": "MatchRule", "action": "Block",
+                   "matchConditions": [{"matchVariables": [{"variableName": "RemoteAddr"}], "operator": "IPMatch", "negationConditon": false, "matchValues": w.ips}]})
+        }
+    }
+
+    fn mode<'a>(&self, policy: &'a Value) -> &'a str {
+        policy["properties"]["policySettings"]["mode"]
+            .as_str()
+            .unwrap_or("Detection")
+    }
+
+    fn api(&self) -> &'static str {
+        if self.front_door { FD_API } else { APPGW_API }
+    }
+}
+
+/// Does the policy hold this rule exactly as wanted (any priority)?
+fn rule_in_force(f: Flavour, policy: &Value, w: &Want) -> Option<i64> {
+    let r = f
+        .rules(policy)
+        .into_iter()
+        .find(|r| r["name"] == w.rule.as_str())?;
+    let c = &r["matchConditions"][0];
+    let (values, enabled) = if f.front_door {
+        (&c["matchValue"], r["enabledState"] == "Enabled")
+    } else {
+        (
+            &c["matchValues"],
+            r["state"] == "Enabled" || r["state"].is_null(),
+        )
+    };
+    let mut have: Vec<String> = values
+        .as_array()?
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    have.sort();
+    let ok = enabled
+        && r["action"] == "Block"
+        && c["operator"] == "IPMatch"
+        && have == w.ips
+        && w.priority.is_none_or(|p| r["priority"] == p);
+    ok.then(|| r["priority"].as_i64().unwrap_or_default())
+}
+
+/// The pure plan: the policy to PUT so that `own` (and every coalesced sibling) is in force.
+/// Returns None when `own` is already in force (siblings then write for themselves).
+pub fn plan_policy(
+    f: Flavour,
+    policy: &Value,
+    own: &Want,
+    siblings: &[Want],
+) -> Result<Option<(Value, BTreeMap<String, i64>)>, Stall> {
+    let own_ok = rule_in_force(f, policy, own).is_some()
+        && (!own.prevention || f.mode(policy) == "Prevention");
+    if own_ok {
+        return Ok(None);
+    }
+    let mut wants: Vec<&Want> = vec![own];
+    wants.extend(siblings.iter().filter(|s| s.rule != own.rule));
+    let ours: Vec<&str> = wants.iter().map(|w| w.rule.as_str()).collect();
+    let existing = f.rules(policy);
+    let foreign: Vec<&Value> = existing
+        .iter()
+        .copied()
+        .filter(|r| !ours.contains(&r["name"].as_str().unwrap_or_default()))
+        .collect();
+    let mut used: Vec<i64> = foreign
+        .iter()
+        .filter_map(|r| r["priority"].as_i64())
+        .collect();
+    let mut chosen = BTreeMap::new();
+    // Explicit priorities first, then rules that already have one, then the lowest free value.
+    let current_priority = |w: &Want| {
+        existing
+            .iter()
+            .find(|r| r["name"] == w.rule.as_str())
+            .and_then(|r| r["priority"].as_i64())
+    };
+    for w in &wants {
+        if let Some(p) = w.priority {
+            if let Some(r) = foreign.iter().find(|r| r["priority"] == p) {
+                return Err(Stall::new(
+                    "PriorityInUse",
+                    format!(
+                        "spec.priority {p} is already used by custom rule {} in the policy; choose another or omit it",
+                        r["name"].as_str().unwrap_or("?")
+                    ),
+                ));
+            }
+            if used.contains(&p) {
+                return Err(Stall::new(
+                    "PriorityInUse",
+                    format!(
+                        "spec.priority {p} is also requested by another WafIpBlock on this policy"
+                    ),
+                ));
+            }
+            used.push(p);
+            chosen.insert(w.rule.clone(), p);
+        }
+    }
+    for w in &wants {
+        if chosen.contains_key(&w.rule) {
+            continue;
+        }
+        if let Some(p) = current_priority(w).filter(|p| !used.contains(p)) {
+            used.push(p);
+            chosen.insert(w.rule.clone(), p);
+        }
+    }
+    for w in &wants {
+        if chosen.contains_key(&w.rule) {
+            continue;
+        }
+        let Some(p) = PRIORITIES.clone().find(|p| !used.contains(p)) else {
+            return Err(Stall::new(
+                "NoFreePriority",
+                "every custom rule priority from 1 to 100 is taken in this policy",
+            ));
+        };
+        used.push(p);
+        chosen.insert(w.rule.clone(), p);
+    }
+    let mut rules: Vec<Value> = foreign.into_iter().cloned().collect();
+    for w in &wants {
+        rules.push(f.rule(w, chosen[&w.rule]));
+    }
+    rules.sort_by_key(|r| r["priority"].as_i64().unwrap_or_default());
+    let mut next = writable(policy);
+    f.set_rules(&mut next, rules);
+    if wants.iter().any(|w| w.prevention) {
+        next["properties"]["policySettings"]["mode"] = json!("Prevention");
+    }
+    Ok(Some((next, chosen)))
+}
+
+/// The policy as read, minus what Azure computes (etag, provisioning state).
+fn writable(policy: &Value) -> Value {
+    let mut next = policy.clone();
+    if let Some(o) = next.as_object_mut() {
+        o.remove("etag");
+    }
+    if let Some(p) = next["properties"].as_object_mut() {
+        p.remove("provisioningState");
+        p.remove("resourceState");
+    }
+    next
+}
+
+/// Release: the policy without our rule, and with the recorded mode back if no remaining
+/// WafIpBlock wants Prevention. None when there is nothing to change.
+pub fn release_policy(
+    f: Flavour,
+    policy: &Value,
+    rule: &str,
+    prior_mode: Option<&str>,
+    others_need_prevention: bool,
+) -> Option<Value> {
+    let rules = f.rules(policy);
+    let has_rule = rules.iter().any(|r| r["name"] == rule);
+    let restore_mode = prior_mode.filter(|m| !others_need_prevention && *m != f.mode(policy));
+    if !has_rule && restore_mode.is_none() {
+        return None;
+    }
+    let mut next = writable(policy);
+    f.set_rules(
+        &mut next,
+        rules
+            .into_iter()
+            .filter(|r| r["name"] != rule)
+            .cloned()
+            .collect(),
+    );
+    if let Some(m) = restore_mode {
+        next["properties"]["policySettings"]["mode"] = json!(m);
+    }
+    Some(next)
+}
+
+/// Registered WafIpBlocks (Enforce) per policy, for coalescing.
+#[derive(Default)]
+pub struct WafIpBlockControl {
+    registry: Mutex<HashMap<String, BTreeMap<String, Want>>>,
+}
+
+impl WafIpBlockControl {
+    fn siblings(&self, policy: &str) -> Vec<Want> {
+        let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.get(&policy.to_ascii_lowercase())
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn flavour(obj: &WafIpBlock) -> Flavour {
+    Flavour {
+        front_door: obj.spec.policy_type == WafPolicyType::FrontDoor,
+    }
+}
+
+fn put(f: Flavour, t: &ResourceId, body: Value, etag: Option<String>, what: String) -> Step {
+    let s = Step::put(t.id.clone(), f.api(), body)
+        .expect_etag(etag)
+        .what(what);
+    if f.front_door { s.lro() } else { s }
+}
+
+#[async_trait::async_trait]
+impl Control for WafIpBlockControl {
+    type K = WafIpBlock;
+    type Observed = Value;
+    const RESOURCE_TYPE: &'static str = APPGW_TYPE;
+    const DEFAULT_RELEASE: Option<ReleasePolicy> = Some(ReleasePolicy::Restore);
+    const ACTIONS: &'static [&'static str] = &[
+        "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/read",
+        "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/write",
+        "Microsoft.Network/frontDoorWebApplicationFirewallPolicies/read",
+        "Microsoft.Network/frontDoorWebApplicationFirewallPolicies/write",
+    ];
+
+    fn resource_type(obj: &WafIpBlock) -> &'static str {
+        if flavour(obj).front_door {
+            FD_TYPE
+        } else {
+            APPGW_TYPE
+        }
+    }
+
+    fn register(&self, obj: &WafIpBlock, t: &ResourceId) {
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.entry(t.id.to_ascii_lowercase()).or_default().insert(
+            format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
+            want_of(obj),
+        );
+    }
+
+    fn unregister(&self, obj: &WafIpBlock, t: &ResourceId) {
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = reg.get_mut(&t.id.to_ascii_lowercase()) {
+            m.remove(&format!(
+                "{}/{}",
+                obj.namespace().unwrap_or_default(),
+                obj.name_any()
+            ));
+        }
+    }
+
+    async fn observe(
+        &self,
+        arm: &Arm,
+        obj: &WafIpBlock,
+        t: &ResourceId,
+    ) -> Result<Value, AzureError> {
+        arm.get(&t.id, flavour(obj).api()).await
+    }
+
+    fn assess(
+        &self,
+        obj: &WafIpBlock,
+        t: &ResourceId,
+        policy: &Value,
+        status: &CommonStatus,
+    ) -> Result<Assessment, Stall> {
+        let f = flavour(obj);
+        let own = want_of(obj);
+        let siblings = if obj.spec.common.mode == crate::api::common::Mode::Enforce {
+            self.siblings(&t.id)
+        } else {
+            Vec::new()
+        };
+        let mut extra = serde_json::Map::new();
+        extra.insert("ruleName".into(), json!(own.rule));
+        let list = own.ips.join(", ");
+        match plan_policy(f, policy, &own, &siblings)? {
+            None => {
+                extra.insert("priority".into(), json!(rule_in_force(f, policy, &own)));
+                Ok(Assessment {
+                    message: format!(
+                        "custom rule {} blocks {list} (mode {})",
+                        own.rule,
+                        f.mode(policy)
+                    ),
+                    extra,
+                    ..Default::default()
+                })
+            }
+            Some((next, chosen)) => {
+                extra.insert("priority".into(), json!(chosen.get(&own.rule)));
+                let mut record = status
+                    .restore
+                    .clone()
+                    .unwrap_or_else(|| json!({"ruleName": own.rule}));
+                if own.prevention && record.get("mode").is_none() {
+                    record["mode"] = json!(f.mode(policy));
+                }
+                let coalesced = chosen.len() - 1;
+                let what = if coalesced > 0 {
+                    format!(
+                        "write custom rule {} blocking {list} (and {coalesced} other WafIpBlock rule(s) on this policy)",
+                        own.rule
+                    )
+                } else {
+                    format!("write custom rule {} blocking {list}", own.rule)
+                };
+                Ok(Assessment {
+                    steps: vec![put(
+                        f,
+                        t,
+                        next,
+                        policy["etag"].as_str().map(str::to_string),
+                        what,
+                    )],
+                    message: format!("custom rule {} is missing or differs", own.rule),
+                    record: Some(record),
+                    extra,
+                })
+            }
+        }
+    }
+
+    fn release(
+        &self,
+        obj: &WafIpBlock,
+        t: &ResourceId,
+        policy: &Value,
+        restore: &Value,
+    ) -> Vec<Step> {
+        let f = flavour(obj);
+        let rule = restore["ruleName"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| want_of(obj).rule);
+        let others = self
+            .siblings(&t.id)
+            .iter()
+            .any(|w| w.prevention && w.rule != rule);
+        release_policy(f, policy, &rule, restore["mode"].as_str(), others)
+            .map(|next| {
+                put(
+                    f,
+                    t,
+                    next,
+                    policy["etag"].as_str().map(str::to_string),
+                    format!("remove custom rule {rule}"),
+                )
+            })
+            .into_iter()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn appgw() -> Value {
+        json!({"location": "eastus", "etag": "W/\"1\"", "properties": {
+            "policySettings": {"state": "Enabled", "mode": "Detection"},
+            "managedRules": {"managedRuleSets": [{"ruleSetType": "OWASP", "ruleSetVersion": "3.2"}]},
+            "customRules": [
+                {"name": "AllowHealthProbe", "priority": 1, "action": "Allow", "matchConditions": []},
+                {"name": "BlockKnownBad", "priority": 5, "action": "Block", "matchConditions": []},
+                {"name": "GeoBlock", "priority": 10, "action": "Block", "matchConditions": []}
+            ],
+            "provisioningState": "Succeeded"}})
+    }
+
+    fn want(rule: &str, ips: &[&str], priority: Option<i64>) -> Want {
+        Want {
+            rule: rule.into(),
+            ips: ips.iter().map(|s| s.to_string()).collect(),
+            priority,
+            prevention: false,
+        }
+    }
+
+    const AG: Flavour = Flavour { front_door: false };
+    const FD: Flavour = Flavour { front_door: true };
+
+    #[test]
+    fn lowest_free_priority_preserving_everything_else() {
+        let own = want("ctra", &["203.0.113.7"], None);
+        let (next, chosen) = plan_policy(AG, &appgw(), &own, &[]).unwrap().unwrap();
+        assert_eq!(chosen["ctra"], 2);
+        let rules = next["properties"]["customRules"].as_array().unwrap();
+        assert_eq!(rules.len(), 4);
+        assert_eq!(
+            next["properties"]["managedRules"],
+            appgw()["properties"]["managedRules"]
+        );
+        assert!(next.get("etag").is_none());
+        assert!(next["properties"].get("provisioningState").is_none());
+        // Applied: in force, nothing more to do.
+        assert!(plan_policy(AG, &next, &own, &[]).unwrap().is_none());
+    }
+
+    #[test]
+    fn siblings_are_coalesced_with_distinct_priorities() {
+        let own = want("ctra", &["203.0.113.7"], None);
+        let sibs = vec![
+            want("ctrb", &["198.51.100.9"], None),
+            want("ctrc", &["192.0.2.1"], Some(3)),
+        ];
+        let (next, chosen) = plan_policy(AG, &appgw(), &own, &sibs).unwrap().unwrap();
+        assert_eq!((chosen["ctrc"], chosen["ctra"], chosen["ctrb"]), (3, 2, 4));
+        assert_eq!(
+            next["properties"]["customRules"].as_array().unwrap().len(),
+            6
+        );
+        for w in [&own, &sibs[0], &sibs[1]] {
+            assert!(rule_in_force(AG, &next, w).is_some());
+        }
+    }
+
+    #[test]
+    fn explicit_priority_collision_stalls_naming_the_rule() {
+        let own = want("ctra", &["203.0.113.7"], Some(5));
+        let err = plan_policy(AG, &appgw(), &own, &[]).unwrap_err();
+        assert_eq!(err.reason, "PriorityInUse");
+        assert!(err.message.contains("BlockKnownBad"), "{}", err.message);
+    }
+
+    #[test]
+    fn prevention_mode_and_release_restore_only_what_we_changed() {
+        let mut own = want("ctra", &["203.0.113.7"], None);
+        own.prevention = true;
+        let (next, _) = plan_policy(AG, &appgw(), &own, &[]).unwrap().unwrap();
+        assert_eq!(next["properties"]["policySettings"]["mode"], "Prevention");
+        let released = release_policy(AG, &next, "ctra", Some("Detection"), false).unwrap();
+        assert_eq!(
+            released["properties"]["customRules"],
+            appgw()["properties"]["customRules"]
+        );
+        assert_eq!(
+            released["properties"]["policySettings"]["mode"],
+            "Detection"
+        );
+        // Another WafIpBlock still wants Prevention: the mode stays.
+        let kept = release_policy(AG, &next, "ctra", Some("Detection"), true).unwrap();
+        assert_eq!(kept["properties"]["policySettings"]["mode"], "Prevention");
+        assert!(release_policy(AG, &appgw(), "ctra", None, false).is_none());
+    }
+
+    #[test]
+    fn front_door_shape() {
+        let fd = json!({"location": "Global", "sku": {"name": "Premium_AzureFrontDoor"}, "properties": {"policySettings": {"mode": "Detection"}, "customRules": {"rules": []}}});
+        let own = want("ctra", &["203.0.113.7"], None);
+        let (next, chosen) = plan_policy(FD, &fd, &own, &[]).unwrap().unwrap();
+        assert_eq!(chosen["ctra"], 1);
+        let r = &next["properties"]["customRules"]["rules"][0];
+        assert_eq!(r["matchConditions"][0]["matchVariable"], "RemoteAddr");
+        assert_eq!(
+            r["matchConditions"][0]["matchValue"],
+            json!(["203.0.113.7"])
+        );
+        assert!(rule_in_force(FD, &next, &own).is_some());
+    }
+
+    #[test]
+    fn rule_names_are_deterministic_and_alphanumeric() {
+        let a = rule_name("ns", "block");
+        assert_eq!(a, rule_name("ns", "block"));
+        assert_ne!(a, rule_name("ns", "block2"));
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()) && a.len() == 19);
+    }
+}

@@ -1,0 +1,231 @@
+//! End to end, WafIpBlock on App Gateway and Front Door policies.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::*;
+
+fn rules(policy: &Value) -> Vec<(String, i64)> {
+    let list = policy["properties"]["customRules"]
+        .as_array()
+        .or_else(|| policy["properties"]["customRules"]["rules"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    list.iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["priority"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn app_gateway_rule_prevention_mode_drift_and_release() {
+    let env = Env::new("e2e-waf").await;
+    let _op = env.operator();
+    let original = env.sim.resource(WAF).await;
+    let t = env
+        .apply("WafIpBlock", "attacker", json!({"target": target(WAF), "ipAddresses": ["203.0.113.7", "198.51.100.0/24"], "enforcePreventionMode": true}))
+        .await;
+    let o = env
+        .wait_condition("WafIpBlock", "attacker", "Ready", "True", Some("Contained"))
+        .await;
+    eprintln!(
+        "apply→Ready WafIpBlock (App Gateway): {} ms",
+        t.elapsed().as_millis()
+    );
+    let rule = o["status"]["ruleName"].as_str().unwrap().to_string();
+    assert_eq!(
+        o["status"]["priority"], 2,
+        "lowest priority not used by 1, 5, 10"
+    );
+    assert_eq!(o["status"]["restore"]["mode"], "Detection");
+    let p = env.sim.resource(WAF).await;
+    assert_eq!(
+        rules(&p),
+        vec![
+            ("AllowHealthProbe".into(), 1),
+            (rule.clone(), 2),
+            ("BlockKnownBad".into(), 5),
+            ("GeoBlock".into(), 10)
+        ]
+    );
+    assert_eq!(p["properties"]["policySettings"]["mode"], "Prevention");
+    assert_eq!(
+        p["properties"]["managedRules"], original["properties"]["managedRules"],
+        "managed rules preserved"
+    );
+    assert_eq!(
+        p["properties"]["applicationGateways"],
+        original["properties"]["applicationGateways"]
+    );
+    let ours = p["properties"]["customRules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == rule.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(ours["action"], "Block");
+    assert_eq!(
+        ours["matchConditions"][0]["matchValues"],
+        json!(["198.51.100.0/24", "203.0.113.7"])
+    );
+    assert_eq!(env.sim.successful_writes().await.len(), 1);
+
+    // Drift: someone puts the old policy back.
+    env.sim.put(WAF, original.clone()).await;
+    env.wait(
+        "WafIpBlock",
+        "attacker",
+        "drift corrected",
+        Duration::from_secs(20),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["driftCount"] == 1
+                    && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+        },
+    )
+    .await;
+    assert!(rules(&env.sim.resource(WAF).await).contains(&(rule.clone(), 2)));
+
+    env.delete("WafIpBlock", "attacker").await;
+    env.wait_gone("WafIpBlock", "attacker").await;
+    let p = env.sim.resource(WAF).await;
+    assert_eq!(rules(&p), rules(&original), "only our rule is removed");
+    assert_eq!(p["properties"]["policySettings"]["mode"], "Detection");
+}
+
+#[tokio::test]
+async fn many_blocks_on_one_policy_are_coalesced() {
+    let env = Env::new("e2e-waf-coalesce").await;
+    for i in 0..6 {
+        env.apply(
+            "WafIpBlock",
+            &format!("b{i}"),
+            json!({"target": target(WAF), "ipAddresses": [format!("203.0.113.{}", 10 + i)]}),
+        )
+        .await;
+    }
+    let started = Instant::now();
+    let _op = env.operator();
+    for i in 0..6 {
+        env.wait_ready("WafIpBlock", &format!("b{i}")).await;
+    }
+    eprintln!(
+        "6 WafIpBlocks on one policy Ready in {} ms",
+        started.elapsed().as_millis()
+    );
+    let puts = env.sim.successful_writes().await.len();
+    eprintln!("6 WafIpBlocks coalesced into {puts} PUT(s)");
+    assert!(puts <= 2, "6 resources coalesced into {puts} PUT(s)");
+    let r = rules(&env.sim.resource(WAF).await);
+    assert_eq!(r.len(), 9);
+    let mut prios: Vec<i64> = r.iter().map(|x| x.1).collect();
+    prios.sort();
+    prios.dedup();
+    assert_eq!(prios.len(), 9, "priorities unique: {r:?}");
+}
+
+#[tokio::test]
+async fn a_concurrent_change_between_read_and_write_is_kept() {
+    let env = Env::new("e2e-waf-race").await;
+    env.sim.settings(json!({"latencyMs": 1500})).await;
+    let op = env.operator();
+    env.apply(
+        "WafIpBlock",
+        "race",
+        json!({"target": target(WAF), "ipAddresses": ["203.0.113.7"]}),
+    )
+    .await;
+    // As soon as the operator has read the policy, someone else writes it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let read = env
+            .sim
+            .requests()
+            .await
+            .iter()
+            .any(|r| r["method"] == "GET" && r["path"] == WAF);
+        if read {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the operator never read the policy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut p = env.sim.resource(WAF).await;
+    p["etag"] = json!("W/\"someone-else\"");
+    p["properties"]["customRules"].as_array_mut().unwrap().push(json!({
+        "name": "AddedByAdmin", "priority": 2, "ruleType": "MatchRule", "action": "Block", "state": "Enabled",
+        "matchConditions": [{"matchVariables": [{"variableName": "RemoteAddr"}], "operator": "IPMatch", "matchValues": ["192.0.2.99"]}]}));
+    env.sim.put(WAF, p).await;
+    env.sim.settings(json!({"latencyMs": 0})).await;
+    let o = env
+        .wait_condition("WafIpBlock", "race", "Ready", "True", Some("Contained"))
+        .await;
+    let r = rules(&env.sim.resource(WAF).await);
+    assert!(
+        r.contains(&("AddedByAdmin".into(), 2)),
+        "the other writer's rule survives: {r:?}"
+    );
+    assert_eq!(o["status"]["priority"], 3, "re-planned around the new rule");
+    assert!(op.logs().contains("ConcurrentModification"));
+}
+
+#[tokio::test]
+async fn front_door_rule_through_a_long_running_put() {
+    let env = Env::new("e2e-fdwaf").await;
+    let _op = env.operator();
+    let t = env.apply("WafIpBlock", "fd", json!({"target": target(FD_WAF), "policyType": "FrontDoor", "ipAddresses": ["203.0.113.7"], "priority": 50})).await;
+    let o = env
+        .wait_condition("WafIpBlock", "fd", "Ready", "True", Some("Contained"))
+        .await;
+    eprintln!(
+        "apply→Ready WafIpBlock (Front Door, long-running PUT): {} ms",
+        t.elapsed().as_millis()
+    );
+    let p = env.sim.resource(FD_WAF).await;
+    let rule = &p["properties"]["customRules"]["rules"][0];
+    assert_eq!(rule["name"], o["status"]["ruleName"]);
+    assert_eq!(rule["priority"], 50);
+    assert_eq!(
+        rule["matchConditions"][0]["matchValue"],
+        json!(["203.0.113.7"])
+    );
+    assert_eq!(p["sku"]["name"], "Premium_AzureFrontDoor");
+    env.delete("WafIpBlock", "fd").await;
+    env.wait_gone("WafIpBlock", "fd").await;
+    assert_eq!(
+        env.sim.resource(FD_WAF).await["properties"]["customRules"]["rules"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn wrong_policy_type_for_the_target_stalls() {
+    let env = Env::new("e2e-waf-type").await;
+    let _op = env.operator();
+    env.apply(
+        "WafIpBlock",
+        "x",
+        json!({"target": target(WAF), "policyType": "FrontDoor", "ipAddresses": ["203.0.113.7"]}),
+    )
+    .await;
+    let o = env
+        .wait_condition("WafIpBlock", "x", "Stalled", "True", Some("InvalidTarget"))
+        .await;
+    assert!(
+        condition(&o, "Stalled").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("FrontDoorWebApplicationFirewallPolicies")
+    );
+}
