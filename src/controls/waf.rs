@@ -134,6 +134,9 @@ fn rule_in_force(f: Flavour, policy: &Value, w: &Want) -> Option<i64> {
     ok.then(|| r["priority"].as_i64().unwrap_or_default())
 }
 
+/// The policy to PUT and the priority chosen for each rule in it.
+pub type PolicyWrite = (Value, BTreeMap<String, i64>);
+
 /// The pure plan: the policy to PUT so that `own` (and every coalesced sibling) is in force.
 /// Returns None when `own` is already in force (siblings then write for themselves).
 pub fn plan_policy(
@@ -141,7 +144,7 @@ pub fn plan_policy(
     policy: &Value,
     own: &Want,
     siblings: &[Want],
-) -> Result<Option<(Value, BTreeMap<String, i64>)>, Stall> {
+) -> Result<Option<PolicyWrite>, Stall> {
     let own_ok = rule_in_force(f, policy, own).is_some()
         && (!own.prevention || f.mode(policy) == "Prevention");
     if own_ok {
