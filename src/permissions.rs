@@ -43,7 +43,7 @@ macro_rules! kinds {
 }
 
 use crate::controls::{
-    cosmos, defender_alert, sql_ip_block, sql_public_access, storage_key_rotation,
+    arc_isolation, cosmos, defender_alert, sql_ip_block, sql_public_access, storage_key_rotation,
     storage_public_access, storage_sas_revocation, waf,
 };
 
@@ -57,6 +57,7 @@ kinds! {
     "CosmosPublicAccessLockdown" => cosmos::CosmosPublicAccessLockdownControl { graph: &[], mde: &[] },
     "DefenderAlertState" => defender_alert::DefenderAlertStateControl { graph: &[], mde: &[] },
     "WafIpBlock" => waf::WafIpBlockControl { graph: &[], mde: &[] },
+    "ArcIsolation" => arc_isolation::ArcIsolationControl { graph: &[], mde: &["Machine.Read.All", "Machine.Isolate"] },
 }
 
 /// Resolve `--kinds` (names, case-insensitive; empty = all) or say which name is unknown.

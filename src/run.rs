@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::azure::Arm;
 use crate::azure::arm::USER_AGENT;
 use crate::azure::auth::{self, CredentialConfig, CredentialKind};
 use crate::azure::limiter::{BucketSpec, Limiter, LimiterConfig};
+use crate::azure::{Arm, Clients};
 use crate::engine::Ctx;
 use crate::metrics::Metrics;
 use crate::permissions;
@@ -87,6 +87,20 @@ pub struct RunArgs {
         default_value = "https://api.securitycenter.microsoft.com"
     )]
     pub mde_endpoint: String,
+    /// Token audience for Defender for Endpoint.
+    #[arg(
+        long,
+        env = "AZURE_MDE_AUDIENCE",
+        default_value = "https://api.securitycenter.microsoft.com"
+    )]
+    pub mde_audience: String,
+    /// Token audience for Microsoft Graph.
+    #[arg(
+        long,
+        env = "AZURE_GRAPH_AUDIENCE",
+        default_value = "https://graph.microsoft.com"
+    )]
+    pub graph_audience: String,
     /// Entra ID authority host.
     #[arg(
         long,
@@ -187,12 +201,44 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         delete: args.arm_delete_bucket,
     }));
     let arm = Arc::new(Arm::new(
-        http,
+        http.clone(),
         &args.arm_endpoint,
         &args.arm_audience,
         &tenant,
-        cred,
+        cred.clone(),
         limiter,
+        metrics.clone(),
+    ));
+    // Defender for Endpoint: 100 calls per minute per API (isolate, machineactions, ...).
+    let per_minute = |n: f64| BucketSpec {
+        capacity: n,
+        per_second: n / 60.0,
+    };
+    let mde = Arc::new(Arm::new(
+        http.clone(),
+        &args.mde_endpoint,
+        &args.mde_audience,
+        &tenant,
+        cred.clone(),
+        Arc::new(Limiter::new(LimiterConfig {
+            read: per_minute(100.0),
+            write: per_minute(100.0),
+            delete: per_minute(100.0),
+        })),
+        metrics.clone(),
+    ));
+    // Graph security APIs: about 150 requests per minute per app and tenant.
+    let graph = Arc::new(Arm::new(
+        http,
+        &args.graph_endpoint,
+        &args.graph_audience,
+        &tenant,
+        cred,
+        Arc::new(Limiter::new(LimiterConfig {
+            read: per_minute(150.0),
+            write: per_minute(150.0),
+            delete: per_minute(150.0),
+        })),
         metrics.clone(),
     ));
     let identity = std::env::var("POD_NAME")
@@ -205,7 +251,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let overrides: HashMap<String, Duration> = args.drift_interval_for.iter().cloned().collect();
     let cx = Arc::new(Ctx::new(
         client.clone(),
-        arm,
+        Clients { arm, mde, graph },
         metrics.clone(),
         reporter,
         args.drift_interval,

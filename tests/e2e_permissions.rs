@@ -52,11 +52,12 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
             json!({"target": target(WAF), "ipAddresses": ["203.0.113.7"]}),
             false,
         ),
+        "ArcIsolation" => (json!({"target": target(ARC)}), false),
         other => panic!("no scenario for {other}"),
     }
 }
 
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 10] = [
     "SqlIpBlock",
     "SqlPublicAccessLockdown",
     "StorageKeyRotation",
@@ -66,6 +67,7 @@ const KINDS: [&str; 9] = [
     "CosmosPublicAccessLockdown",
     "DefenderAlertState",
     "WafIpBlock",
+    "ArcIsolation",
 ];
 
 #[tokio::test]

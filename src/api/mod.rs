@@ -21,6 +21,7 @@ macro_rules! containment_kind {
     };
 }
 
+pub mod arc;
 pub mod common;
 pub mod cosmos;
 pub mod network;
@@ -43,5 +44,6 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         cosmos::CosmosPublicAccessLockdown::crd(),
         security::DefenderAlertState::crd(),
         network::WafIpBlock::crd(),
+        arc::ArcIsolation::crd(),
     ]
 }

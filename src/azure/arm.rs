@@ -266,12 +266,13 @@ impl Arm {
             .inc();
     }
 
+    /// GET; an empty `api_version` sends none (Defender for Endpoint is not versioned).
     pub async fn get(&self, path: &str, api_version: &str) -> Result<Value, AzureError> {
         Ok(self
             .call(&ArmRequest {
                 method: "GET",
                 path,
-                api_version: Some(api_version),
+                api_version: (!api_version.is_empty()).then_some(api_version),
                 body: None,
                 idempotent: true,
             })

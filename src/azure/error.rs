@@ -92,6 +92,13 @@ impl AzureError {
     /// is one.
     pub fn reason(&self) -> String {
         match self {
+            // Graph and Defender for Endpoint say Forbidden / Authorization_RequestDenied where
+            // ARM says AuthorizationFailed: one stable reason for "a permission is missing".
+            AzureError::Api {
+                status: 403, code, ..
+            } if matches!(code.as_str(), "Forbidden" | "Authorization_RequestDenied") => {
+                "AuthorizationFailed".into()
+            }
             AzureError::Api { code, status, .. } => {
                 if code.is_empty() {
                     format!("Http{status}")
@@ -194,6 +201,7 @@ mod tests {
             "AuthorizationFailed"
         );
         assert_eq!(api(404, "").reason(), "Http404");
+        assert_eq!(api(403, "Forbidden").reason(), "AuthorizationFailed");
     }
 
     #[test]

@@ -9,3 +9,31 @@ pub mod resource_id;
 pub use arm::{Arm, ArmRequest, Poll, Reply};
 pub use error::{AzureError, Class};
 pub use resource_id::ResourceId;
+
+/// Which API a request goes to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Service {
+    #[default]
+    Arm,
+    /// Defender for Endpoint (`/api/...`, not versioned).
+    Mde,
+    /// Microsoft Graph.
+    Graph,
+}
+
+/// One client per API, each with its own token audience and rate limits.
+pub struct Clients {
+    pub arm: std::sync::Arc<Arm>,
+    pub mde: std::sync::Arc<Arm>,
+    pub graph: std::sync::Arc<Arm>,
+}
+
+impl Clients {
+    pub fn get(&self, s: Service) -> &Arm {
+        match s {
+            Service::Arm => &self.arm,
+            Service::Mde => &self.mde,
+            Service::Graph => &self.graph,
+        }
+    }
+}

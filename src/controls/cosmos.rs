@@ -11,7 +11,7 @@ use crate::api::cosmos::{
     CosmosKeyKind, CosmosKeyRotation, CosmosNetworkAccess, CosmosPublicAccessLockdown,
     CosmosPublicAccessLockdownSpec,
 };
-use crate::azure::{Arm, AzureError, ResourceId};
+use crate::azure::{AzureError, Clients, ResourceId};
 use crate::engine::{Assessment, Control, Stall, Step};
 
 pub const COSMOS_API: &str = "2024-05-15";
@@ -54,11 +54,11 @@ impl Control for CosmosKeyRotationControl {
 
     async fn observe(
         &self,
-        arm: &Arm,
+        az: &Clients,
         _obj: &Self::K,
         t: &ResourceId,
     ) -> Result<Times, AzureError> {
-        let acct = arm.get(&t.id, COSMOS_API).await?;
+        let acct = az.arm.get(&t.id, COSMOS_API).await?;
         let md = &acct["properties"]["keysMetadata"];
         Ok([
             "primary",
@@ -201,11 +201,11 @@ impl Control for CosmosPublicAccessLockdownControl {
 
     async fn observe(
         &self,
-        arm: &Arm,
+        az: &Clients,
         _obj: &Self::K,
         t: &ResourceId,
     ) -> Result<Value, AzureError> {
-        Ok(arm.get(&t.id, COSMOS_API).await?["properties"].take())
+        Ok(az.arm.get(&t.id, COSMOS_API).await?["properties"].take())
     }
 
     fn assess(

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::api::security::{AlertState, DefenderAlertState};
-use crate::azure::{Arm, AzureError, ResourceId};
+use crate::azure::{AzureError, Clients, ResourceId};
 use crate::engine::{Assessment, Control, Stall, Step};
 
 pub const ALERTS_API: &str = "2022-01-01";
@@ -81,11 +81,11 @@ impl Control for DefenderAlertStateControl {
 
     async fn observe(
         &self,
-        arm: &Arm,
+        az: &Clients,
         _obj: &Self::K,
         t: &ResourceId,
     ) -> Result<String, AzureError> {
-        Ok(arm.get(&t.id, ALERTS_API).await?["properties"]["status"]
+        Ok(az.arm.get(&t.id, ALERTS_API).await?["properties"]["status"]
             .as_str()
             .unwrap_or("Active")
             .to_string())

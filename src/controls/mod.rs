@@ -1,5 +1,6 @@
 //! Per-kind controls: what to observe, the pure assessment, and the release.
 
+pub mod arc_isolation;
 pub mod cosmos;
 pub mod defender_alert;
 pub mod ipv4;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::ipv4::{self, Range};
 use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::api::sql::SqlIpBlock;
-use crate::azure::{Arm, AzureError, ResourceId};
+use crate::azure::{AzureError, Clients, ResourceId};
 use crate::engine::{Assessment, Control, Stall, Step};
 
 pub const SQL_API: &str = "2021-11-01";
@@ -197,15 +197,17 @@ impl Control for SqlIpBlockControl {
 
     async fn observe(
         &self,
-        arm: &Arm,
+        az: &Clients,
         _obj: &SqlIpBlock,
         t: &ResourceId,
     ) -> Result<Observed, AzureError> {
-        let server = arm.get(&t.id, SQL_API).await?;
-        let rules = arm
+        let server = az.arm.get(&t.id, SQL_API).await?;
+        let rules = az
+            .arm
             .list(&format!("{}/firewallRules", t.id), SQL_API)
             .await?;
-        let ipv6 = arm
+        let ipv6 = az
+            .arm
             .list(&format!("{}/ipv6FirewallRules", t.id), SQL_API)
             .await?;
         Ok(Observed {
@@ -306,6 +308,7 @@ impl Control for SqlIpBlockControl {
             steps,
             message,
             extra,
+            wait: None,
         })
     }
 

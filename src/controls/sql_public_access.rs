@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::sql_ip_block::SQL_API;
 use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::api::sql::SqlPublicAccessLockdown;
-use crate::azure::{Arm, AzureError, ResourceId};
+use crate::azure::{AzureError, Clients, ResourceId};
 use crate::engine::{Assessment, Control, Stall, Step};
 
 crate::impl_kind!(SqlPublicAccessLockdown, status: s => s);
@@ -71,11 +71,11 @@ impl Control for SqlPublicAccessLockdownControl {
 
     async fn observe(
         &self,
-        arm: &Arm,
+        az: &Clients,
         _obj: &Self::K,
         t: &ResourceId,
     ) -> Result<Observed, AzureError> {
-        let s = arm.get(&t.id, SQL_API).await?;
+        let s = az.arm.get(&t.id, SQL_API).await?;
         Ok(Observed {
             public_network_access: s["properties"]["publicNetworkAccess"]
                 .as_str()

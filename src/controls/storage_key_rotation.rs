@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::storage_public_access::STORAGE_API;
 use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::api::storage::{StorageKey, StorageKeyRotation};
-use crate::azure::{Arm, ArmRequest, AzureError, ResourceId};
+use crate::azure::{ArmRequest, AzureError, Clients, ResourceId};
 use crate::engine::{Assessment, Control, Ctx, FIELD_MANAGER, RunError, Stall, Step};
 
 crate::impl_kind!(StorageKeyRotation, action, schedule = schedule);
@@ -52,11 +52,11 @@ impl Control for StorageKeyRotationControl {
 
     async fn observe(
         &self,
-        arm: &Arm,
+        az: &Clients,
         obj: &Self::K,
         t: &ResourceId,
     ) -> Result<Observed, AzureError> {
-        let acct = arm.get(&t.id, STORAGE_API).await?;
+        let acct = az.arm.get(&t.id, STORAGE_API).await?;
         let mut out: Observed = acct["properties"]["keyCreationTime"]
             .as_object()
             .into_iter()
@@ -70,7 +70,7 @@ impl Control for StorageKeyRotationControl {
             .iter()
             .any(|k| matches!(k, StorageKey::Kerb1 | StorageKey::Kerb2))
         {
-            for k in list_keys(arm, t, true).await? {
+            for k in list_keys(&az.arm, t, true).await? {
                 if let (Some(n), Some(c)) = (k["keyName"].as_str(), k["creationTime"].as_str())
                     && n.starts_with("kerb")
                 {
@@ -144,7 +144,7 @@ impl Control for StorageKeyRotationControl {
     async fn after_run(
         &self,
         cx: &Ctx,
-        arm: &Arm,
+        az: &Clients,
         obj: &Self::K,
         t: &ResourceId,
     ) -> Result<(), RunError> {
@@ -154,7 +154,7 @@ impl Control for StorageKeyRotationControl {
         let wanted: Vec<&str> = obj.spec.keys.iter().map(|k| key_name(*k)).collect();
         let kerb = wanted.iter().any(|k| k.starts_with("kerb"));
         let mut data = BTreeMap::new();
-        for k in list_keys(arm, t, kerb).await? {
+        for k in list_keys(&az.arm, t, kerb).await? {
             if let (Some(n), Some(v)) = (k["keyName"].as_str(), k["value"].as_str())
                 && wanted.contains(&n)
             {
@@ -191,7 +191,11 @@ impl Control for StorageKeyRotationControl {
     }
 }
 
-async fn list_keys(arm: &Arm, t: &ResourceId, kerb: bool) -> Result<Vec<Value>, AzureError> {
+async fn list_keys(
+    arm: &crate::azure::Arm,
+    t: &ResourceId,
+    kerb: bool,
+) -> Result<Vec<Value>, AzureError> {
     let path = if kerb {
         format!("{}/listKeys?$expand=kerb", t.id)
     } else {

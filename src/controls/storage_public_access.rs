@@ -7,7 +7,7 @@ use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::api::storage::{
     PublicNetworkAccess, StoragePublicAccessLockdown, StoragePublicAccessLockdownSpec,
 };
-use crate::azure::{Arm, AzureError, ResourceId};
+use crate::azure::{AzureError, Clients, ResourceId};
 use crate::engine::{Assessment, Control, Stall, Step};
 
 pub const STORAGE_API: &str = "2023-05-01";
@@ -113,11 +113,11 @@ impl Control for StoragePublicAccessLockdownControl {
 
     async fn observe(
         &self,
-        arm: &Arm,
+        az: &Clients,
         _obj: &Self::K,
         t: &ResourceId,
     ) -> Result<Value, AzureError> {
-        Ok(arm.get(&t.id, STORAGE_API).await?["properties"].take())
+        Ok(az.arm.get(&t.id, STORAGE_API).await?["properties"].take())
     }
 
     fn assess(

@@ -10,7 +10,7 @@ use super::storage_key_rotation::regenerate_what;
 use super::storage_public_access::STORAGE_API;
 use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::api::storage::StorageSasRevocation;
-use crate::azure::{Arm, AzureError, ResourceId};
+use crate::azure::{AzureError, Clients, ResourceId};
 use crate::engine::{Assessment, Control, Stall, Step};
 
 impl crate::engine::Kind for StorageSasRevocation {
@@ -102,11 +102,11 @@ impl Control for StorageSasRevocationControl {
 
     async fn observe(
         &self,
-        arm: &Arm,
+        az: &Clients,
         _obj: &Self::K,
         t: &ResourceId,
     ) -> Result<Times, AzureError> {
-        let acct = arm.get(&t.id, STORAGE_API).await?;
+        let acct = az.arm.get(&t.id, STORAGE_API).await?;
         Ok(acct["properties"]["keyCreationTime"]
             .as_object()
             .into_iter()

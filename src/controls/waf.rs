@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::api::network::{WafIpBlock, WafPolicyType};
-use crate::azure::{Arm, AzureError, ResourceId};
+use crate::azure::{AzureError, Clients, ResourceId};
 use crate::engine::{Assessment, Control, Stall, Step};
 
 pub const APPGW_API: &str = "2024-01-01";
@@ -342,11 +342,11 @@ impl Control for WafIpBlockControl {
 
     async fn observe(
         &self,
-        arm: &Arm,
+        az: &Clients,
         obj: &WafIpBlock,
         t: &ResourceId,
     ) -> Result<Value, AzureError> {
-        arm.get(&t.id, flavour(obj).api()).await
+        az.arm.get(&t.id, flavour(obj).api()).await
     }
 
     fn assess(
@@ -408,6 +408,7 @@ impl Control for WafIpBlockControl {
                     message: format!("custom rule {} is missing or differs", own.rule),
                     record: Some(record),
                     extra,
+                    wait: None,
                 })
             }
         }

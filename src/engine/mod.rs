@@ -24,7 +24,7 @@ pub use plan::{Assessment, Stall, Step};
 pub use reconcile::run;
 
 use crate::api::common::{CommonSpec, CommonStatus, ReleasePolicy};
-use crate::azure::{Arm, AzureError, ResourceId};
+use crate::azure::{AzureError, Clients, ResourceId};
 use crate::metrics::Metrics;
 
 pub const FINALIZER: &str = "containment.defenderc2.io/release";
@@ -111,7 +111,7 @@ pub trait Control: Send + Sync + 'static {
 
     async fn observe(
         &self,
-        arm: &Arm,
+        az: &Clients,
         obj: &Self::K,
         target: &ResourceId,
     ) -> Result<Self::Observed, AzureError>;
@@ -137,6 +137,11 @@ pub trait Control: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Release must wait (e.g. an action on the target is still running): the message why.
+    fn release_wait(&self, _observed: &Self::Observed) -> Option<String> {
+        None
+    }
+
     /// Actions: what Azure shows before the first call, recorded with the intent.
     fn evidence(&self, _observed: &Self::Observed) -> Value {
         Value::Null
@@ -147,7 +152,7 @@ pub trait Control: Send + Sync + 'static {
     async fn after_run(
         &self,
         _cx: &Ctx,
-        _arm: &Arm,
+        _az: &Clients,
         _obj: &Self::K,
         _target: &ResourceId,
     ) -> Result<(), RunError> {
@@ -169,7 +174,7 @@ pub enum RunError {
 /// Shared by every controller of the process.
 pub struct Ctx {
     pub client: kube::Client,
-    pub arm: Arc<Arm>,
+    pub az: Clients,
     pub metrics: Arc<Metrics>,
     pub reporter: kube::runtime::events::Reporter,
     pub drift_interval: Duration,
@@ -183,7 +188,7 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(
         client: kube::Client,
-        arm: Arc<Arm>,
+        az: Clients,
         metrics: Arc<Metrics>,
         reporter: kube::runtime::events::Reporter,
         drift_interval: Duration,
@@ -191,7 +196,7 @@ impl Ctx {
     ) -> Self {
         Self {
             client,
-            arm,
+            az,
             metrics,
             reporter,
             drift_interval,

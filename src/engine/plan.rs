@@ -18,6 +18,8 @@ pub struct Step {
     /// Whole-object writes: the etag the plan was computed from. The engine re-reads the object
     /// just before sending and re-plans if someone else wrote it in between.
     pub expect_etag: Option<String>,
+    /// The API the request goes to (ARM unless said otherwise).
+    pub service: crate::azure::Service,
 }
 
 impl Step {
@@ -31,6 +33,7 @@ impl Step {
             idempotent: true,
             what: String::new(),
             expect_etag: None,
+            service: crate::azure::Service::Arm,
         }
     }
 
@@ -67,6 +70,11 @@ impl Step {
         self
     }
 
+    pub fn on(mut self, service: crate::azure::Service) -> Self {
+        self.service = service;
+        self
+    }
+
     pub fn lro(mut self) -> Self {
         self.lro = true;
         self
@@ -89,6 +97,9 @@ impl Step {
             .as_ref()
             .map(|b| format!(" {b}"))
             .unwrap_or_default();
+        if self.api_version.is_empty() {
+            return format!("{} {}{body}", self.method, self.path);
+        }
         format!(
             "{} {}?api-version={}{body}",
             self.method, self.path, self.api_version
@@ -107,6 +118,9 @@ pub struct Assessment {
     pub record: Option<Value>,
     /// Kind-specific status fields.
     pub extra: Map<String, Value>,
+    /// Nothing to send now, but not done either: something else is in progress on the target
+    /// (e.g. a machine action). (reason, message); the engine reports Reconciling and re-checks.
+    pub wait: Option<(String, String)>,
 }
 
 /// Cannot proceed without a human: becomes Stalled with this reason.

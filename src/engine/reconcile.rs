@@ -229,7 +229,13 @@ impl<'a, C: Control> Run<'a, C> {
     /// Send one step; poll its long-running operation (URL persisted first) to the end.
     async fn execute(&mut self, step: &Step) -> Result<(), RunError> {
         if let Some(expected) = &step.expect_etag {
-            let now = self.sh.cx.arm.get(&step.path, step.api_version).await?;
+            let now = self
+                .sh
+                .cx
+                .az
+                .get(step.service)
+                .get(&step.path, step.api_version)
+                .await?;
             if now["etag"].as_str() != Some(expected.as_str()) {
                 // Someone wrote the object since we read it: re-read and re-plan, never
                 // overwrite their change.
@@ -251,11 +257,12 @@ impl<'a, C: Control> Run<'a, C> {
         let reply = self
             .sh
             .cx
-            .arm
+            .az
+            .get(step.service)
             .call(&ArmRequest {
                 method: step.method,
                 path: &step.path,
-                api_version: Some(step.api_version),
+                api_version: (!step.api_version.is_empty()).then_some(step.api_version),
                 body: step.body.as_ref(),
                 idempotent: step.idempotent,
             })
@@ -340,7 +347,7 @@ impl<'a, C: Control> Run<'a, C> {
             return Ok(());
         };
         let outcome = loop {
-            match self.sh.cx.arm.poll(&url).await {
+            match self.sh.cx.az.arm.poll(&url).await {
                 Ok(Poll::Running(wait)) => {
                     tokio::time::sleep(
                         wait.clamp(Duration::from_millis(200), Duration::from_secs(30)),
@@ -561,7 +568,7 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
         };
     }
 
-    let observed = match sh.control.observe(&sh.cx.arm, &obj, &target).await {
+    let observed = match sh.control.observe(&sh.cx.az, &obj, &target).await {
         Ok(o) => o,
         Err(e) => return run.azure_failed(e).await,
     };
@@ -629,6 +636,17 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
         Err(stall) => return run.stalled(&stall.reason, stall.message).await,
     };
     run.extra.extend(assessment.extra.clone());
+    if let Some((reason, message)) = assessment.wait.clone()
+        && assessment.steps.is_empty()
+    {
+        run.finish(State::Progressing {
+            reason,
+            message,
+            keep_ready: false,
+        })
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let rendered: Vec<String> = assessment.steps.iter().map(Step::render).collect();
 
     match common.mode {
@@ -708,14 +726,25 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
             }
         }
         // Verify from Azure, not from our own requests.
-        let observed = match sh.control.observe(&sh.cx.arm, &obj, &target).await {
+        let observed = match sh.control.observe(&sh.cx.az, &obj, &target).await {
             Ok(o) => o,
             Err(e) => return run.azure_failed(e).await,
         };
         match sh.control.assess(&obj, &target, &observed, &run.status) {
-            Ok(a) if a.steps.is_empty() => {
+            Ok(a) if a.steps.is_empty() && a.wait.is_none() => {
                 run.extra.extend(a.extra);
                 message = a.message;
+            }
+            Ok(a) if a.steps.is_empty() => {
+                run.extra.extend(a.extra);
+                let (reason, message) = a.wait.unwrap_or_default();
+                run.finish(State::Progressing {
+                    reason,
+                    message,
+                    keep_ready: false,
+                })
+                .await?;
+                return Ok(Action::requeue(Duration::from_secs(1)));
             }
             Ok(a) => {
                 run.finish(State::Progressing {
@@ -737,11 +766,7 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
             .as_ref()
             .is_some_and(|l| l.phase == ActionPhase::InProgress);
         if in_progress {
-            if let Err(e) = sh
-                .control
-                .after_run(&sh.cx, &sh.cx.arm, &obj, &target)
-                .await
-            {
+            if let Err(e) = sh.control.after_run(&sh.cx, &sh.cx.az, &obj, &target).await {
                 return match e {
                     RunError::Azure(e) => run.azure_failed(e).await,
                     other => Err(other),
@@ -819,7 +844,7 @@ async fn release_steps<C: Control>(
         return Ok(());
     };
     run.await_operation().await?;
-    let observed = match run.sh.control.observe(&run.sh.cx.arm, &obj, target).await {
+    let observed = match run.sh.control.observe(&run.sh.cx.az, &obj, target).await {
         Ok(o) => o,
         // The target is gone: nothing left to restore.
         Err(e) if e.status() == Some(404) => {
@@ -834,6 +859,16 @@ async fn release_steps<C: Control>(
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(why) = run.sh.control.release_wait(&observed) {
+        return Err(RunError::Azure(AzureError::Api {
+            status: 409,
+            code: "Conflict".into(),
+            message: format!("release waits: {why}"),
+            request: format!("release {target}"),
+            retry_after: None,
+            request_id: None,
+        }));
+    }
     let steps = run.sh.control.release(&obj, target, &observed, &restore);
     for step in &steps {
         run.execute(step).await?;

@@ -23,6 +23,9 @@ pub const COSMOS: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/re
 pub const ALERT: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/providers/Microsoft.Security/locations/centralus/alerts/2518770965529163669_F144EE95-A3E5-42DA-A279-967D115809AA";
 pub const WAF: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-edge/providers/Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/waf-prod";
 pub const FD_WAF: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-edge/providers/Microsoft.Network/FrontDoorWebApplicationFirewallPolicies/fdwafprod";
+pub const ARC: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-onprem/providers/Microsoft.HybridCompute/machines/arc-web-01";
+pub const DEVICE: &str = "1e5bc9d7e413ddd7902c2932e418702b84d0cc07";
+pub const MDE_SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
 const BIN: &str = env!("CARGO_BIN_EXE_containment-operator");
 const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
 const WORLD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sim/worlds/demo.yaml");
@@ -59,6 +62,13 @@ pub struct Sim {
 impl Sim {
     /// The demo world, with the operator principal holding exactly `actions` on the subscription.
     pub async fn start(actions: Vec<String>) -> Sim {
+        Sim::start_with(actions, |_| {}).await
+    }
+
+    pub async fn start_with(
+        actions: Vec<String>,
+        edit: impl FnOnce(&mut azure_sim::world::World),
+    ) -> Sim {
         let text = std::fs::read_to_string(WORLD).unwrap();
         let mut world = azure_sim::world::World::from_yaml(&text).unwrap();
         let p = world
@@ -73,6 +83,8 @@ impl Sim {
         }];
         world.settings.lro_delay_ms = 300;
         world.settings.lro_retry_after_seconds = 1;
+        world.settings.mde_action_step_ms = 300;
+        edit(&mut world);
         let tls = azure_sim::server::Tls::generate().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let ca = tls.write_ca(dir.path()).unwrap();
@@ -211,6 +223,18 @@ impl Sim {
 
     /// An ARM call as the operator principal (to read key values in a test).
     pub async fn arm(&self, method: reqwest::Method, path: &str) -> Value {
+        self.as_operator(method, path, "https://management.azure.com/.default", None)
+            .await
+    }
+
+    /// A call to any simulated API as the operator principal.
+    pub async fn as_operator(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        scope: &str,
+        body: Option<Value>,
+    ) -> Value {
         let tok: Value = self
             .http
             .post(format!("{}/{TENANT}/oauth2/v2.0/token", self.url))
@@ -218,7 +242,7 @@ impl Sim {
                 ("grant_type", "client_credentials"),
                 ("client_id", CLIENT_ID),
                 ("client_secret", CLIENT_SECRET),
-                ("scope", "https://management.azure.com/.default"),
+                ("scope", scope),
             ])
             .send()
             .await
@@ -226,16 +250,15 @@ impl Sim {
             .json()
             .await
             .unwrap();
-        self.http
+        let mut req = self
+            .http
             .request(method, format!("{}{path}", self.url))
-            .bearer_auth(tok["access_token"].as_str().unwrap())
-            .header("content-length", "0")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+            .bearer_auth(tok["access_token"].as_str().unwrap());
+        req = match body {
+            Some(b) => req.json(&b),
+            None => req.header("content-length", "0"),
+        };
+        req.send().await.unwrap().json().await.unwrap()
     }
 }
 
@@ -275,6 +298,8 @@ impl Operator {
         .env("AZURE_CREDENTIAL", "client-secret")
         .env("AZURE_AUTHORITY_HOST", &env.sim.url)
         .env("AZURE_ARM_ENDPOINT", &env.sim.url)
+        .env("AZURE_MDE_ENDPOINT", &env.sim.url)
+        .env("AZURE_GRAPH_ENDPOINT", &env.sim.url)
         .env("AZURE_CA_FILE", &env.sim.ca)
         .env("RUST_LOG", "info")
         .env_remove("AZURE_FEDERATED_TOKEN_FILE")
@@ -347,6 +372,14 @@ impl Env {
     }
 
     pub async fn with_actions(prefix: &str, actions: Vec<String>) -> Env {
+        Env::with_world(prefix, actions, |_| {}).await
+    }
+
+    pub async fn with_world(
+        prefix: &str,
+        actions: Vec<String>,
+        edit: impl FnOnce(&mut azure_sim::world::World),
+    ) -> Env {
         let cp = testenv::shared().await.unwrap();
         let client = cp.client().await.unwrap();
         testenv::install_crds_from_dir(&client, Path::new(CRDS))
@@ -354,7 +387,7 @@ impl Env {
             .unwrap();
         let ns = cp.namespace(&client, prefix).await.unwrap();
         Env {
-            sim: Sim::start(actions).await,
+            sim: Sim::start_with(actions, edit).await,
             client,
             ns,
             kubeconfig: cp.kubeconfig_path().to_path_buf(),

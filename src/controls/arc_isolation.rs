@@ -1,0 +1,363 @@
+//! ArcIsolation: Arc has no isolate action, so the Arc machine is mapped to its Defender for
+//! Endpoint device (its FQDN = the device's computerDnsName) and isolated through MDE. No isolate
+//! or unisolate is ever sent while another action for the device is Pending or InProgress (the
+//! documented race that leaves devices isolated); the state is read from the latest succeeded
+//! action.
+
+use kube::ResourceExt;
+use serde_json::{Value, json};
+
+use crate::api::arc::{ArcIsolation, IsolationType};
+use crate::api::common::{CommonStatus, ReleasePolicy};
+use crate::azure::{AzureError, Clients, ResourceId, Service};
+use crate::engine::{Assessment, Control, Stall, Step};
+
+pub const ARC_API: &str = "2022-12-27";
+
+impl crate::engine::Kind for ArcIsolation {
+    fn common(&self) -> &crate::api::common::CommonSpec {
+        &self.spec.common
+    }
+    fn common_status(&self) -> Option<&CommonStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub fqdn: String,
+    /// MDE machines whose computerDnsName matches.
+    pub candidates: Vec<Value>,
+    /// Isolate/unisolate actions of the chosen device.
+    pub actions: Vec<Value>,
+}
+
+/// The device: the only candidate, or the only Active one; otherwise a Stall naming them all.
+pub fn choose(fqdn: &str, candidates: &[Value]) -> Result<Value, Stall> {
+    let active: Vec<&Value> = candidates
+        .iter()
+        .filter(|m| m["healthStatus"] == "Active")
+        .collect();
+    match (candidates.len(), active.len()) {
+        (0, _) => Err(Stall::new(
+            "DeviceNotFound",
+            format!(
+                "no Defender for Endpoint device has computerDnsName {fqdn:?} (the Arc machine's FQDN); is the MDE extension installed and onboarded?"
+            ),
+        )),
+        (1, _) => Ok(candidates[0].clone()),
+        (_, 1) => Ok(active[0].clone()),
+        _ => Err(Stall::new(
+            "AmbiguousDevice",
+            format!(
+                "{} Defender for Endpoint devices match {fqdn:?}: {}",
+                candidates.len(),
+                candidates
+                    .iter()
+                    .map(|m| format!(
+                        "{} ({}, last seen {})",
+                        m["id"].as_str().unwrap_or("?"),
+                        m["healthStatus"].as_str().unwrap_or("?"),
+                        m["lastSeen"].as_str().unwrap_or("?")
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        )),
+    }
+}
+
+fn is_isolation(a: &Value) -> bool {
+    matches!(a["type"].as_str(), Some("Isolate" | "Unisolate"))
+}
+
+/// An isolate/unisolate action that is still Pending or InProgress.
+pub fn running(actions: &[Value]) -> Option<&Value> {
+    actions
+        .iter()
+        .filter(|a| is_isolation(a))
+        .find(|a| matches!(a["status"].as_str(), Some("Pending" | "InProgress")))
+}
+
+/// The latest succeeded isolate/unisolate action.
+pub fn latest_succeeded(actions: &[Value]) -> Option<&Value> {
+    actions
+        .iter()
+        .filter(|a| is_isolation(a) && a["status"] == "Succeeded")
+        .max_by_key(|a| {
+            a["creationDateTimeUtc"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+}
+
+fn scope_name(t: IsolationType) -> &'static str {
+    match t {
+        IsolationType::Full => "Full",
+        IsolationType::Selective => "Selective",
+    }
+}
+
+pub fn plan(device: &Value, actions: &[Value], want: IsolationType, comment: &str) -> Assessment {
+    let id = device["id"].as_str().unwrap_or_default();
+    let mut extra = serde_json::Map::new();
+    extra.insert("deviceId".into(), json!(id));
+    let latest_any = actions.iter().filter(|a| is_isolation(a)).max_by_key(|a| {
+        a["creationDateTimeUtc"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    });
+    if let Some(a) = latest_any {
+        extra.insert("machineActionId".into(), a["id"].clone());
+    }
+    let last = latest_succeeded(actions);
+    let isolated = last.is_some_and(|a| a["type"] == "Isolate");
+    extra.insert(
+        "isolationState".into(),
+        json!(if isolated { "Isolated" } else { "NotIsolated" }),
+    );
+    if let Some(r) = running(actions) {
+        return Assessment {
+            extra,
+            wait: Some((
+                "AwaitingMachineAction".into(),
+                format!(
+                    "{} action {} on device {id} is {}; nothing is sent until it finishes",
+                    r["type"].as_str().unwrap_or("?"),
+                    r["id"].as_str().unwrap_or("?"),
+                    r["status"].as_str().unwrap_or("?")
+                ),
+            )),
+            ..Default::default()
+        };
+    }
+    let scope = scope_name(want);
+    if isolated && last.is_some_and(|a| a["scope"] == scope) {
+        return Assessment {
+            message: format!(
+                "device {id} is isolated ({scope}), action {}",
+                last.and_then(|a| a["id"].as_str()).unwrap_or("?")
+            ),
+            extra,
+            ..Default::default()
+        };
+    }
+    Assessment {
+        steps: vec![
+            Step::action(
+                format!("/api/machines/{id}/isolate"),
+                "",
+                Some(json!({"Comment": comment, "IsolationType": scope})),
+            )
+            .on(Service::Mde)
+            .what(format!("isolate device {id} ({scope})")),
+        ],
+        message: format!("device {id} is not isolated"),
+        record: Some(json!({"deviceId": id})),
+        extra,
+        wait: None,
+    }
+}
+
+#[derive(Default)]
+pub struct ArcIsolationControl;
+
+fn quoted(s: &str) -> String {
+    s.replace('\'', "''")
+}
+
+#[async_trait::async_trait]
+impl Control for ArcIsolationControl {
+    type K = ArcIsolation;
+    type Observed = Observed;
+    const RESOURCE_TYPE: &'static str = "Microsoft.HybridCompute/machines";
+    const DEFAULT_RELEASE: Option<ReleasePolicy> = Some(ReleasePolicy::Restore);
+    const ACTIONS: &'static [&'static str] = &["Microsoft.HybridCompute/machines/read"];
+
+    async fn observe(
+        &self,
+        az: &Clients,
+        _obj: &ArcIsolation,
+        t: &ResourceId,
+    ) -> Result<Observed, AzureError> {
+        let m = az.arm.get(&t.id, ARC_API).await?;
+        let p = &m["properties"];
+        let fqdn = p["machineFqdn"]
+            .as_str()
+            .or(p["dnsFqdn"].as_str())
+            .unwrap_or(&t.name)
+            .to_string();
+        let filter = format!("computerDnsName eq '{}'", quoted(&fqdn));
+        let candidates = az
+            .mde
+            .list(&format!("/api/machines?$filter={}", urlencode(&filter)), "")
+            .await?;
+        let mut actions = Vec::new();
+        if let Ok(device) = choose(&fqdn, &candidates) {
+            let id = device["id"].as_str().unwrap_or_default();
+            let filter = format!("machineId eq '{}'", quoted(id));
+            actions = az
+                .mde
+                .list(
+                    &format!("/api/machineactions?$filter={}", urlencode(&filter)),
+                    "",
+                )
+                .await?;
+        }
+        Ok(Observed {
+            fqdn,
+            candidates,
+            actions,
+        })
+    }
+
+    fn assess(
+        &self,
+        obj: &ArcIsolation,
+        _t: &ResourceId,
+        o: &Observed,
+        _status: &CommonStatus,
+    ) -> Result<Assessment, Stall> {
+        let device = choose(&o.fqdn, &o.candidates)?;
+        let comment = obj.spec.comment.clone().unwrap_or_else(|| {
+            format!(
+                "containment-operator {}/{}{}",
+                obj.namespace().unwrap_or_default(),
+                obj.name_any(),
+                obj.spec
+                    .common
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )
+        });
+        Ok(plan(&device, &o.actions, obj.spec.isolation_type, &comment))
+    }
+
+    fn release_wait(&self, o: &Observed) -> Option<String> {
+        running(&o.actions).map(|a| {
+            format!(
+                "{} action {} is {}",
+                a["type"].as_str().unwrap_or("?"),
+                a["id"].as_str().unwrap_or("?"),
+                a["status"].as_str().unwrap_or("?")
+            )
+        })
+    }
+
+    fn release(
+        &self,
+        obj: &ArcIsolation,
+        _t: &ResourceId,
+        o: &Observed,
+        _restore: &Value,
+    ) -> Vec<Step> {
+        let Ok(device) = choose(&o.fqdn, &o.candidates) else {
+            return Vec::new();
+        };
+        let id = device["id"].as_str().unwrap_or_default();
+        if !latest_succeeded(&o.actions).is_some_and(|a| a["type"] == "Isolate") {
+            return Vec::new();
+        }
+        let comment = format!(
+            "containment-operator release of {}/{}",
+            obj.namespace().unwrap_or_default(),
+            obj.name_any()
+        );
+        vec![
+            Step::action(
+                format!("/api/machines/{id}/unisolate"),
+                "",
+                Some(json!({"Comment": comment})),
+            )
+            .on(Service::Mde)
+            .what(format!("unisolate device {id}")),
+        ]
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(id: &str, health: &str) -> Value {
+        json!({"id": id, "computerDnsName": "arc-web-01.corp.contoso.example", "healthStatus": health, "lastSeen": "2026-11-23T08:00:00Z"})
+    }
+
+    fn action(id: &str, t: &str, status: &str, at: &str, scope: &str) -> Value {
+        json!({"id": id, "type": t, "status": status, "creationDateTimeUtc": at, "scope": scope})
+    }
+
+    #[test]
+    fn device_mapping_prefers_the_single_active_and_names_ambiguity() {
+        assert_eq!(choose("h", &[machine("a", "Inactive")]).unwrap()["id"], "a");
+        assert_eq!(
+            choose("h", &[machine("a", "Inactive"), machine("b", "Active")]).unwrap()["id"],
+            "b"
+        );
+        let err = choose("h", &[machine("a", "Active"), machine("b", "Active")]).unwrap_err();
+        assert_eq!(err.reason, "AmbiguousDevice");
+        assert!(
+            err.message.contains("a (Active") && err.message.contains("b (Active"),
+            "{}",
+            err.message
+        );
+        assert_eq!(choose("h", &[]).unwrap_err().reason, "DeviceNotFound");
+    }
+
+    #[test]
+    fn never_sends_while_an_action_runs_and_reads_state_from_the_latest_success() {
+        let d = machine("dev", "Active");
+        let a = plan(&d, &[], IsolationType::Full, "c");
+        assert_eq!(a.steps.len(), 1);
+        assert_eq!(a.steps[0].path, "/api/machines/dev/isolate");
+        assert_eq!(a.steps[0].service, Service::Mde);
+        let pending = [action(
+            "1",
+            "Isolate",
+            "Pending",
+            "2026-11-23T10:00:00Z",
+            "Full",
+        )];
+        let w = plan(&d, &pending, IsolationType::Full, "c");
+        assert!(w.steps.is_empty());
+        assert_eq!(w.wait.unwrap().0, "AwaitingMachineAction");
+        let done = [
+            action("1", "Isolate", "Succeeded", "2026-11-23T10:00:00Z", "Full"),
+            action(
+                "2",
+                "Unisolate",
+                "Succeeded",
+                "2026-11-23T11:00:00Z",
+                "Full",
+            ),
+        ];
+        // Someone unisolated it later: not compliant.
+        assert_eq!(plan(&d, &done, IsolationType::Full, "c").steps.len(), 1);
+        let iso = [action(
+            "1",
+            "Isolate",
+            "Succeeded",
+            "2026-11-23T10:00:00Z",
+            "Full",
+        )];
+        let ok = plan(&d, &iso, IsolationType::Full, "c");
+        assert!(ok.steps.is_empty() && ok.wait.is_none());
+        assert_eq!(ok.extra["isolationState"], "Isolated");
+        assert_eq!(ok.extra["machineActionId"], "1");
+    }
+}

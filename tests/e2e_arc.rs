@@ -1,0 +1,194 @@
+//! End to end, ArcIsolation through Defender for Endpoint.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+
+async fn actions(env: &Env) -> Vec<Value> {
+    env.sim
+        .admin(reqwest::Method::GET, "/_sim/mde/actions", None)
+        .await["value"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn isolate_verify_drift_and_unisolate_on_release() {
+    let env = Env::new("e2e-arciso").await;
+    let _op = env.operator();
+    let t = env
+        .apply(
+            "ArcIsolation",
+            "web",
+            json!({"target": target(ARC), "reason": "INC-77 ransomware"}),
+        )
+        .await;
+    let o = env
+        .wait_condition("ArcIsolation", "web", "Ready", "True", Some("Contained"))
+        .await;
+    eprintln!(
+        "apply→Ready ArcIsolation (MDE action Pending→InProgress→Succeeded, 2×300 ms): {} ms",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(o["status"]["deviceId"], DEVICE);
+    assert_eq!(o["status"]["isolationState"], "Isolated");
+    let a = actions(&env).await;
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        (a[0]["type"].as_str(), a[0]["scope"].as_str()),
+        (Some("Isolate"), Some("Full"))
+    );
+    assert!(
+        a[0]["requestorComment"]
+            .as_str()
+            .unwrap()
+            .contains("INC-77")
+    );
+    assert_eq!(o["status"]["machineActionId"], a[0]["id"]);
+
+    // Someone unisolates the device: the operator isolates it again once that action is done.
+    env.sim
+        .as_operator(
+            reqwest::Method::POST,
+            &format!("/api/machines/{DEVICE}/unisolate"),
+            MDE_SCOPE,
+            Some(json!({"Comment": "admin"})),
+        )
+        .await;
+    env.wait(
+        "ArcIsolation",
+        "web",
+        "drift corrected",
+        Duration::from_secs(30),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["driftCount"] == 1
+                    && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+        },
+    )
+    .await;
+    let types: Vec<String> = actions(&env)
+        .await
+        .iter()
+        .map(|a| a["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(types, ["Isolate", "Unisolate", "Isolate"]);
+
+    env.delete("ArcIsolation", "web").await;
+    env.wait_gone("ArcIsolation", "web").await;
+    let types: Vec<String> = actions(&env)
+        .await
+        .iter()
+        .map(|a| a["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(types, ["Isolate", "Unisolate", "Isolate", "Unisolate"]);
+    // Never raced an action in progress.
+    assert!(
+        env.sim.requests().await.iter().all(|r| r["status"] != 400),
+        "an action was sent while another was pending"
+    );
+}
+
+#[tokio::test]
+async fn release_waits_for_a_pending_isolation() {
+    let env = Env::with_world("e2e-arciso-race", printed_actions(&[]), |w| {
+        w.settings.mde_action_step_ms = 1500
+    })
+    .await;
+    let _op = env.operator();
+    env.apply(
+        "ArcIsolation",
+        "web",
+        json!({"target": target(ARC), "isolationType": "Selective"}),
+    )
+    .await;
+    env.wait_condition(
+        "ArcIsolation",
+        "web",
+        "Reconciling",
+        "True",
+        Some("AwaitingMachineAction"),
+    )
+    .await;
+    env.delete("ArcIsolation", "web").await;
+    env.wait_gone("ArcIsolation", "web").await;
+    let a = actions(&env).await;
+    let types: Vec<&str> = a.iter().map(|a| a["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["Isolate", "Unisolate"]);
+    assert_eq!(a[0]["scope"], "Selective");
+    assert!(
+        env.sim.requests().await.iter().all(|r| r["status"] != 400),
+        "unisolate sent while isolate was pending"
+    );
+}
+
+#[tokio::test]
+async fn ambiguous_or_missing_device_stalls_naming_candidates() {
+    let env = Env::with_world("e2e-arciso-ambiguous", printed_actions(&[]), |w| {
+        w.mde.machines.push(json!({"id": "9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f", "computerDnsName": "ARC-WEB-01.corp.contoso.example", "osPlatform": "Linux", "healthStatus": "Active", "lastSeen": "2026-11-23T09:00:00Z"}));
+    })
+    .await;
+    let _op = env.operator();
+    env.apply("ArcIsolation", "web", json!({"target": target(ARC)}))
+        .await;
+    let o = env
+        .wait_condition(
+            "ArcIsolation",
+            "web",
+            "Stalled",
+            "True",
+            Some("AmbiguousDevice"),
+        )
+        .await;
+    let msg = condition(&o, "Stalled").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains(DEVICE) && msg.contains("9f9f9f9f"), "{msg}");
+    assert!(actions(&env).await.is_empty());
+}
+
+#[tokio::test]
+async fn each_printed_mde_permission_is_needed() {
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_containment-operator"))
+        .args(["permissions", "--kinds", "ArcIsolation"])
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&printed.stdout).unwrap();
+    let mde: Vec<String> =
+        serde_json::from_value(doc["defenderForEndpointApplicationPermissions"].clone()).unwrap();
+    assert_eq!(mde, ["Machine.Isolate", "Machine.Read.All"]);
+    for missing in &mde {
+        let env = Env::with_world("e2e-arciso-perm", printed_actions(&[]), |w| {
+            let p = w
+                .principals
+                .iter_mut()
+                .find(|p| p.client_id == CLIENT_ID)
+                .unwrap();
+            p.mde_permissions = mde.iter().filter(|m| *m != missing).cloned().collect();
+        })
+        .await;
+        let _op = env.operator();
+        env.apply("ArcIsolation", "web", json!({"target": target(ARC)}))
+            .await;
+        let o = env
+            .wait_condition(
+                "ArcIsolation",
+                "web",
+                "Stalled",
+                "True",
+                Some("AuthorizationFailed"),
+            )
+            .await;
+        let msg = condition(&o, "Stalled").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains(missing.as_str()), "without {missing}: {msg}");
+    }
+}
