@@ -44,7 +44,7 @@ macro_rules! kinds {
 
 use crate::controls::{
     arc_isolation, cosmos, defender_alert, sql_ip_block, sql_public_access, storage_key_rotation,
-    storage_public_access, storage_sas_revocation, waf,
+    storage_public_access, storage_sas_revocation, threat_submission, waf,
 };
 
 kinds! {
@@ -58,6 +58,7 @@ kinds! {
     "DefenderAlertState" => defender_alert::DefenderAlertStateControl { graph: &[], mde: &[] },
     "WafIpBlock" => waf::WafIpBlockControl { graph: &[], mde: &[] },
     "ArcIsolation" => arc_isolation::ArcIsolationControl { graph: &[], mde: &["Machine.Read.All", "Machine.Isolate"] },
+    "ThreatSubmission" => threat_submission::ThreatSubmissionControl { graph: &["ThreatSubmission.ReadWrite.All"], mde: &[] },
 }
 
 /// Resolve `--kinds` (names, case-insensitive; empty = all) or say which name is unknown.

@@ -251,7 +251,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let overrides: HashMap<String, Duration> = args.drift_interval_for.iter().cloned().collect();
     let cx = Arc::new(Ctx::new(
         client.clone(),
-        Clients { arm, mde, graph },
+        Clients {
+            arm,
+            mde,
+            graph,
+            kube: client.clone(),
+        },
         metrics.clone(),
         reporter,
         args.drift_interval,

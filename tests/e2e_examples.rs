@@ -36,7 +36,14 @@ async fn every_example_converges() {
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         applied.push((kind, name));
     }
-    assert_eq!(applied.len(), 4, "one example per kind");
+    let mut kinds: Vec<&str> = applied.iter().map(|(k, _)| k.as_str()).collect();
+    kinds.sort();
+    let mut all: Vec<&str> = containment_operator::permissions::KINDS
+        .iter()
+        .map(|k| k.kind)
+        .collect();
+    all.sort();
+    assert_eq!(kinds, all, "exactly one example per kind");
     for (kind, name) in &applied {
         env.wait_ready(kind, name).await;
     }

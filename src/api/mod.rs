@@ -24,6 +24,7 @@ macro_rules! containment_kind {
 pub mod arc;
 pub mod common;
 pub mod cosmos;
+pub mod graph;
 pub mod network;
 pub mod security;
 pub mod sql;
@@ -45,5 +46,6 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         security::DefenderAlertState::crd(),
         network::WafIpBlock::crd(),
         arc::ArcIsolation::crd(),
+        graph::ThreatSubmission::crd(),
     ]
 }

@@ -26,6 +26,8 @@ pub struct Clients {
     pub arm: std::sync::Arc<Arm>,
     pub mde: std::sync::Arc<Arm>,
     pub graph: std::sync::Arc<Arm>,
+    /// For the few reads a control makes in Kubernetes (e.g. a Secret with file content).
+    pub kube: kube::Client,
 }
 
 impl Clients {

@@ -10,13 +10,13 @@ use serde_json::{Value, json};
 use crate::api::arc::{ArcIsolation, IsolationType};
 use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::azure::{AzureError, Clients, ResourceId, Service};
-use crate::engine::{Assessment, Control, Stall, Step};
+use crate::engine::{Assessment, Control, Stall, Step, Wait};
 
 pub const ARC_API: &str = "2022-12-27";
 
 impl crate::engine::Kind for ArcIsolation {
-    fn common(&self) -> &crate::api::common::CommonSpec {
-        &self.spec.common
+    fn common(&self) -> std::borrow::Cow<'_, crate::api::common::CommonSpec> {
+        std::borrow::Cow::Borrowed(&self.spec.common)
     }
     fn common_status(&self) -> Option<&CommonStatus> {
         self.status.as_ref().map(|s| &s.common)
@@ -121,15 +121,16 @@ pub fn plan(device: &Value, actions: &[Value], want: IsolationType, comment: &st
     if let Some(r) = running(actions) {
         return Assessment {
             extra,
-            wait: Some((
-                "AwaitingMachineAction".into(),
-                format!(
+            wait: Some(Wait {
+                reason: "AwaitingMachineAction".into(),
+                recheck: std::time::Duration::from_secs(1),
+                message: format!(
                     "{} action {} on device {id} is {}; nothing is sent until it finishes",
                     r["type"].as_str().unwrap_or("?"),
                     r["id"].as_str().unwrap_or("?"),
                     r["status"].as_str().unwrap_or("?")
                 ),
-            )),
+            }),
             ..Default::default()
         };
     }
@@ -335,7 +336,7 @@ mod tests {
         )];
         let w = plan(&d, &pending, IsolationType::Full, "c");
         assert!(w.steps.is_empty());
-        assert_eq!(w.wait.unwrap().0, "AwaitingMachineAction");
+        assert_eq!(w.wait.unwrap().reason, "AwaitingMachineAction");
         let done = [
             action("1", "Isolate", "Succeeded", "2026-11-23T10:00:00Z", "Full"),
             action(

@@ -11,4 +11,5 @@ pub mod sql_public_access;
 pub mod storage_key_rotation;
 pub mod storage_public_access;
 pub mod storage_sas_revocation;
+pub mod threat_submission;
 pub mod waf;

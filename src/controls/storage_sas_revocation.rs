@@ -14,8 +14,8 @@ use crate::azure::{AzureError, Clients, ResourceId};
 use crate::engine::{Assessment, Control, Stall, Step};
 
 impl crate::engine::Kind for StorageSasRevocation {
-    fn common(&self) -> &crate::api::common::CommonSpec {
-        &self.spec.common
+    fn common(&self) -> std::borrow::Cow<'_, crate::api::common::CommonSpec> {
+        std::borrow::Cow::Borrowed(&self.spec.common)
     }
     fn common_status(&self) -> Option<&CommonStatus> {
         self.status.as_ref().map(|s| &s.common)

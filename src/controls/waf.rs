@@ -21,8 +21,8 @@ const FD_TYPE: &str = "Microsoft.Network/FrontDoorWebApplicationFirewallPolicies
 const PRIORITIES: std::ops::RangeInclusive<i64> = 1..=100;
 
 impl crate::engine::Kind for WafIpBlock {
-    fn common(&self) -> &crate::api::common::CommonSpec {
-        &self.spec.common
+    fn common(&self) -> std::borrow::Cow<'_, crate::api::common::CommonSpec> {
+        std::borrow::Cow::Borrowed(&self.spec.common)
     }
     fn common_status(&self) -> Option<&CommonStatus> {
         self.status.as_ref().map(|s| &s.common)

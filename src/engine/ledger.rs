@@ -17,6 +17,11 @@ pub enum RunDecision {
     Done(Option<Timestamp>),
 }
 
+/// The run id of a trigger (without a schedule suffix).
+pub fn run_id_for(trigger: Option<&str>) -> String {
+    base_run(trigger)
+}
+
 fn base_run(trigger: Option<&str>) -> String {
     match trigger {
         Some(t) => format!("trigger:{t}"),

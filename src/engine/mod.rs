@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use plan::{Assessment, Stall, Step};
+pub use plan::{Assessment, Stall, Step, Wait};
 pub use reconcile::run;
 
 use crate::api::common::{CommonSpec, CommonStatus, ReleasePolicy};
@@ -41,7 +41,8 @@ pub trait Kind:
     + Sync
     + 'static
 {
-    fn common(&self) -> &CommonSpec;
+    /// The common spec fields (owned for kinds that have no Azure target, e.g. submissions).
+    fn common(&self) -> std::borrow::Cow<'_, CommonSpec>;
     fn common_status(&self) -> Option<&CommonStatus>;
     /// One-shot actions: the current `spec.trigger`.
     fn trigger(&self) -> Option<&str> {
@@ -58,8 +59,8 @@ pub trait Kind:
 macro_rules! impl_kind {
     ($t:ty, status: $st:ident => $common:expr) => {
         impl $crate::engine::Kind for $t {
-            fn common(&self) -> &$crate::api::common::CommonSpec {
-                &self.spec.common
+            fn common(&self) -> std::borrow::Cow<'_, $crate::api::common::CommonSpec> {
+                std::borrow::Cow::Borrowed(&self.spec.common)
             }
             fn common_status(&self) -> Option<&$crate::api::common::CommonStatus> {
                 self.status.as_ref().map(|$st| $common)
@@ -69,8 +70,8 @@ macro_rules! impl_kind {
     // One-shot actions: `spec.trigger` and optionally `spec.schedule`.
     ($t:ty, action $(, schedule = $schedule:ident)?) => {
         impl $crate::engine::Kind for $t {
-            fn common(&self) -> &$crate::api::common::CommonSpec {
-                &self.spec.common
+            fn common(&self) -> std::borrow::Cow<'_, $crate::api::common::CommonSpec> {
+                std::borrow::Cow::Borrowed(&self.spec.common)
             }
             fn common_status(&self) -> Option<&$crate::api::common::CommonStatus> {
                 self.status.as_ref()
@@ -100,6 +101,17 @@ pub trait Control: Send + Sync + 'static {
     /// The ARM type of this object's target (when it depends on the spec).
     fn resource_type(_obj: &Self::K) -> &'static str {
         Self::RESOURCE_TYPE
+    }
+
+    /// The Azure object this resource acts on (also the key that serialises work on it).
+    fn target(obj: &Self::K) -> Result<ResourceId, String> {
+        crate::azure::resource_id::resolve(&obj.common().target, Self::resource_type(obj))
+    }
+
+    /// Kind-specific status fields taken from a write's answer (e.g. the id Azure assigned),
+    /// saved together with the write's ledger entry.
+    fn on_reply(&self, _step: &Step, _reply: &Value) -> serde_json::Map<String, Value> {
+        serde_json::Map::new()
     }
 
     /// Called before the per-target lock is taken, so that controls which coalesce writes

@@ -95,7 +95,14 @@ impl Step {
         let body = self
             .body
             .as_ref()
-            .map(|b| format!(" {b}"))
+            .map(|b| {
+                let mut b = b.clone();
+                // Submitted file content is data, not plan: show its size only.
+                if let Some(c) = b.get("fileContent").and_then(Value::as_str) {
+                    b["fileContent"] = Value::String(format!("<{} base64 characters>", c.len()));
+                }
+                format!(" {b}")
+            })
             .unwrap_or_default();
         if self.api_version.is_empty() {
             return format!("{} {}{body}", self.method, self.path);
@@ -119,8 +126,16 @@ pub struct Assessment {
     /// Kind-specific status fields.
     pub extra: Map<String, Value>,
     /// Nothing to send now, but not done either: something else is in progress on the target
-    /// (e.g. a machine action). (reason, message); the engine reports Reconciling and re-checks.
-    pub wait: Option<(String, String)>,
+    /// (e.g. a machine action); the engine reports Reconciling and re-checks.
+    pub wait: Option<Wait>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Wait {
+    /// Reconciling reason, e.g. `AwaitingMachineAction`.
+    pub reason: String,
+    pub message: String,
+    pub recheck: std::time::Duration,
 }
 
 /// Cannot proceed without a human: becomes Stalled with this reason.

@@ -18,7 +18,7 @@ use super::conditions::{self, State};
 use super::ledger::{self, RunDecision};
 use super::{Control, Ctx, FIELD_MANAGER, FINALIZER, Kind, RunError, Step, audit};
 use crate::api::common::{ActionLedger, ActionPhase, CommonStatus, Mode, ReleasePolicy};
-use crate::azure::{ArmRequest, AzureError, Class, Poll, ResourceId, resource_id};
+use crate::azure::{ArmRequest, AzureError, Class, Poll, ResourceId};
 use crate::metrics::{KindLabel, KindReason, KindResult};
 
 struct Shared<C: Control> {
@@ -203,6 +203,13 @@ impl<'a, C: Control> Run<'a, C> {
         Ok(())
     }
 
+    /// The object with the status as published by this run so far.
+    fn current_object(&self) -> Option<C::K> {
+        let mut v = serde_json::to_value(self.obj.as_ref()).ok()?;
+        v["status"] = self.published.clone();
+        serde_json::from_value(v).ok()
+    }
+
     async fn finish(&mut self, state: State) -> Result<(), RunError> {
         conditions::apply(&mut self.status.conditions, &state, self.generation, &now());
         self.status.observed_generation = self.generation;
@@ -211,7 +218,7 @@ impl<'a, C: Control> Run<'a, C> {
 
     async fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
         let mut note = note;
-        if let Some(r) = &self.obj.common().reason {
+        if let Some(r) = &self.obj.common().reason.clone() {
             note = format!("{note} (reason: {r})");
         }
         let ev = Event {
@@ -267,7 +274,8 @@ impl<'a, C: Control> Run<'a, C> {
                 idempotent: step.idempotent,
             })
             .await;
-        let reason = self.obj.common().reason.as_deref();
+        let common = self.obj.common().into_owned();
+        let reason = common.reason.as_deref();
         let reply = match reply {
             Ok(r) => r,
             Err(e) => {
@@ -303,6 +311,8 @@ impl<'a, C: Control> Run<'a, C> {
         {
             l.done.push(step.what.clone());
         }
+        let from_reply = self.sh.control.on_reply(step, &reply.body);
+        self.extra.extend(from_reply);
         self.event(
             EventType::Normal,
             "Applied",
@@ -499,7 +509,7 @@ fn release_policy<C: Control>(obj: &C::K) -> Option<ReleasePolicy> {
 }
 
 fn resolve<C: Control>(obj: &C::K) -> Result<ResourceId, String> {
-    resource_id::resolve(&obj.common().target, C::resource_type(obj))
+    C::target(obj)
 }
 
 fn schedule_of<K: Kind>(obj: &K) -> Option<Duration> {
@@ -516,7 +526,7 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
         Err(msg) => return run.stalled("InvalidTarget", msg).await,
     };
     run.status.target = Some(target.id.clone());
-    let common = obj.common().clone();
+    let common = obj.common().into_owned();
     let expired = common
         .expires_at
         .as_ref()
@@ -636,16 +646,16 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
         Err(stall) => return run.stalled(&stall.reason, stall.message).await,
     };
     run.extra.extend(assessment.extra.clone());
-    if let Some((reason, message)) = assessment.wait.clone()
+    if let Some(w) = assessment.wait.clone()
         && assessment.steps.is_empty()
     {
         run.finish(State::Progressing {
-            reason,
-            message,
+            reason: w.reason,
+            message: w.message,
             keep_ready: false,
         })
         .await?;
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        return Ok(Action::requeue(w.recheck));
     }
     let rendered: Vec<String> = assessment.steps.iter().map(Step::render).collect();
 
@@ -725,8 +735,10 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
                 };
             }
         }
-        // Verify from Azure, not from our own requests.
-        let observed = match sh.control.observe(&sh.cx.az, &obj, &target).await {
+        // Verify from Azure, not from our own requests (observing with the status as it is now,
+        // ledger and ids included).
+        let fresh = run.current_object().unwrap_or_else(|| obj.as_ref().clone());
+        let observed = match sh.control.observe(&sh.cx.az, &fresh, &target).await {
             Ok(o) => o,
             Err(e) => return run.azure_failed(e).await,
         };
@@ -737,14 +749,14 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
             }
             Ok(a) if a.steps.is_empty() => {
                 run.extra.extend(a.extra);
-                let (reason, message) = a.wait.unwrap_or_default();
+                let w = a.wait.unwrap_or_default();
                 run.finish(State::Progressing {
-                    reason,
-                    message,
+                    reason: w.reason,
+                    message: w.message,
                     keep_ready: false,
                 })
                 .await?;
-                return Ok(Action::requeue(Duration::from_secs(1)));
+                return Ok(Action::requeue(w.recheck));
             }
             Ok(a) => {
                 run.finish(State::Progressing {
@@ -888,7 +900,7 @@ async fn release_steps<C: Control>(
 
 async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, RunError> {
     let mut run = Run::new(obj.clone(), sh);
-    let common = obj.common().clone();
+    let common = obj.common().into_owned();
     let policy = release_policy::<C>(&obj);
     let applied = common.mode == Mode::Enforce && run.status.released_time.is_none();
     let Ok(target) = resolve::<C>(&obj) else {

@@ -1,0 +1,209 @@
+//! End to end, ThreatSubmission through Graph beta.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DynamicObject, PostParams};
+use serde_json::json;
+use support::*;
+
+async fn posts(env: &Env, coll: &str) -> usize {
+    env.sim
+        .requests()
+        .await
+        .iter()
+        .filter(|r| {
+            r["method"] == "POST"
+                && r["path"] == format!("/beta/security/threatSubmission/{coll}").as_str()
+                && r["status"] == 201
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn url_submission_once_per_trigger_with_verdict() {
+    let env = Env::new("e2e-tsub").await;
+    let _op = env.operator();
+    let spec = |trigger: &str| json!({"submissionType": "Url", "category": "phishing", "url": "https://login.contoso-security.example/reset", "trigger": trigger});
+    let t = env.apply("ThreatSubmission", "phish", spec("INC-1")).await;
+    let o = env
+        .wait_condition(
+            "ThreatSubmission",
+            "phish",
+            "Ready",
+            "True",
+            Some("Completed"),
+        )
+        .await;
+    eprintln!(
+        "apply→Ready ThreatSubmission (notStarted→running→succeeded, 2×300 ms): {} ms",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(o["status"]["submissionStatus"], "succeeded");
+    assert_eq!(o["status"]["verdict"], "phishing");
+    assert!(o["status"]["submissionId"].is_string());
+    assert_eq!(
+        o["status"]["target"],
+        "url:https://login.contoso-security.example/reset"
+    );
+    assert_eq!(posts(&env, "urlThreats").await, 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        posts(&env, "urlThreats").await,
+        1,
+        "never resubmitted for the same trigger"
+    );
+    env.apply("ThreatSubmission", "phish", spec("INC-2")).await;
+    env.wait(
+        "ThreatSubmission",
+        "phish",
+        "second run",
+        Duration::from_secs(20),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["action"]["runId"] == "trigger:INC-2"
+                    && o["status"]["action"]["phase"] == "Completed"
+            })
+        },
+    )
+    .await;
+    assert_eq!(posts(&env, "urlThreats").await, 2);
+}
+
+#[tokio::test]
+async fn file_and_email_submissions() {
+    let env = Env::new("e2e-tsub-file").await;
+    let _op = env.operator();
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "sample"}, "stringData": {"invoice.exe": "MZ-not-really-malware"}})).unwrap();
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+    env.apply(
+        "ThreatSubmission",
+        "dry",
+        json!({"submissionType": "File", "category": "malware", "mode": "DryRun", "file": {"name": "invoice.exe", "contentFrom": {"secretKeyRef": {"name": "sample", "key": "invoice.exe"}}}}),
+    )
+    .await;
+    let d = env
+        .wait_condition("ThreatSubmission", "dry", "Ready", "True", Some("DryRun"))
+        .await;
+    let plan = d["status"]["plan"][0].as_str().unwrap();
+    assert!(
+        plan.starts_with("POST /beta/security/threatSubmission/fileThreats "),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains("TVot"),
+        "file content must not appear in the plan: {plan}"
+    );
+    env.apply(
+        "ThreatSubmission",
+        "file",
+        json!({"submissionType": "File", "category": "malware", "file": {"name": "invoice.exe", "contentFrom": {"secretKeyRef": {"name": "sample", "key": "invoice.exe"}}}}),
+    )
+    .await;
+    let o = env
+        .wait_condition(
+            "ThreatSubmission",
+            "file",
+            "Ready",
+            "True",
+            Some("Completed"),
+        )
+        .await;
+    assert_eq!(o["status"]["verdict"], "malware");
+    env.apply(
+        "ThreatSubmission",
+        "mail",
+        json!({"submissionType": "Email", "category": "spam", "email": {"recipientEmailAddress": "alice@contoso.example", "messageUrl": "https://graph.microsoft.com/v1.0/users/alice@contoso.example/messages/AAMk1"}}),
+    )
+    .await;
+    let o = env
+        .wait_condition(
+            "ThreatSubmission",
+            "mail",
+            "Ready",
+            "True",
+            Some("Completed"),
+        )
+        .await;
+    assert_eq!(o["status"]["verdict"], "spam");
+    assert_eq!(
+        (
+            posts(&env, "fileThreats").await,
+            posts(&env, "emailThreats").await
+        ),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn crash_after_submitting_never_submits_twice() {
+    let env = Env::new("e2e-tsub-crash").await;
+    env.sim.settings(json!({"latencyMs": 2000})).await;
+    let mut op = env.operator();
+    env.apply("ThreatSubmission", "x", json!({"submissionType": "Url", "category": "malware", "url": "https://dl.evil.example/a.zip"})).await;
+    env.wait(
+        "ThreatSubmission",
+        "x",
+        "intent recorded",
+        Duration::from_secs(30),
+        |o| o.is_some_and(|o| o["status"]["action"]["phase"] == "InProgress"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    op.kill();
+    assert!(
+        env.get("ThreatSubmission", "x").await.unwrap()["status"]["submissionId"].is_null(),
+        "killed before the answer arrived"
+    );
+    env.sim.settings(json!({"latencyMs": 0})).await;
+    let _op2 = env.operator();
+    let o = env
+        .wait_condition("ThreatSubmission", "x", "Ready", "True", Some("Completed"))
+        .await;
+    assert_eq!(posts(&env, "urlThreats").await, 1);
+    assert_eq!(o["status"]["verdict"], "malware");
+}
+
+#[tokio::test]
+async fn missing_graph_permission_and_invalid_spec() {
+    let env = Env::with_world("e2e-tsub-perm", printed_actions(&[]), |w| {
+        let p = w
+            .principals
+            .iter_mut()
+            .find(|p| p.client_id == CLIENT_ID)
+            .unwrap();
+        p.graph_permissions.clear();
+    })
+    .await;
+    let _op = env.operator();
+    env.apply("ThreatSubmission", "x", json!({"submissionType": "Url", "category": "malware", "url": "https://dl.evil.example/a.zip"})).await;
+    let o = env
+        .wait_condition(
+            "ThreatSubmission",
+            "x",
+            "Stalled",
+            "True",
+            Some("AuthorizationFailed"),
+        )
+        .await;
+    assert!(
+        condition(&o, "Stalled").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("ThreatSubmission.ReadWrite.All")
+    );
+    let bad: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "containment.defenderc2.io/v1alpha1", "kind": "ThreatSubmission", "metadata": {"name": "bad"},
+        "spec": {"submissionType": "Url", "category": "malware"}
+    }))
+    .unwrap();
+    let err = env
+        .api("ThreatSubmission")
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("spec.url is required"), "{err}");
+}
