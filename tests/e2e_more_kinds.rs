@@ -385,3 +385,113 @@ async fn cosmos_faults_complete_with_one_effective_write() {
         "Disabled"
     );
 }
+
+#[tokio::test]
+async fn invalid_specs_of_the_second_wave_are_rejected_naming_the_field() {
+    let env = Env::new("e2e-admission-more").await;
+    let cases = [
+        (
+            "WafIpBlock",
+            json!({"target": target(WAF), "ipAddresses": ["203.0.113.7"], "priority": 0}),
+            "spec.priority",
+        ),
+        (
+            "WafIpBlock",
+            json!({"target": target(WAF), "ipAddresses": ["not-an-ip"]}),
+            "spec.ipAddresses",
+        ),
+        (
+            "WafIpBlock",
+            json!({"target": target(WAF), "ipAddresses": []}),
+            "spec.ipAddresses",
+        ),
+        (
+            "ArcIsolation",
+            json!({"target": target(ARC), "isolationType": "Partial"}),
+            "spec.isolationType",
+        ),
+        (
+            "CosmosKeyRotation",
+            json!({"target": target(COSMOS), "keyKinds": ["primary", "primary"]}),
+            "spec.keyKinds",
+        ),
+        (
+            "CosmosPublicAccessLockdown",
+            json!({"target": target(COSMOS), "publicNetworkAccess": "Restricted"}),
+            "spec.allowedIpRanges",
+        ),
+        (
+            "DefenderAlertState",
+            json!({"target": target(ALERT), "state": "Closed"}),
+            "spec.state",
+        ),
+        (
+            "ThreatSubmission",
+            json!({"submissionType": "Url", "category": "malware", "url": "ftp://x"}),
+            "spec.url",
+        ),
+        (
+            "ThreatSubmission",
+            json!({"submissionType": "Url", "category": "virus", "url": "https://x.example"}),
+            "spec.category",
+        ),
+    ];
+    for (i, (kind, spec, field)) in cases.into_iter().enumerate() {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "containment.defenderc2.io/v1alpha1", "kind": kind,
+            "metadata": {"name": format!("bad-{i}")}, "spec": spec
+        }))
+        .unwrap();
+        let err = env
+            .api(kind)
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(field),
+            "{kind} {spec}: {err}",
+            spec = obj.data["spec"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn cosmos_key_rotation_rotates_in_order_once() {
+    let env = Env::new("e2e-cskr-order").await;
+    let _op = env.operator();
+    let t = env
+        .apply(
+            "CosmosKeyRotation",
+            "rot",
+            json!({"target": target(COSMOS), "keyKinds": ["secondary", "primaryReadonly"]}),
+        )
+        .await;
+    env.wait_condition(
+        "CosmosKeyRotation",
+        "rot",
+        "Ready",
+        "True",
+        Some("Completed"),
+    )
+    .await;
+    eprintln!(
+        "apply→Ready CosmosKeyRotation (two sequential long-running operations): {} ms",
+        t.elapsed().as_millis()
+    );
+    let after = env.sim.resource(COSMOS).await["properties"]["keysMetadata"].clone();
+    let t2 = |k: &str| {
+        after[k]["generationTime"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+    };
+    assert!(
+        t2("secondaryMasterKey") < t2("primaryReadonlyMasterKey"),
+        "rotated in the order listed"
+    );
+    assert_eq!(
+        after["primaryMasterKey"]["generationTime"],
+        "2024-01-01T00:00:00Z"
+    );
+}
