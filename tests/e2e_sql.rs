@@ -268,6 +268,30 @@ async fn sql_public_access_lockdown_lro_release_and_private_endpoint_stall() {
             .all(|w| !w.1.ends_with("sql-legacy-02"))
     );
 
+    // Drift: someone turns public access back on.
+    env.sim
+        .patch(
+            SQL_PROD,
+            json!({"properties": {"publicNetworkAccess": "Enabled"}}),
+        )
+        .await;
+    env.wait(
+        "SqlPublicAccessLockdown",
+        "lock",
+        "drift corrected",
+        Duration::from_secs(20),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["driftCount"] == 1
+                    && condition(o, "Ready").is_some_and(|c| c["reason"] == "DriftCorrected")
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
+        "Disabled"
+    );
     env.delete("SqlPublicAccessLockdown", "lock").await;
     env.wait_gone("SqlPublicAccessLockdown", "lock").await;
     assert_eq!(
