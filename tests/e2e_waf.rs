@@ -130,6 +130,18 @@ async fn many_blocks_on_one_policy_are_coalesced() {
     prios.sort();
     prios.dedup();
     assert_eq!(prios.len(), 9, "priorities unique: {r:?}");
+    // Each one owns its rule even when a sibling wrote it: deleting them all removes all six.
+    for i in 0..6 {
+        env.delete("WafIpBlock", &format!("b{i}")).await;
+    }
+    for i in 0..6 {
+        env.wait_gone("WafIpBlock", &format!("b{i}")).await;
+    }
+    assert_eq!(
+        rules(&env.sim.resource(WAF).await).len(),
+        3,
+        "only the policy's own rules remain"
+    );
 }
 
 #[tokio::test]

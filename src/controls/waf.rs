@@ -321,12 +321,30 @@ impl Control for WafIpBlockControl {
         }
     }
 
-    fn register(&self, obj: &WafIpBlock, t: &ResourceId) {
-        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        reg.entry(t.id.to_ascii_lowercase()).or_default().insert(
+    fn register(&self, obj: &WafIpBlock, t: &ResourceId, peers: &[std::sync::Arc<WafIpBlock>]) {
+        let now = jiff::Timestamp::now();
+        let mut wants: BTreeMap<String, Want> = peers
+            .iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.spec.common.mode == crate::api::common::Mode::Enforce
+                    && p.spec.common.expires_at.as_ref().is_none_or(|e| e.0 > now)
+                    && <Self as Control>::target(p)
+                        .is_ok_and(|pt| pt.id.eq_ignore_ascii_case(&t.id))
+            })
+            .map(|p| {
+                (
+                    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()),
+                    want_of(p),
+                )
+            })
+            .collect();
+        wants.insert(
             format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
             want_of(obj),
         );
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.insert(t.id.to_ascii_lowercase(), wants);
     }
 
     fn unregister(&self, obj: &WafIpBlock, t: &ResourceId) {
@@ -370,6 +388,11 @@ impl Control for WafIpBlockControl {
             None => {
                 extra.insert("priority".into(), json!(rule_in_force(f, policy, &own)));
                 Ok(Assessment {
+                    // Our rule may have been written by a coalesced sibling: own it for release.
+                    record: status
+                        .restore
+                        .is_none()
+                        .then(|| json!({"ruleName": own.rule})),
                     message: format!(
                         "custom rule {} blocks {list} (mode {})",
                         own.rule,
@@ -385,7 +408,9 @@ impl Control for WafIpBlockControl {
                     .restore
                     .clone()
                     .unwrap_or_else(|| json!({"ruleName": own.rule}));
-                if own.prevention && record.get("mode").is_none() {
+                let switches_mode = next["properties"]["policySettings"]["mode"]
+                    != policy["properties"]["policySettings"]["mode"];
+                if switches_mode && record.get("mode").is_none() {
                     record["mode"] = json!(f.mode(policy));
                 }
                 let coalesced = chosen.len() - 1;

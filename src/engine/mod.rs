@@ -114,9 +114,10 @@ pub trait Control: Send + Sync + 'static {
         serde_json::Map::new()
     }
 
-    /// Called before the per-target lock is taken, so that controls which coalesce writes
-    /// (several resources on one Azure object) know every resource waiting to write.
-    fn register(&self, _obj: &Self::K, _target: &ResourceId) {}
+    /// Called before the per-target lock is taken, with every object of the kind the operator
+    /// knows (its watch cache), so that controls which coalesce writes (several resources on
+    /// one Azure object) know every resource that wants to write there.
+    fn register(&self, _obj: &Self::K, _target: &ResourceId, _peers: &[std::sync::Arc<Self::K>]) {}
 
     /// The resource no longer wants its containment (deleted, expired, or not Enforce).
     fn unregister(&self, _obj: &Self::K, _target: &ResourceId) {}

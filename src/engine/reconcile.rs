@@ -24,6 +24,8 @@ use crate::metrics::{KindLabel, KindReason, KindResult};
 struct Shared<C: Control> {
     control: C,
     cx: Arc<Ctx>,
+    /// The watch cache of this kind.
+    store: reflector::Store<C::K>,
 }
 
 /// Run the controller for one kind until shutdown.
@@ -37,8 +39,12 @@ pub async fn run<C: Control>(
         Some(ns) => Api::namespaced(cx.client.clone(), ns),
         None => Api::all(cx.client.clone()),
     };
-    let shared = Arc::new(Shared { control, cx });
     let (reader, writer) = reflector::store();
+    let shared = Arc::new(Shared {
+        control,
+        cx,
+        store: reader.clone(),
+    });
     // Only spec, finalizer and deletion changes trigger a reconcile: our own status writes must
     // not cause another round of Azure reads.
     let stream = watcher(api, watcher::Config::default().any_semantic())
@@ -532,7 +538,9 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
         .as_ref()
         .is_some_and(|e| e.0 <= Timestamp::now());
     if common.mode == Mode::Enforce && !expired {
-        sh.control.register(&obj, &target);
+        // The cache is complete once the initial list is in; peers are read from it.
+        let _ = sh.store.wait_until_ready().await;
+        sh.control.register(&obj, &target, &sh.store.state());
     } else {
         sh.control.unregister(&obj, &target);
     }
@@ -689,6 +697,11 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
         Mode::Enforce => run.status.plan.clear(),
     }
 
+    // The prior state is recorded before the first write (and also when another resource's
+    // coalesced write already did the work, so that this one's release still knows what it owns).
+    if let Some(record) = assessment.record.clone() {
+        run.status.restore = Some(record);
+    }
     let mut drifted = false;
     let mut message = assessment.message.clone();
     if !assessment.steps.is_empty() {
@@ -711,10 +724,6 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
                 ),
             )
             .await;
-        }
-        // Intent and the prior state are recorded before the first write.
-        if let Some(record) = assessment.record.clone() {
-            run.status.restore = Some(record);
         }
         conditions::apply(
             &mut run.status.conditions,
