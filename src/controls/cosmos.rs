@@ -75,7 +75,7 @@ impl Control for CosmosKeyRotationControl {
     }
 
     fn evidence(&self, observed: &Times) -> Value {
-        json!({ "before": observed })
+        super::rotation::evidence(observed)
     }
 
     fn assess(
@@ -236,39 +236,23 @@ impl Control for CosmosPublicAccessLockdownControl {
                 ..Default::default()
             });
         }
+        let mut a = lockdown::lock(patch, status.restore.as_ref(), props, |p, what| {
+            patch_step(&t.id, p, what)
+        });
         // isVirtualNetworkFilterEnabled is recorded with the rest, for the record.
-        let mut record = lockdown::record(status.restore.as_ref(), &patch, props);
-        if record["prior"]
-            .get("isVirtualNetworkFilterEnabled")
-            .is_none()
+        if let Some(r) = a.record.as_mut()
+            && r["prior"].get("isVirtualNetworkFilterEnabled").is_none()
         {
-            record["prior"]["isVirtualNetworkFilterEnabled"] =
+            r["prior"]["isVirtualNetworkFilterEnabled"] =
                 props["isVirtualNetworkFilterEnabled"].clone();
         }
-        let fields: Vec<String> = patch.keys().cloned().collect();
-        Ok(Assessment {
-            steps: vec![patch_step(
-                &t.id,
-                patch,
-                format!("lock down {}", fields.join(", ")),
-            )],
-            message: format!("not compliant: {}", fields.join(", ")),
-            record: Some(record),
-            ..Default::default()
-        })
+        Ok(a)
     }
 
     fn release(&self, _obj: &Self::K, t: &ResourceId, props: &Value, restore: &Value) -> Vec<Step> {
-        let patch = release_patch(props, restore);
-        if patch.is_empty() {
-            return Vec::new();
-        }
-        let fields: Vec<String> = patch.keys().cloned().collect();
-        vec![patch_step(
-            &t.id,
-            patch,
-            format!("restore {}", fields.join(", ")),
-        )]
+        super::lockdown::unlock(release_patch(props, restore), |p, what| {
+            patch_step(&t.id, p, what)
+        })
     }
 }
 

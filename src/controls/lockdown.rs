@@ -51,6 +51,35 @@ pub fn release_patch(
     patch
 }
 
+/// Enforce: one PATCH of the owned fields that differ, after recording their first-seen values.
+pub fn lock(
+    patch: Map<String, Value>,
+    previous: Option<&Value>,
+    current: &Value,
+    make_step: impl Fn(Map<String, Value>, String) -> crate::engine::Step,
+) -> crate::engine::Assessment {
+    let fields = patch.keys().cloned().collect::<Vec<_>>().join(", ");
+    let record = record(previous, &patch, current);
+    crate::engine::Assessment {
+        steps: vec![make_step(patch, format!("lock down {fields}"))],
+        message: format!("not compliant: {fields}"),
+        record: Some(record),
+        ..Default::default()
+    }
+}
+
+/// Release: one PATCH putting back the owned fields that differ, or nothing.
+pub fn unlock(
+    patch: Map<String, Value>,
+    make_step: impl Fn(Map<String, Value>, String) -> crate::engine::Step,
+) -> Vec<crate::engine::Step> {
+    if patch.is_empty() {
+        return Vec::new();
+    }
+    let fields = patch.keys().cloned().collect::<Vec<_>>().join(", ");
+    vec![make_step(patch, format!("restore {fields}"))]
+}
+
 /// The values of `field` in a list of objects, sorted (order-insensitive rule comparison).
 pub fn values_of(list: &Value, field: &str) -> Vec<String> {
     let mut v: Vec<String> = list

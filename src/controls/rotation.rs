@@ -20,6 +20,11 @@ fn newer(now: Option<&String>, before: Option<&str>) -> bool {
     }
 }
 
+/// The evidence recorded with the intent: Azure's times before the first call.
+pub fn evidence(observed: &Times) -> serde_json::Value {
+    serde_json::json!({ "before": observed })
+}
+
 /// Was the step `what` acknowledged by Azure in the current run?
 pub fn acknowledged(status: &CommonStatus, what: &str) -> bool {
     status

@@ -30,6 +30,16 @@ pub fn key_name(k: StorageKey) -> &'static str {
 
 pub type Observed = super::rotation::Times;
 
+/// `properties.keyCreationTime` of an account (key1, key2; Kerberos keys have no entry).
+pub fn key_creation_times(account: &Value) -> Observed {
+    account["properties"]["keyCreationTime"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect()
+}
+
 pub fn regenerate_what(key: &str) -> String {
     format!("regenerate {key}")
 }
@@ -57,12 +67,7 @@ impl Control for StorageKeyRotationControl {
         t: &ResourceId,
     ) -> Result<Observed, AzureError> {
         let acct = az.arm.get(&t.id, STORAGE_API).await?;
-        let mut out: Observed = acct["properties"]["keyCreationTime"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-            .collect();
+        let mut out = key_creation_times(&acct);
         // keyCreationTime has no Kerberos entries; their creationTime is only in listKeys.
         if obj
             .spec
@@ -82,7 +87,7 @@ impl Control for StorageKeyRotationControl {
     }
 
     fn evidence(&self, observed: &Observed) -> Value {
-        json!({ "before": observed })
+        super::rotation::evidence(observed)
     }
 
     fn assess(

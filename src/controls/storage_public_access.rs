@@ -155,31 +155,18 @@ impl Control for StoragePublicAccessLockdownControl {
                 ..Default::default()
             });
         }
-        let fields: Vec<String> = patch.keys().cloned().collect();
-        let record = super::lockdown::record(status.restore.as_ref(), &patch, props);
-        Ok(Assessment {
-            steps: vec![patch_step(
-                &t.id,
-                patch,
-                format!("lock down {}", fields.join(", ")),
-            )],
-            message: format!("not compliant: {}", fields.join(", ")),
-            record: Some(record),
-            ..Default::default()
-        })
+        Ok(super::lockdown::lock(
+            patch,
+            status.restore.as_ref(),
+            props,
+            |p, what| patch_step(&t.id, p, what),
+        ))
     }
 
     fn release(&self, _obj: &Self::K, t: &ResourceId, props: &Value, restore: &Value) -> Vec<Step> {
-        let patch = release_patch(props, restore);
-        if patch.is_empty() {
-            return Vec::new();
-        }
-        let fields: Vec<String> = patch.keys().cloned().collect();
-        vec![patch_step(
-            &t.id,
-            patch,
-            format!("restore {}", fields.join(", ")),
-        )]
+        super::lockdown::unlock(release_patch(props, restore), |p, what| {
+            patch_step(&t.id, p, what)
+        })
     }
 }
 

@@ -107,16 +107,11 @@ impl Control for StorageSasRevocationControl {
         t: &ResourceId,
     ) -> Result<Times, AzureError> {
         let acct = az.arm.get(&t.id, STORAGE_API).await?;
-        Ok(acct["properties"]["keyCreationTime"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-            .collect())
+        Ok(super::storage_key_rotation::key_creation_times(&acct))
     }
 
     fn evidence(&self, observed: &Times) -> Value {
-        json!({ "before": observed })
+        super::rotation::evidence(observed)
     }
 
     fn assess(
