@@ -25,6 +25,10 @@ controlplane: ## Build kube-apiserver and kubectl (cached per version; skipped w
 	  testenv/go/build.sh "$(CP_BIN)"; \
 	fi
 
+.PHONY: tools
+tools: ## Build helm and kubeconform from the Go module proxy (cached per version)
+	packaging/tools.sh
+
 .PHONY: build
 build: ## Build every crate and test
 	$(CARGO) build --workspace --all-targets --locked
@@ -32,6 +36,16 @@ build: ## Build every crate and test
 .PHONY: crds
 crds: ## Regenerate crds/ from the Rust types (a test fails when it is stale)
 	$(CARGO) run -q --locked -- crds > crds/containment.defenderc2.io.yaml
+	cp crds/containment.defenderc2.io.yaml charts/containment-operator/crds/
+
+.PHONY: manifests
+manifests: tools ## Regenerate deploy/base from the chart (a check fails when it is stale)
+	packaging/render-base.sh > deploy/base/containment-operator.yaml
+
+.PHONY: packaging
+packaging: controlplane tools ## Chart lint, kubeconform, Dockerfile lint, kstatus and Argo CD health checks
+	$(CARGO) build -p testenv --bins --locked
+	$(TESTENV) exec -- packaging/check.sh
 
 .PHONY: lint
 lint: ## rustfmt and clippy (warnings are errors)
@@ -39,8 +53,8 @@ lint: ## rustfmt and clippy (warnings are errors)
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 .PHONY: test
-test: controlplane lint build ## The whole test suite, on one shared local control plane
-	$(TESTENV) exec -- $(CARGO) test --workspace --locked
+test: controlplane tools lint build ## The whole test suite (packaging checks included), on one shared local control plane
+	$(TESTENV) exec -- bash -c 'packaging/check.sh && $(CARGO) test --workspace --locked'
 
 .PHONY: up
 up: controlplane ## Start the control plane and azure-sim in the background; writes .local/kubeconfig and .local/env

@@ -120,6 +120,30 @@ impl AzureError {
         }
     }
 
+    /// A Kubernetes API error on a Secret the operator reads or writes for a kind. A 403 is the
+    /// chart's `secretNamespaces` not covering the namespace: Stalled AuthorizationFailed, with
+    /// the namespace named. Anything else is the API server being unavailable: retried.
+    pub fn from_secret_access(e: kube::Error, request: String) -> AzureError {
+        match e {
+            kube::Error::Api(s) if s.code == 403 => AzureError::Api {
+                status: 403,
+                code: "Forbidden".into(),
+                message: format!(
+                    "the operator's service account may not do this; add the namespace to the \
+                     chart's secretNamespaces ({})",
+                    s.message
+                ),
+                request,
+                retry_after: None,
+                request_id: None,
+            },
+            other => AzureError::Transport {
+                request,
+                detail: other.to_string(),
+            },
+        }
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             AzureError::Api { status, .. } => Some(*status),

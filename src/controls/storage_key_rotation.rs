@@ -191,7 +191,10 @@ impl Control for StorageKeyRotationControl {
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&secret),
         )
-        .await?;
+        .await
+        .map_err(|e| {
+            AzureError::from_secret_access(e, format!("PATCH Secret {ns}/{}", p.secret_name))
+        })?;
         Ok(())
     }
 }

@@ -178,10 +178,16 @@ async fn file_content(az: &Clients, obj: &ThreatSubmission) -> Result<Option<Str
     let r = &f.content_from.secret_key_ref;
     let secrets: kube::Api<Secret> =
         kube::Api::namespaced(az.kube.clone(), &obj.namespace().unwrap_or_default());
-    let secret = secrets
-        .get_opt(&r.name)
-        .await
-        .map_err(|e| AzureError::Config(format!("reading Secret {}: {e}", r.name)))?;
+    let secret = secrets.get_opt(&r.name).await.map_err(|e| {
+        AzureError::from_secret_access(
+            e,
+            format!(
+                "GET Secret {}/{}",
+                obj.namespace().unwrap_or_default(),
+                r.name
+            ),
+        )
+    })?;
     let bytes = secret
         .and_then(|s| s.data)
         .and_then(|mut d| d.remove(&r.key))
