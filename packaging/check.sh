@@ -114,5 +114,5 @@ diff -u deploy/base/containment-operator.yaml "$work/base.yaml" >/dev/null \
   || { echo "deploy/base/containment-operator.yaml is stale: run make manifests" >&2; exit 1; }
 
 step "Dockerfile (BuildKit checks + image policy), kstatus and Argo CD health"
-(cd packaging && go vet ./... && go run ./cmd/dockerfile-check ../Dockerfile && go test -count=1 ./...)
+(cd packaging && test -z "$(gofmt -l .)" && go vet ./... && go run ./cmd/dockerfile-check ../Dockerfile && go test -count=1 ./...)
 step "all checks passed"

@@ -29,10 +29,10 @@ type expectation struct {
 
 // The contract, per sample state.
 var expected = map[string]expectation{
-	"ready":        {status.CurrentStatus, "Healthy"},
-	"stalled":      {status.FailedStatus, "Degraded"},
-	"progressing":  {status.InProgressStatus, "Progressing"},
-	"stale":        {status.InProgressStatus, "Progressing"},
+	"ready":       {status.CurrentStatus, "Healthy"},
+	"stalled":     {status.FailedStatus, "Degraded"},
+	"progressing": {status.InProgressStatus, "Progressing"},
+	"stale":       {status.InProgressStatus, "Progressing"},
 	// Observe mode on a target that is not contained: Ready=False, nothing in progress.
 	// kstatus reads Ready=False as InProgress (a Flux wait holds until it times out); Argo CD
 	// shows it Degraded, with the reason.
