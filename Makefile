@@ -75,4 +75,7 @@ bench-sim: ## Benchmark azure-sim: ARM GETs per second on loopback (release buil
 	$(CARGO) run --release --locked -p azure-sim --example bench_gets
 
 .PHONY: bench
-bench: bench-sim ## Every benchmark (never part of `make test`)
+bench: controlplane ## Operator benchmarks (burst, latency, steady state, drift, footprint): bench/results.json + a table
+	$(CARGO) build --release --locked -p containment-operator --bin containment-operator
+	$(CARGO) build --release --locked -p containment-bench
+	target/release/containment-bench

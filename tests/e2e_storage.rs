@@ -305,3 +305,60 @@ async fn operator_killed_mid_rotation_never_rotates_twice() {
         .collect();
     assert_eq!(regen.len(), 2, "key1 and key2 exactly once each: {regen:?}");
 }
+
+/// Five lockdowns on one account: their drift checks share one read of it per interval
+/// instead of five (ARM's read bucket is per subscription), and still detect drift.
+#[tokio::test]
+async fn lockdowns_on_one_account_share_their_drift_reads() {
+    let env = Env::new("e2e-shared-reads").await;
+    let _op = env.operator(); // drift interval 2 s
+    for i in 0..5 {
+        env.apply(
+            "StoragePublicAccessLockdown",
+            &format!("s{i}"),
+            json!({"target": target(STORAGE)}),
+        )
+        .await;
+    }
+    for i in 0..5 {
+        env.wait_ready("StoragePublicAccessLockdown", &format!("s{i}"))
+            .await;
+    }
+    let gets = |reqs: &[Value]| {
+        reqs.iter()
+            .filter(|r| {
+                r["method"] == "GET" && r["path"].as_str().unwrap().eq_ignore_ascii_case(STORAGE)
+            })
+            .count()
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = gets(&env.sim.requests().await);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let reads = gets(&env.sim.requests().await) - before;
+    // Unshared, 4 intervals × 5 resources = about 20 reads; shared, about one per interval.
+    assert!(
+        (2..=8).contains(&reads),
+        "{reads} reads of the account in 4 intervals"
+    );
+
+    // Drift is still seen and corrected once.
+    env.sim
+        .patch(
+            STORAGE,
+            json!({"properties": {"allowBlobPublicAccess": true}}),
+        )
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while env.sim.resource(STORAGE).await["properties"]["allowBlobPublicAccess"] != false {
+        assert!(std::time::Instant::now() < deadline, "drift not corrected");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let patches = env
+        .sim
+        .successful_writes()
+        .await
+        .iter()
+        .filter(|(m, p)| m == "PATCH" && p.eq_ignore_ascii_case(STORAGE))
+        .count();
+    assert_eq!(patches, 2, "one lockdown PATCH, one correction");
+}

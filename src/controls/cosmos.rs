@@ -194,6 +194,7 @@ impl Control for CosmosPublicAccessLockdownControl {
     type Observed = Value;
     const RESOURCE_TYPE: &'static str = COSMOS_TYPE;
     const DEFAULT_RELEASE: Option<ReleasePolicy> = Some(ReleasePolicy::Restore);
+    const SHARED_OBSERVATION: bool = true;
     const ACTIONS: &'static [&'static str] = &[
         "Microsoft.DocumentDB/databaseAccounts/read",
         "Microsoft.DocumentDB/databaseAccounts/write",

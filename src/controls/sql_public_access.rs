@@ -66,6 +66,7 @@ impl Control for SqlPublicAccessLockdownControl {
     type Observed = Observed;
     const RESOURCE_TYPE: &'static str = "Microsoft.Sql/servers";
     const DEFAULT_RELEASE: Option<ReleasePolicy> = Some(ReleasePolicy::Restore);
+    const SHARED_OBSERVATION: bool = true;
     const ACTIONS: &'static [&'static str] =
         &["Microsoft.Sql/servers/read", "Microsoft.Sql/servers/write"];
 

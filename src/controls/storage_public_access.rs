@@ -106,6 +106,7 @@ impl Control for StoragePublicAccessLockdownControl {
     type Observed = Value;
     const RESOURCE_TYPE: &'static str = "Microsoft.Storage/storageAccounts";
     const DEFAULT_RELEASE: Option<ReleasePolicy> = Some(ReleasePolicy::Restore);
+    const SHARED_OBSERVATION: bool = true;
     const ACTIONS: &'static [&'static str] = &[
         "Microsoft.Storage/storageAccounts/read",
         "Microsoft.Storage/storageAccounts/write",

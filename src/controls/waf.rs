@@ -306,6 +306,8 @@ impl Control for WafIpBlockControl {
     type Observed = Value;
     const RESOURCE_TYPE: &'static str = APPGW_TYPE;
     const DEFAULT_RELEASE: Option<ReleasePolicy> = Some(ReleasePolicy::Restore);
+    // The policy read depends on the target only (its type decides the API version).
+    const SHARED_OBSERVATION: bool = true;
     const ACTIONS: &'static [&'static str] = &[
         "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/read",
         "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/write",

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod conditions;
 pub mod ledger;
+pub mod observations;
 pub mod plan;
 mod reconcile;
 
@@ -90,11 +91,14 @@ macro_rules! impl_kind {
 #[async_trait::async_trait]
 pub trait Control: Send + Sync + 'static {
     type K: Kind;
-    type Observed: Send + Sync;
+    type Observed: Clone + Send + Sync + 'static;
     /// The ARM resource type the target must be, e.g. `Microsoft.Sql/servers`.
     const RESOURCE_TYPE: &'static str;
     /// `None` for one-shot actions (irreversible: releasePolicy is ignored).
     const DEFAULT_RELEASE: Option<ReleasePolicy>;
+    /// The observation depends on the target only (not on the resource), so resources of this
+    /// kind on one target may share it (see `observations`).
+    const SHARED_OBSERVATION: bool = false;
     /// Azure RBAC actions this kind needs (the `permissions` command prints their union).
     const ACTIONS: &'static [&'static str];
 
@@ -196,6 +200,8 @@ pub struct Ctx {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Consecutive transient failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Reads shared between resources on one target.
+    pub observations: observations::Observations,
 }
 
 impl Ctx {
@@ -216,6 +222,7 @@ impl Ctx {
             drift_overrides,
             locks: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            observations: Default::default(),
         }
     }
 
@@ -238,11 +245,14 @@ impl Ctx {
 
     /// The drift-check interval for a kind, with ±10 % jitter so checks spread out.
     pub fn drift_after(&self, kind: &str) -> Duration {
-        let base = self
-            .drift_overrides
+        self.drift_base(kind)
+            .mul_f64(0.9 + rand::random::<f64>() * 0.2)
+    }
+
+    pub fn drift_base(&self, kind: &str) -> Duration {
+        self.drift_overrides
             .get(kind)
             .copied()
-            .unwrap_or(self.drift_interval);
-        base.mul_f64(0.9 + rand::random::<f64>() * 0.2)
+            .unwrap_or(self.drift_interval)
     }
 }

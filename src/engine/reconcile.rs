@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use super::conditions::{self, State};
 use super::ledger::{self, RunDecision};
-use super::{Control, Ctx, FIELD_MANAGER, FINALIZER, Kind, RunError, Step, audit};
+use super::{Control, Ctx, FIELD_MANAGER, FINALIZER, Kind, RunError, Step, audit, observations};
 use crate::api::common::{ActionLedger, ActionPhase, CommonStatus, Mode, ReleasePolicy};
 use crate::azure::{ArmRequest, AzureError, Class, Poll, ResourceId};
 use crate::metrics::{KindLabel, KindReason, KindResult};
@@ -49,6 +49,7 @@ pub async fn run<C: Control>(
     // not cause another round of Azure reads.
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(slim::<C::K>)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(trigger_hash::<C::K>, Default::default());
@@ -62,6 +63,28 @@ pub async fn run<C: Control>(
             }
         })
         .await;
+}
+
+/// What the cache keeps of an object: managedFields without their field sets (only whether an
+/// entry owns spec fields, which is all `audit::requested_by` reads) and no client-side-apply
+/// annotation. Those are most of a small object's size, and the cache holds every object.
+fn slim<K: Kind>(obj: &mut K) {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
+    let meta = obj.meta_mut();
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    for m in meta.managed_fields.iter_mut().flatten() {
+        let owns_spec = m
+            .fields_v1
+            .as_ref()
+            .is_none_or(|f| f.0.get("f:spec").is_some());
+        m.fields_v1 = Some(FieldsV1(if owns_spec {
+            serde_json::json!({"f:spec": {}})
+        } else {
+            serde_json::json!({})
+        }));
+    }
 }
 
 fn trigger_hash<K: Kind>(obj: &K) -> Option<u64> {
@@ -117,6 +140,30 @@ async fn reconcile<C: Control>(obj: Arc<C::K>, sh: Arc<Shared<C>>) -> Result<Act
         })
         .inc();
     result
+}
+
+/// Observe, or reuse what a resource of the same kind read on the same target no more than
+/// `max_age` ago with no write since (`None`: always read). Every read is offered for reuse.
+async fn observe_shared<C: Control>(
+    sh: &Shared<C>,
+    obj: &C::K,
+    target: &ResourceId,
+    max_age: Option<Duration>,
+) -> Result<C::Observed, AzureError> {
+    let key = std::any::type_name::<C>();
+    let cache = &sh.cx.observations;
+    if C::SHARED_OBSERVATION
+        && let Some(age) = max_age
+        && let Some(o) = cache.get::<C::Observed>(key, &target.id, age)
+    {
+        return Ok(o);
+    }
+    let epoch = cache.epoch(&target.id);
+    let o = sh.control.observe(&sh.cx.az, obj, target).await?;
+    if C::SHARED_OBSERVATION {
+        cache.put(key, &target.id, epoch, o.clone());
+    }
+    Ok(o)
 }
 
 fn error_policy<C: Control>(obj: Arc<C::K>, err: &RunError, sh: Arc<Shared<C>>) -> Action {
@@ -241,6 +288,9 @@ impl<'a, C: Control> Run<'a, C> {
 
     /// Send one step; poll its long-running operation (URL persisted first) to the end.
     async fn execute(&mut self, step: &Step) -> Result<(), RunError> {
+        // Whatever happens next (a write, or an etag showing someone else wrote), earlier reads
+        // of the target are suspect: no sibling may plan from them.
+        self.sh.cx.observations.wrote(&step.path);
         if let Some(expected) = &step.expect_etag {
             let now = self
                 .sh
@@ -586,7 +636,16 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
         };
     }
 
-    let observed = match sh.control.observe(&sh.cx.az, &obj, &target).await {
+    // A converged resource's drift check may use what a sibling on the same target read
+    // within most of an interval; a new or changed one only a read from the last moments.
+    let converged = conditions::get(&run.status.conditions, conditions::READY)
+        .is_some_and(|c| c.status == "True" && c.observed_generation == run.generation);
+    let max_age = if converged {
+        sh.cx.drift_base(&kind_of::<C>()).mul_f64(0.9)
+    } else {
+        observations::BURST_REUSE
+    };
+    let observed = match observe_shared(sh, &obj, &target, Some(max_age)).await {
         Ok(o) => o,
         Err(e) => return run.azure_failed(e).await,
     };
@@ -747,7 +806,7 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
         // Verify from Azure, not from our own requests (observing with the status as it is now,
         // ledger and ids included).
         let fresh = run.current_object().unwrap_or_else(|| obj.as_ref().clone());
-        let observed = match sh.control.observe(&sh.cx.az, &fresh, &target).await {
+        let observed = match observe_shared(sh, &fresh, &target, None).await {
             Ok(o) => o,
             Err(e) => return run.azure_failed(e).await,
         };
