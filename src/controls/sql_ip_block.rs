@@ -196,6 +196,31 @@ impl Control for SqlIpBlockControl {
         "Microsoft.Sql/servers/ipv6FirewallRules/read",
     ];
 
+    /// Firewall rule PUTs and DELETEs answer with the rule's final state (ARM's PUT returns the
+    /// rule; a DELETE that succeeded removed it): the rule list after them is known.
+    fn after_steps(&self, observed: &Observed, steps: &[Step]) -> Option<Observed> {
+        let mut o = observed.clone();
+        for s in steps {
+            let (_, name) = s.path.rsplit_once("/firewallRules/")?;
+            o.rules.retain(|r| !r.name.eq_ignore_ascii_case(name));
+            match s.method {
+                "DELETE" => {}
+                "PUT" => {
+                    let p = &s.body.as_ref()?["properties"];
+                    o.rules.push(Rule {
+                        name: name.to_string(),
+                        range: ipv4::parse_pair(
+                            p["startIpAddress"].as_str()?,
+                            p["endIpAddress"].as_str()?,
+                        )?,
+                    });
+                }
+                _ => return None,
+            }
+        }
+        Some(o)
+    }
+
     async fn observe(
         &self,
         az: &Clients,
@@ -401,6 +426,39 @@ mod tests {
         // Release restores exactly the original list.
         let restored = apply(&after, &release_plan(SRV, &after, &record));
         assert_eq!(restored, demo());
+    }
+
+    /// What the engine derives after the writes equals what Azure then holds (the test's
+    /// `apply` plays Azure), and planning from it again sends nothing.
+    #[test]
+    fn derived_observation_matches_azure_after_the_writes() {
+        let blocked = [ipv4::parse("203.0.113.7").unwrap()];
+        let (steps, record) = plan(SRV, &demo(), &blocked, true, &Record::default());
+        let before = Observed {
+            public_network_access: Some("Enabled".into()),
+            rules: demo(),
+            ipv6: vec![],
+        };
+        let derived = SqlIpBlockControl.after_steps(&before, &steps).unwrap();
+        let mut got: Vec<_> = derived
+            .rules
+            .iter()
+            .map(|r| (r.name.clone(), r.range))
+            .collect();
+        got.sort();
+        let want: Vec<_> = apply(&demo(), &steps)
+            .into_iter()
+            .map(|r| (r.name, r.range))
+            .collect();
+        assert_eq!(got, want);
+        assert!(
+            plan(SRV, &derived.rules, &blocked, true, &record)
+                .0
+                .is_empty()
+        );
+        // Anything but firewall rule PUT/DELETE: read back instead.
+        let other = Step::delete(format!("{SRV}/privateEndpointConnections/pe"), SQL_API);
+        assert!(SqlIpBlockControl.after_steps(&before, &[other]).is_none());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::api::network::{WafIpBlock, WafPolicyType};
 use crate::azure::{AzureError, Clients, ResourceId};
-use crate::engine::{Assessment, Control, Stall, Step};
+use crate::engine::{Assessment, Control, Stall, Step, Wait};
 
 pub const APPGW_API: &str = "2024-01-01";
 pub const FD_API: &str = "2024-02-01";
@@ -272,13 +272,39 @@ pub fn release_policy(
     Some(next)
 }
 
-/// Registered WafIpBlocks (Enforce) per policy, for coalescing.
+/// While WafIpBlocks keep arriving on a policy (a burst), a write waits until none has arrived
+/// for `SETTLE`, at most `MAX_HOLD` from the resource's own arrival, so that the burst becomes
+/// one or two PUTs of the whole policy instead of one per arrival. A lone block is not held.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Registered WafIpBlocks (Enforce) per policy, for coalescing, and when each was first seen.
 #[derive(Default)]
 pub struct WafIpBlockControl {
     registry: Mutex<HashMap<String, BTreeMap<String, Want>>>,
+    arrivals: Mutex<HashMap<String, HashMap<String, std::time::Instant>>>,
+}
+
+fn key_of(obj: &WafIpBlock) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 impl WafIpBlockControl {
+    /// How long `obj`'s write should still wait for siblings arriving on `policy`.
+    fn hold(&self, obj: &WafIpBlock, policy: &str) -> Option<std::time::Duration> {
+        let arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = arrivals.get(&policy.to_ascii_lowercase())?;
+        let me = key_of(obj);
+        let own = *seen.get(&me)?;
+        let newest = seen
+            .iter()
+            .filter(|(k, _)| **k != me)
+            .map(|(_, t)| *t)
+            .max()?;
+        let until = (newest + SETTLE).min(own + MAX_HOLD);
+        until.checked_duration_since(std::time::Instant::now())
+    }
+
     fn siblings(&self, policy: &str) -> Vec<Want> {
         let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         reg.get(&policy.to_ascii_lowercase())
@@ -345,11 +371,27 @@ impl Control for WafIpBlockControl {
             format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
             want_of(obj),
         );
+        let now = std::time::Instant::now();
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = arrivals.entry(t.id.to_ascii_lowercase()).or_default();
+        seen.retain(|k, _| wants.contains_key(k));
+        for k in wants.keys() {
+            seen.entry(k.clone()).or_insert(now);
+        }
+        drop(arrivals);
         let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         reg.insert(t.id.to_ascii_lowercase(), wants);
     }
 
     fn unregister(&self, obj: &WafIpBlock, t: &ResourceId) {
+        if let Some(m) = self
+            .arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&t.id.to_ascii_lowercase())
+        {
+            m.remove(&key_of(obj));
+        }
         let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = reg.get_mut(&t.id.to_ascii_lowercase()) {
             m.remove(&format!(
@@ -404,6 +446,19 @@ impl Control for WafIpBlockControl {
                     ..Default::default()
                 })
             }
+            Some(_) if let Some(wait) = self.hold(obj, &t.id) => Ok(Assessment {
+                message: format!("custom rule {} is missing or differs", own.rule),
+                extra,
+                wait: Some(Wait {
+                    reason: "Coalescing".into(),
+                    message: format!(
+                        "other WafIpBlocks are arriving on this policy; writing them in one PUT in {} ms",
+                        wait.as_millis()
+                    ),
+                    recheck: wait,
+                }),
+                ..Default::default()
+            }),
             Some((next, chosen)) => {
                 extra.insert("priority".into(), json!(chosen.get(&own.rule)));
                 let mut record = status
@@ -498,6 +553,34 @@ mod tests {
     }
 
     const AG: Flavour = Flavour { front_door: false };
+
+    fn block(name: &str) -> WafIpBlock {
+        serde_json::from_value(json!({
+            "apiVersion": "containment.defenderc2.io/v1alpha1", "kind": "WafIpBlock",
+            "metadata": {"name": name, "namespace": "soc"},
+            "spec": {"target": {"resourceId": POLICY}, "policyType": "ApplicationGateway",
+                     "ipAddresses": ["203.0.113.7"]}}))
+        .unwrap()
+    }
+
+    const POLICY: &str = "/subscriptions/s/resourceGroups/r/providers/Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/p";
+
+    #[test]
+    fn a_lone_block_writes_at_once_a_burst_waits_to_settle() {
+        let c = WafIpBlockControl::default();
+        let t = <WafIpBlockControl as Control>::target(&block("a")).unwrap();
+        let a = std::sync::Arc::new(block("a"));
+        c.register(&a, &t, std::slice::from_ref(&a));
+        assert_eq!(c.hold(&a, POLICY), None, "a lone block is not held");
+        let b = std::sync::Arc::new(block("b"));
+        c.register(&a, &t, &[a.clone(), b.clone()]);
+        let wait = c.hold(&a, POLICY).expect("b just arrived: hold a");
+        assert!(wait <= SETTLE && wait > SETTLE / 2, "{wait:?}");
+        std::thread::sleep(SETTLE);
+        assert_eq!(c.hold(&a, POLICY), None, "settled");
+        c.unregister(&b, &t);
+        assert_eq!(c.hold(&a, POLICY), None);
+    }
     const FD: Flavour = Flavour { front_door: true };
 
     #[test]

@@ -164,6 +164,14 @@ pub trait Control: Send + Sync + 'static {
         Value::Null
     }
 
+    /// The observation after `steps` all succeeded, when the kind can derive it from Azure's
+    /// acknowledgements (`None`: read it back). The engine then skips the read-back, and the
+    /// next resource on the same target plans from it (see `observations`), so N blocks on
+    /// one server cost one read, not N. The next drift check reads for real.
+    fn after_steps(&self, _observed: &Self::Observed, _steps: &[Step]) -> Option<Self::Observed> {
+        None
+    }
+
     /// Actions: runs once the Azure side of a run is complete, before the run is marked
     /// Completed (e.g. publishing a new key to a Secret). Must be idempotent.
     async fn after_run(

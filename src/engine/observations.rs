@@ -3,8 +3,9 @@
 //!
 //! An entry is valid only while no write has been sent to the target since the read started
 //! (a per-target epoch, bumped before every write by any kind), and only up to a maximum age
-//! chosen by the caller: most of a drift interval for resources already converged, a couple of
-//! seconds for new or changed ones. Release and the verification after a write always read.
+//! chosen by the caller: one drift interval for resources already converged, a couple of
+//! seconds for new or changed ones. Release always reads; after a write, the kind either derives
+//! the new state from Azure's acknowledgements (`Control::after_steps`) or it is read back.
 
 use std::any::Any;
 use std::collections::HashMap;

@@ -47,7 +47,9 @@ pub async fn run<C: Control>(
     });
     // Only spec, finalizer and deletion changes trigger a reconcile: our own status writes must
     // not cause another round of Azure reads.
-    let stream = watcher(api, watcher::Config::default().any_semantic())
+    // Streaming lists: the initial state arrives as watch events, not as one list response
+    // holding every object at once (the resident-memory peak with many resources).
+    let stream = watcher(api, watcher::Config::default().streaming_lists())
         .default_backoff()
         .modify(slim::<C::K>)
         .reflect(writer)
@@ -65,26 +67,29 @@ pub async fn run<C: Control>(
         .await;
 }
 
-/// What the cache keeps of an object: managedFields without their field sets (only whether an
-/// entry owns spec fields, which is all `audit::requested_by` reads) and no client-side-apply
+/// What the cache keeps of an object: of managedFields, only the entry `audit::requested_by`
+/// picks (its manager and time, the field set reduced to "owns spec"), and no client-side-apply
 /// annotation. Those are most of a small object's size, and the cache holds every object.
 fn slim<K: Kind>(obj: &mut K) {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
     let meta = obj.meta_mut();
     if let Some(a) = meta.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
-    for m in meta.managed_fields.iter_mut().flatten() {
-        let owns_spec = m
-            .fields_v1
-            .as_ref()
-            .is_none_or(|f| f.0.get("f:spec").is_some());
-        m.fields_v1 = Some(FieldsV1(if owns_spec {
-            serde_json::json!({"f:spec": {}})
-        } else {
-            serde_json::json!({})
-        }));
-    }
+    let who = audit::requested_by(meta);
+    let entry = meta
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() == Some(who.as_str()))
+        .max_by_key(|m| m.time.as_ref().map(|t| t.0))
+        .map(|m| ManagedFieldsEntry {
+            manager: m.manager.clone(),
+            time: m.time.clone(),
+            fields_v1: Some(FieldsV1(serde_json::json!({"f:spec": {}}))),
+            ..Default::default()
+        });
+    meta.managed_fields = entry.map(|e| vec![e]);
 }
 
 fn trigger_hash<K: Kind>(obj: &K) -> Option<u64> {
@@ -637,11 +642,21 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
     }
 
     // A converged resource's drift check may use what a sibling on the same target read
-    // within most of an interval; a new or changed one only a read from the last moments.
+    // within the interval; a new or changed one only a read from the last moments.
     let converged = conditions::get(&run.status.conditions, conditions::READY)
         .is_some_and(|c| c.status == "True" && c.observed_generation == run.generation);
+    // Never this resource's own last read: only one a sibling made since this resource was last
+    // verified (so every check sees Azure at least as new as its previous one).
+    let since_verified = run
+        .status
+        .last_verified_time
+        .as_ref()
+        .and_then(|t| Duration::try_from(Timestamp::now().duration_since(t.0)).ok())
+        // The stored time has second precision: up to a second older than the real check.
+        .map(|d| d.saturating_sub(Duration::from_secs(1)))
+        .unwrap_or_default();
     let max_age = if converged {
-        sh.cx.drift_base(&kind_of::<C>()).mul_f64(0.9)
+        since_verified.min(sh.cx.drift_base(&kind_of::<C>()))
     } else {
         observations::BURST_REUSE
     };
@@ -803,12 +818,28 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
                 };
             }
         }
-        // Verify from Azure, not from our own requests (observing with the status as it is now,
-        // ledger and ids included).
-        let fresh = run.current_object().unwrap_or_else(|| obj.as_ref().clone());
-        let observed = match observe_shared(sh, &fresh, &target, None).await {
-            Ok(o) => o,
-            Err(e) => return run.azure_failed(e).await,
+        // Verify: from Azure's acknowledgements where the kind can derive the result from them
+        // (offered to siblings on the target), otherwise by reading back (observing with the
+        // status as it is now, ledger and ids included).
+        let derived = if C::SHARED_OBSERVATION {
+            sh.control.after_steps(&observed, &assessment.steps)
+        } else {
+            None
+        };
+        let observed = match derived {
+            Some(o) => {
+                let cache = &sh.cx.observations;
+                let epoch = cache.epoch(&target.id);
+                cache.put(std::any::type_name::<C>(), &target.id, epoch, o.clone());
+                o
+            }
+            None => {
+                let fresh = run.current_object().unwrap_or_else(|| obj.as_ref().clone());
+                match observe_shared(sh, &fresh, &target, None).await {
+                    Ok(o) => o,
+                    Err(e) => return run.azure_failed(e).await,
+                }
+            }
         };
         match sh.control.assess(&obj, &target, &observed, &run.status) {
             Ok(a) if a.steps.is_empty() && a.wait.is_none() => {
