@@ -976,7 +976,7 @@ async fn drift(lab: &Lab, r: &mut Report, dir: &Path) -> Result<()> {
     let rel = p99 / interval as f64;
     r.row(
         "drift",
-        &format!("{n} targets undone at once, interval {interval} s: corrected (p50 / p99)"),
+        &format!("{n} targets, each undone at its own moment within one {interval} s interval: corrected (p50 / p99)"),
         format!(
             "{p50:.1} / {p99:.1} s ({:.2} / {rel:.2} × interval)",
             p50 / interval as f64

@@ -196,6 +196,27 @@ pub enum RunError {
     Other(String),
 }
 
+struct TargetGuard<'a> {
+    cx: &'a Ctx,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for TargetGuard<'_> {
+    fn drop(&mut self) {
+        let Some(g) = self.guard.take() else { return };
+        let m = tokio::sync::OwnedMutexGuard::mutex(&g).clone();
+        drop(g);
+        let mut locks = self.cx.locks.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's reference and `m`: nobody else holds or waits (clones happen under `locks`).
+        if Arc::strong_count(&m) == 2 {
+            locks.remove(&self.key);
+            // No read of the target is in flight (reads happen under this lock).
+            self.cx.observations.forget_idle(&self.key);
+        }
+    }
+}
+
 /// Shared by every controller of the process.
 pub struct Ctx {
     pub client: kube::Client,
@@ -234,9 +255,20 @@ impl Ctx {
         }
     }
 
-    fn lock_for(&self, target: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut m = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(target.to_ascii_lowercase()).or_default().clone()
+    /// Serialise work on one Azure target. The entry (and the target's read epoch, when no
+    /// shared read is cached) is dropped once nobody holds or waits for it, so the maps do not
+    /// grow with every target ever seen.
+    async fn lock_target(&self, target: &str) -> TargetGuard<'_> {
+        let key = target.to_ascii_lowercase();
+        let m = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(key.clone()).or_default().clone()
+        };
+        TargetGuard {
+            cx: self,
+            key,
+            guard: Some(m.lock_owned().await),
+        }
     }
 
     fn failure(&self, key: &str, failed: bool) -> u32 {

@@ -25,7 +25,8 @@ struct Entry {
 
 #[derive(Default)]
 pub struct Observations {
-    entries: Mutex<HashMap<(&'static str, String), Entry>>,
+    /// Per target (lower case), per kind.
+    entries: Mutex<HashMap<String, HashMap<&'static str, Entry>>>,
     epochs: Mutex<HashMap<String, u64>>,
 }
 
@@ -53,10 +54,9 @@ impl Observations {
         target: &str,
         max_age: Duration,
     ) -> Option<T> {
-        let key = (kind, target.to_ascii_lowercase());
         let epoch = self.epoch(target);
         let m = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let e = m.get(&key)?;
+        let e = m.get(&target.to_ascii_lowercase())?.get(kind)?;
         if e.epoch != epoch || e.at.elapsed() > max_age {
             return None;
         }
@@ -71,16 +71,31 @@ impl Observations {
         epoch: u64,
         value: T,
     ) {
-        let key = (kind, target.to_ascii_lowercase());
         let mut m = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        m.insert(
-            key,
+        m.entry(target.to_ascii_lowercase()).or_default().insert(
+            kind,
             Entry {
                 at: Instant::now(),
                 epoch,
                 value: Arc::new(value),
             },
         );
+    }
+}
+
+impl Observations {
+    /// The target is idle (no read in flight): its epoch is only needed while a shared read of
+    /// it is remembered. Keeps the epoch map from growing with targets that never yield one
+    /// (not found, forbidden, kinds that do not share).
+    pub fn forget_idle(&self, target: &str) {
+        let key = target.to_ascii_lowercase();
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if !entries.contains_key(&key) {
+            self.epochs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        }
     }
 }
 
@@ -122,6 +137,26 @@ mod tests {
         let before = o.epoch(T);
         o.wrote(T);
         o.put("SqlIpBlock", T, before, 1u32);
+        assert_eq!(o.get::<u32>("SqlIpBlock", T, Duration::from_secs(9)), None);
+    }
+
+    #[test]
+    fn an_idle_target_without_a_shared_read_is_forgotten() {
+        let o = Observations::default();
+        let other = format!("{T}x");
+        o.epoch(&other);
+        o.wrote(&other);
+        o.forget_idle(&other);
+        assert!(o.epochs.lock().unwrap().is_empty());
+        // With a shared read, its epoch stays (the read stays valid until a write).
+        let e = o.epoch(T);
+        o.put("SqlIpBlock", T, e, 1u32);
+        o.forget_idle(T);
+        assert_eq!(
+            o.get::<u32>("SqlIpBlock", T, Duration::from_secs(9)),
+            Some(1)
+        );
+        o.wrote(T);
         assert_eq!(o.get::<u32>("SqlIpBlock", T, Duration::from_secs(9)), None);
     }
 

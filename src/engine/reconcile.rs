@@ -599,8 +599,7 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
     } else {
         sh.control.unregister(&obj, &target);
     }
-    let lock = sh.cx.lock_for(&target.id);
-    let _guard = lock.lock().await;
+    let _guard = sh.cx.lock_target(&target.id).await;
     let drift_after = sh.cx.drift_after(&kind);
 
     // Expiry: release once, then stay released.
@@ -1018,8 +1017,7 @@ async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, R
         }
         return Ok(Action::await_change());
     }
-    let lock = sh.cx.lock_for(&target.id);
-    let _guard = lock.lock().await;
+    let _guard = sh.cx.lock_target(&target.id).await;
     match release_steps::<C>(&mut run, &target).await {
         Ok(()) => Ok(Action::await_change()),
         Err(RunError::Azure(e)) => {
