@@ -425,9 +425,18 @@ fn operator_with(
 impl Operator {
     /// Resident set size, MiB.
     fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    /// The anonymous part of it (heap and stacks; the rest is the binary's mapped code).
+    fn rss_anon_mib(&self) -> f64 {
+        self.status_mib("RssAnon:")
+    }
+
+    fn status_mib(&self, field: &str) -> f64 {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
         s.lines()
-            .find(|l| l.starts_with("VmRSS:"))
+            .find(|l| l.starts_with(field))
             .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
             .map(|kib| kib / 1024.0)
             .unwrap_or(f64::NAN)
@@ -1035,10 +1044,13 @@ async fn footprint(lab: &Lab, r: &mut Report, dir: &Path) -> Result<()> {
         }
     }
     let rss = op.rss_mib();
+    let anon = op.rss_anon_mib();
     r.row(
         "footprint",
-        &format!("resident memory, {n} resources (steady / peak)"),
-        format!("{rss:.1} / {peak:.1} MiB"),
+        &format!("resident memory, {n} resources (steady / peak; anonymous)"),
+        format!(
+            "{rss:.1} / {peak:.1} MiB; {anon:.1} MiB anonymous, the rest the binary's mapped code"
+        ),
         "≤ 64 MiB",
         Some(peak <= 64.0),
     );
