@@ -149,7 +149,7 @@ fn find<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
 /// The operator process exactly as the chart's Deployment would start it, but pointed at the
 /// simulator (endpoints and CA are chart values in production too) and with the metrics on a
 /// free loopback port.
-fn start_as_chart(env: &Env, objs: &[Value], kubeconfig: &Path, release_ns: &str) -> Operator2 {
+fn start_as_chart(env: &Env, objs: &[Value], kubeconfig: &Path, release_ns: &str) -> Operator {
     let dep = find(objs, "Deployment");
     let c = &dep["spec"]["template"]["spec"]["containers"][0];
     let args: Vec<String> = c["args"]
@@ -158,7 +158,7 @@ fn start_as_chart(env: &Env, objs: &[Value], kubeconfig: &Path, release_ns: &str
         .iter()
         .map(|a| a.as_str().unwrap().to_string())
         .collect();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_containment-operator"));
+    let mut cmd = Command::new(BIN);
     cmd.args(&args).env_clear().env("PATH", "/usr/bin:/bin");
     for e in c["env"].as_array().unwrap() {
         let name = e["name"].as_str().unwrap();
@@ -174,31 +174,9 @@ fn start_as_chart(env: &Env, objs: &[Value], kubeconfig: &Path, release_ns: &str
         };
         cmd.env(name, value);
     }
-    let log = env.dir.path().join("operator-chart.log");
     cmd.env("KUBECONFIG", kubeconfig)
-        .env("METRICS_ADDR", "127.0.0.1:0")
-        .env("AZURE_AUTHORITY_HOST", &env.sim.url)
-        .env("AZURE_ARM_ENDPOINT", &env.sim.url)
-        .env("AZURE_MDE_ENDPOINT", &env.sim.url)
-        .env("AZURE_GRAPH_ENDPOINT", &env.sim.url)
-        .env("AZURE_CA_FILE", &env.sim.ca)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    Operator2 {
-        _proc: testenv::Managed::spawn("containment-operator", cmd).unwrap(),
-        log,
-    }
-}
-
-struct Operator2 {
-    _proc: testenv::Managed,
-    log: PathBuf,
-}
-
-impl Operator2 {
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+        .env("METRICS_ADDR", "127.0.0.1:0");
+    Operator::spawn(env, cmd)
 }
 
 fn forbidden<T: std::fmt::Debug>(r: Result<T, kube::Error>, what: &str) {

@@ -26,7 +26,7 @@ pub const FD_WAF: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/re
 pub const ARC: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-onprem/providers/Microsoft.HybridCompute/machines/arc-web-01";
 pub const DEVICE: &str = "1e5bc9d7e413ddd7902c2932e418702b84d0cc07";
 pub const MDE_SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
-const BIN: &str = env!("CARGO_BIN_EXE_containment-operator");
+pub const BIN: &str = env!("CARGO_BIN_EXE_containment-operator");
 const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
 const WORLD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sim/worlds/demo.yaml");
 
@@ -274,11 +274,6 @@ impl Operator {
 
     /// With extra environment (an empty value removes the variable).
     pub fn start_with(env: &Env, extra: &[&str], vars: &[(&str, &str)]) -> Operator {
-        let log = env.dir.path().join(format!(
-            "operator-{}.log",
-            env.starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        ));
-        let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args([
             "run",
@@ -296,15 +291,8 @@ impl Operator {
         .env("AZURE_CLIENT_ID", CLIENT_ID)
         .env("AZURE_CLIENT_SECRET", CLIENT_SECRET)
         .env("AZURE_CREDENTIAL", "client-secret")
-        .env("AZURE_AUTHORITY_HOST", &env.sim.url)
-        .env("AZURE_ARM_ENDPOINT", &env.sim.url)
-        .env("AZURE_MDE_ENDPOINT", &env.sim.url)
-        .env("AZURE_GRAPH_ENDPOINT", &env.sim.url)
-        .env("AZURE_CA_FILE", &env.sim.ca)
         .env("RUST_LOG", "info")
-        .env_remove("AZURE_FEDERATED_TOKEN_FILE")
-        .stdout(Stdio::null())
-        .stderr(file);
+        .env_remove("AZURE_FEDERATED_TOKEN_FILE");
         for (k, v) in vars {
             if v.is_empty() {
                 cmd.env_remove(k);
@@ -312,6 +300,24 @@ impl Operator {
                 cmd.env(k, v);
             }
         }
+        Operator::spawn(env, cmd)
+    }
+
+    /// Runs `cmd` (the operator binary with its arguments and environment) against this test's
+    /// simulator, logging to a file of the test's directory.
+    pub fn spawn(env: &Env, mut cmd: Command) -> Operator {
+        let log = env.dir.path().join(format!(
+            "operator-{}.log",
+            env.starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        cmd.env("AZURE_AUTHORITY_HOST", &env.sim.url)
+            .env("AZURE_ARM_ENDPOINT", &env.sim.url)
+            .env("AZURE_MDE_ENDPOINT", &env.sim.url)
+            .env("AZURE_GRAPH_ENDPOINT", &env.sim.url)
+            .env("AZURE_CA_FILE", &env.sim.ca)
+            .stdout(Stdio::null())
+            .stderr(file);
         Operator {
             proc: testenv::Managed::spawn("containment-operator", cmd).unwrap(),
             log,
