@@ -48,6 +48,8 @@ pub struct Metrics {
     pub reconcile_duration: Family<KindLabel, Histogram>,
     pub in_flight: Gauge,
     pub ready: AtomicBool,
+    /// Controllers started whose watch cache is not complete yet (`/readyz` waits for them).
+    unsynced: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for Metrics {
@@ -114,6 +116,7 @@ impl Default for Metrics {
             reconcile_duration,
             in_flight,
             ready: AtomicBool::new(false),
+            unsynced: Default::default(),
         }
     }
 }
@@ -127,6 +130,23 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Controllers are about to start: not ready until each has synced its cache.
+    pub fn controllers_starting(&self, n: usize) {
+        self.unsynced.fetch_add(n, Ordering::SeqCst);
+    }
+
+    pub fn cache_synced(&self) {
+        let _ = self
+            .unsynced
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.unsynced.load(Ordering::SeqCst) == 0
+    }
+}
+
 fn respond(m: &Metrics, path: &str) -> Response<Full<Bytes>> {
     let (status, body, ctype) = match path {
         "/metrics" => (
@@ -135,9 +155,7 @@ fn respond(m: &Metrics, path: &str) -> Response<Full<Bytes>> {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         "/healthz" => (StatusCode::OK, "ok\n".to_string(), "text/plain"),
-        "/readyz" if m.ready.load(Ordering::Relaxed) => {
-            (StatusCode::OK, "ok\n".to_string(), "text/plain")
-        }
+        "/readyz" if m.is_ready() => (StatusCode::OK, "ok\n".to_string(), "text/plain"),
         "/readyz" => (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready\n".to_string(),

@@ -140,6 +140,10 @@ pub struct RunArgs {
     pub lease_namespace: Option<String>,
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    /// How long a one-shot call (e.g. regenerateKey) sent without an answer is given to show its
+    /// effect in Azure before it is considered lost and sent again.
+    #[arg(long, env = "UNCONFIRMED_ACTION_WAIT", default_value = "10m", value_parser = parse_duration)]
+    pub unconfirmed_action_wait: Duration,
 }
 
 fn http_client(ca_file: Option<&PathBuf>) -> anyhow::Result<reqwest::Client> {
@@ -209,10 +213,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         limiter,
         metrics.clone(),
     ));
-    // Defender for Endpoint: 100 calls per minute per API (isolate, machineactions, ...).
+    // Defender for Endpoint: 100 calls per minute and 1,500 per hour per API (isolate,
+    // machineactions, ...).
     let per_minute = |n: f64| BucketSpec {
         capacity: n,
         per_second: n / 60.0,
+    };
+    let per_hour = |n: f64| BucketSpec {
+        capacity: n,
+        per_second: n / 3600.0,
     };
     let mde = Arc::new(Arm::new(
         http.clone(),
@@ -220,11 +229,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         &args.mde_audience,
         &tenant,
         cred.clone(),
-        Arc::new(Limiter::new(LimiterConfig {
-            read: per_minute(100.0),
-            write: per_minute(100.0),
-            delete: per_minute(100.0),
-        })),
+        Arc::new(
+            Limiter::new(LimiterConfig {
+                read: per_minute(100.0),
+                write: per_minute(100.0),
+                delete: per_minute(100.0),
+            })
+            .and_window(LimiterConfig {
+                read: per_hour(1500.0),
+                write: per_hour(1500.0),
+                delete: per_hour(1500.0),
+            }),
+        ),
         metrics.clone(),
     ));
     // Graph security APIs: about 150 requests per minute per app and tenant.
@@ -249,7 +265,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         instance: Some(identity.clone()),
     };
     let overrides: HashMap<String, Duration> = args.drift_interval_for.iter().cloned().collect();
-    let cx = Arc::new(Ctx::new(
+    let mut cx = Ctx::new(
         client.clone(),
         Clients {
             arm,
@@ -261,7 +277,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         reporter,
         args.drift_interval,
         overrides,
-    ));
+    );
+    cx.unconfirmed_wait = args.unconfirmed_action_wait;
+    let cx = Arc::new(cx);
     metrics.ready.store(true, Ordering::Relaxed);
 
     let mut leadership = None;
@@ -293,6 +311,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ns = args.namespace.clone();
     let n = args.max_concurrent_reconciles;
     let mut tasks = tokio::task::JoinSet::new();
+    metrics.controllers_starting(kinds.len());
     for k in kinds {
         permissions::spawn(k.kind, &mut tasks, cx.clone(), ns.clone(), n)
             .map_err(anyhow::Error::msg)?;
@@ -301,7 +320,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     match leadership {
         Some((mut rx, _task)) => {
             tokio::select! {
-                _ = async { while tasks.join_next().await.is_some() {} } => {}
+                r = async {
+                    while let Some(ended) = tasks.join_next().await {
+                        controller_ended(ended)?;
+                    }
+                    anyhow::Ok(())
+                } => r?,
                 _ = async {
                     loop {
                         if rx.changed().await.is_err() || !*rx.borrow() { break; }
@@ -312,10 +336,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        None => while tasks.join_next().await.is_some() {},
+        None => {
+            while let Some(ended) = tasks.join_next().await {
+                controller_ended(ended)?;
+            }
+        }
     }
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// A controller task ends on shutdown; a panic means that kind is no longer reconciled while
+/// `/healthz` would still say ok: exit, so that Kubernetes restarts the pod.
+fn controller_ended(r: Result<(), tokio::task::JoinError>) -> anyhow::Result<()> {
+    r.map_err(|e| anyhow::anyhow!("a controller stopped unexpectedly ({e}); exiting"))
 }
 
 #[cfg(test)]

@@ -114,6 +114,39 @@ async fn invalid_targets_are_rejected_naming_the_field() {
             json!({"resourceId": "/subscriptions/x/whatever"}),
             "spec.target.resourceId must be an ARM resource id",
         ),
+        // Segments reach request URLs: nothing that changes the path or query.
+        (
+            json!({"resourceId": format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Sql/servers/s/../../../other")}),
+            "spec.target.resourceId: no segment may be '.' or '..'",
+        ),
+        (
+            json!({"resourceId": format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Sql/servers/s?api-version=1")}),
+            "spec.target.resourceId must be an ARM resource id",
+        ),
+        (
+            json!({"resourceId": format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Sql/servers/s#x")}),
+            "spec.target.resourceId must be an ARM resource id",
+        ),
+        (
+            json!({"subscriptionId": SUB, "resourceGroup": "rg", "name": "s/firewallRules/x"}),
+            "spec.target.name must be one resource name",
+        ),
+        (
+            json!({"subscriptionId": SUB, "resourceGroup": "rg", "name": ".."}),
+            "spec.target.name must be one resource name",
+        ),
+        (
+            json!({"subscriptionId": SUB, "resourceGroup": "rg", "name": "s?x=1"}),
+            "spec.target.name must be one resource name",
+        ),
+        (
+            json!({"subscriptionId": SUB, "resourceGroup": "rg", "name": "a b"}),
+            "spec.target.name must be one resource name",
+        ),
+        (
+            json!({"subscriptionId": SUB, "resourceGroup": "rg", "name": "a\\b"}),
+            "spec.target.name must be one resource name",
+        ),
     ];
     for (i, (target, msg)) in cases.into_iter().enumerate() {
         let err = create(&api, &ar, &format!("bad-{i}"), json!({"target": target}))

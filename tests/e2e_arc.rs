@@ -192,3 +192,68 @@ async fn each_printed_mde_permission_is_needed() {
         assert!(msg.contains(missing.as_str()), "without {missing}: {msg}");
     }
 }
+
+/// The Arc machine's two names (`machineFqdn`, `dnsFqdn`) lead to two Active devices: that is
+/// ambiguous, whichever name comes first, and nothing is isolated.
+#[tokio::test]
+async fn two_names_for_two_devices_are_ambiguous() {
+    let env = Env::with_world("e2e-arciso-twonames", printed_actions(&[]), |w| {
+        let arc = w
+            .resources
+            .iter_mut()
+            .find(|r| r["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(ARC)))
+            .unwrap();
+        arc["properties"]["dnsFqdn"] = json!("arc-web-01-old.corp.contoso.example");
+        w.mde.machines.push(json!({"id": "8e8e8e8e8e8e8e8e8e8e8e8e8e8e8e8e8e8e8e8e", "computerDnsName": "arc-web-01-old.corp.contoso.example", "osPlatform": "Linux", "healthStatus": "Active", "lastSeen": "2026-11-23T09:00:00Z"}));
+    })
+    .await;
+    let _op = env.operator();
+    env.apply("ArcIsolation", "web", json!({"target": target(ARC)}))
+        .await;
+    let o = env
+        .wait_condition(
+            "ArcIsolation",
+            "web",
+            "Stalled",
+            "True",
+            Some("AmbiguousDevice"),
+        )
+        .await;
+    let msg = condition(&o, "Stalled").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains(DEVICE) && msg.contains("8e8e8e8e"), "{msg}");
+    assert!(actions(&env).await.is_empty());
+}
+
+/// Release unisolates the device recorded when it was isolated, even when the Arc machine's
+/// names no longer lead to it (renamed, re-onboarded, MDE record gone from the lookup).
+#[tokio::test]
+async fn release_unisolates_the_recorded_device_after_a_rename() {
+    let env = Env::new("e2e-arciso-renamed").await;
+    let _op = env.operator();
+    env.apply("ArcIsolation", "web", json!({"target": target(ARC)}))
+        .await;
+    env.wait_condition("ArcIsolation", "web", "Ready", "True", Some("Contained"))
+        .await;
+    env.sim
+        .patch(
+            ARC,
+            json!({"properties": {"machineFqdn": "renamed.corp.contoso.example", "dnsFqdn": "renamed.corp.contoso.example"}}),
+        )
+        .await;
+    env.delete("ArcIsolation", "web").await;
+    env.wait_gone("ArcIsolation", "web").await;
+    let a = actions(&env).await;
+    let done: Vec<(&str, &str)> = a
+        .iter()
+        .map(|a| {
+            (
+                a["type"].as_str().unwrap(),
+                a["machineId"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(done, [("Isolate", DEVICE), ("Unisolate", DEVICE)]);
+}

@@ -49,6 +49,43 @@ async fn expires_at_releases_the_containment_and_keeps_the_resource() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let writes = env.sim.writes().await.len();
     assert_eq!(writes, 2, "one lockdown, one release");
+    // Re-armed: a later expiresAt applies the containment again and clears the released mark,
+    // so that the new expiry releases it again.
+    let again = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(8);
+    env.apply(
+        "StoragePublicAccessLockdown",
+        "boxed",
+        json!({"target": target(STORAGE), "expiresAt": again.to_string()}),
+    )
+    .await;
+    let o = env
+        .wait_condition(
+            "StoragePublicAccessLockdown",
+            "boxed",
+            "Ready",
+            "True",
+            Some("Contained"),
+        )
+        .await;
+    assert!(o["status"]["releasedTime"].is_null(), "{o}");
+    assert_eq!(
+        env.sim.resource(STORAGE).await["properties"]["publicNetworkAccess"],
+        "Disabled"
+    );
+    env.wait(
+        "StoragePublicAccessLockdown",
+        "boxed",
+        "second expiry",
+        Duration::from_secs(30),
+        |o| o.is_some_and(|o| condition(o, "Ready").is_some_and(|c| c["reason"] == "Expired")),
+    )
+    .await;
+    assert_eq!(
+        env.sim.resource(STORAGE).await["properties"]["publicNetworkAccess"],
+        "Enabled"
+    );
+    let writes = env.sim.writes().await.len();
+    assert_eq!(writes, 4, "lockdown, release, lockdown, release");
     env.delete("StoragePublicAccessLockdown", "boxed").await;
     env.wait_gone("StoragePublicAccessLockdown", "boxed").await;
     assert_eq!(env.sim.writes().await.len(), writes);
@@ -268,5 +305,83 @@ async fn workload_identity_with_a_projected_service_account_token() {
     assert!(
         !op.logs().contains(signature),
         "the federated token reached the logs"
+    );
+}
+
+/// A short Entra outage (the token endpoint answering 503 for a while) is retried, not Stalled:
+/// the containment converges once tokens can be had again.
+#[tokio::test]
+async fn a_token_endpoint_outage_is_retried_not_stalled() {
+    let env = Env::new("e2e-entra-outage").await;
+    env.sim
+        .fault(json!({"match": {"method": "POST", "pathRegex": "/oauth2/v2.0/token$"}, "status": 503, "count": 6}))
+        .await;
+    let _op = env.operator();
+    env.apply(
+        "SqlPublicAccessLockdown",
+        "entra",
+        json!({"target": target(SQL_PROD)}),
+    )
+    .await;
+    let o = env
+        .wait(
+            "SqlPublicAccessLockdown",
+            "entra",
+            "converged after the outage",
+            Duration::from_secs(60),
+            |o| {
+                o.is_some_and(|o| {
+                    condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+                        || condition(o, "Stalled").is_some_and(|c| c["status"] == "True")
+                })
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        condition(&o, "Ready").is_some_and(|c| c["status"] == "True"),
+        "an Entra outage stalled the containment: {}",
+        o["status"]
+    );
+    assert_eq!(
+        env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
+        "Disabled"
+    );
+}
+
+/// An API server without streaming lists (the WatchList feature off, as on the older versions
+/// the chart supports) answers the streaming watch with 422: the operator falls back to list +
+/// watch and works; `/readyz` turns ok only once its caches have synced.
+#[tokio::test]
+async fn works_on_an_api_server_without_streaming_lists() {
+    let cp = testenv::ControlPlane::start(testenv::StartOptions {
+        extra_apiserver_args: vec!["--feature-gates=WatchList=false".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let env = Env::on_control_plane("e2e-nowatchlist", &cp).await;
+    let op = env.operator();
+    env.apply(
+        "SqlPublicAccessLockdown",
+        "old",
+        json!({"target": target(SQL_PROD)}),
+    )
+    .await;
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "old",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    let ready = reqwest::get(format!("http://{}/readyz", op.metrics_addr().await))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(
+        op.logs().contains("using list + watch"),
+        "the fallback is logged"
     );
 }

@@ -354,6 +354,96 @@ async fn cosmos_key_rotation_survives_a_crash_mid_operation() {
     );
 }
 
+fn regenerate_posts(writes: &[(String, String, u16)]) -> Vec<(String, u16)> {
+    writes
+        .iter()
+        .filter(|w| w.1.ends_with("/regenerateKey"))
+        .map(|w| (w.1.clone(), w.2))
+        .collect()
+}
+
+/// A regenerateKey whose operation ends Failed rotated nothing: it is not "done", the run is
+/// not Completed, and the key is rotated by a second call (the leaked key must not stay valid).
+#[tokio::test]
+async fn cosmos_rotation_whose_operation_failed_is_not_completed() {
+    let env = Env::new("e2e-cskr-lrofail").await;
+    env.sim.settings(json!({"lroFailNext": 1})).await;
+    let _op = env.operator();
+    let before = env.sim.resource(COSMOS).await["properties"]["keysMetadata"].clone();
+    env.apply(
+        "CosmosKeyRotation",
+        "rot",
+        json!({"target": target(COSMOS), "trigger": "INC-6"}),
+    )
+    .await;
+    env.wait_condition(
+        "CosmosKeyRotation",
+        "rot",
+        "Ready",
+        "True",
+        Some("Completed"),
+    )
+    .await;
+    let after = env.sim.resource(COSMOS).await["properties"]["keysMetadata"].clone();
+    assert_ne!(
+        before["primaryMasterKey"], after["primaryMasterKey"],
+        "primary rotated"
+    );
+    assert_ne!(before["secondaryMasterKey"], after["secondaryMasterKey"]);
+    let posts = regenerate_posts(&env.sim.writes().await);
+    assert_eq!(
+        posts.len(),
+        3,
+        "failed primary, primary again, secondary: {posts:?}"
+    );
+}
+
+/// The first regenerateKey is carried out but its answer never arrives, and Azure's evidence
+/// (generationTime) moves only when the operation completes seconds later. It must be resolved
+/// from that evidence, never sent again.
+#[tokio::test]
+async fn cosmos_rotation_whose_answer_was_lost_is_never_sent_twice() {
+    let env = Env::new("e2e-cskr-lost").await;
+    env.sim.settings(json!({"lroDelayMs": 4000})).await;
+    env.sim
+        .fault(json!({"match": {"method": "POST", "pathRegex": "/regenerateKey$"}, "loseAnswer": true}))
+        .await;
+    let _op = env.operator();
+    let before = env.sim.resource(COSMOS).await["properties"]["keysMetadata"].clone();
+    env.apply(
+        "CosmosKeyRotation",
+        "rot",
+        json!({"target": target(COSMOS), "trigger": "INC-7"}),
+    )
+    .await;
+    env.wait_condition(
+        "CosmosKeyRotation",
+        "rot",
+        "Reconciling",
+        "True",
+        Some("AwaitingEvidence"),
+    )
+    .await;
+    env.sim.settings(json!({"lroDelayMs": 300})).await;
+    env.wait_condition(
+        "CosmosKeyRotation",
+        "rot",
+        "Ready",
+        "True",
+        Some("Completed"),
+    )
+    .await;
+    let posts = regenerate_posts(&env.sim.writes().await);
+    assert_eq!(
+        posts.len(),
+        2,
+        "primary and secondary exactly once each: {posts:?}"
+    );
+    let after = env.sim.resource(COSMOS).await["properties"]["keysMetadata"].clone();
+    assert_ne!(before["primaryMasterKey"], after["primaryMasterKey"]);
+    assert_ne!(before["secondaryMasterKey"], after["secondaryMasterKey"]);
+}
+
 #[tokio::test]
 async fn cosmos_faults_complete_with_one_effective_write() {
     let env = Env::new("e2e-cosmos-faults").await;

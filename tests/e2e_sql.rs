@@ -155,6 +155,69 @@ async fn sql_ip_block_retain_keeps_the_block_and_azure_services_rule_removal() {
     assert!(events.iter().any(|e| e.1 == "Retained"), "{events:?}");
 }
 
+/// Deleting a SqlIpBlock while the server's public access is Disabled cannot restore its rules
+/// (Azure refuses firewall changes then): it stalls saying what to do, and completes once public
+/// access is back. Switching it to DryRun first still releases what Enforce applied.
+#[tokio::test]
+async fn sql_ip_block_release_stalls_while_public_access_is_disabled() {
+    let env = Env::new("e2e-sqlipb-denypub").await;
+    let _op = env.operator();
+    let original = env.sim.firewall_rules(SQL_PROD).await;
+    env.apply(
+        "SqlIpBlock",
+        "ip",
+        json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]}),
+    )
+    .await;
+    env.wait_ready("SqlIpBlock", "ip").await;
+    assert_ne!(env.sim.firewall_rules(SQL_PROD).await, original);
+    // Enforce → DryRun: nothing more is written, but what was applied is still owned.
+    env.apply(
+        "SqlIpBlock",
+        "ip",
+        json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"], "mode": "DryRun"}),
+    )
+    .await;
+    env.wait_condition("SqlIpBlock", "ip", "Ready", "True", Some("Compliant"))
+        .await;
+    env.sim
+        .patch(
+            SQL_PROD,
+            json!({"properties": {"publicNetworkAccess": "Disabled"}}),
+        )
+        .await;
+    env.delete("SqlIpBlock", "ip").await;
+    let o = env
+        .wait_condition(
+            "SqlIpBlock",
+            "ip",
+            "Stalled",
+            "True",
+            Some("DenyPublicEndpointEnabled"),
+        )
+        .await;
+    let msg = condition(&o, "Stalled").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("restore public access first") && msg.contains("releasePolicy: Retain"),
+        "{msg}"
+    );
+    env.sim
+        .patch(
+            SQL_PROD,
+            json!({"properties": {"publicNetworkAccess": "Enabled"}}),
+        )
+        .await;
+    env.wait_gone("SqlIpBlock", "ip").await;
+    assert_eq!(
+        env.sim.firewall_rules(SQL_PROD).await,
+        original,
+        "restored after all"
+    );
+}
+
 #[tokio::test]
 async fn sql_ip_block_dry_run_and_observe_write_nothing() {
     let env = Env::new("e2e-sqlipb-modes").await;

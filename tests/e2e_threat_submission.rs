@@ -72,6 +72,62 @@ async fn url_submission_once_per_trigger_with_verdict() {
     assert_eq!(posts(&env, "urlThreats").await, 2);
 }
 
+/// A new run starts clean: when the re-triggered run's first POST fails (a 503 whose effect is
+/// unknown), the next attempt must not pick up the previous run's submission and verdict as its
+/// own; once the wait for evidence runs out it submits again, exactly once.
+#[tokio::test]
+async fn a_retriggered_run_never_reports_the_previous_verdict() {
+    let env = Env::new("e2e-tsub-rerun").await;
+    let _op = Operator::start(&env, &["--unconfirmed-action-wait", "2s"]);
+    let spec = |trigger: &str| json!({"submissionType": "Url", "category": "phishing", "url": "https://login.contoso-security.example/reset", "trigger": trigger});
+    env.apply("ThreatSubmission", "rerun", spec("INC-1")).await;
+    let first = env
+        .wait_condition(
+            "ThreatSubmission",
+            "rerun",
+            "Ready",
+            "True",
+            Some("Completed"),
+        )
+        .await;
+    let first_id = first["status"]["submissionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.sim
+        .fault(json!({"match": {"method": "POST", "pathRegex": "/urlThreats$"}, "status": 503, "count": 1}))
+        .await;
+    env.apply("ThreatSubmission", "rerun", spec("INC-2")).await;
+    let second = env
+        .wait(
+            "ThreatSubmission",
+            "rerun",
+            "second run completed",
+            Duration::from_secs(40),
+            |o| {
+                o.is_some_and(|o| {
+                    o["status"]["action"]["runId"] == "trigger:INC-2"
+                        && o["status"]["action"]["phase"] == "Completed"
+                })
+            },
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        second["status"]["submissionId"].as_str(),
+        Some(first_id.as_str()),
+        "the second run reported the first run's submission"
+    );
+    assert_eq!(
+        posts(&env, "urlThreats").await,
+        2,
+        "one submission per trigger"
+    );
+    assert!(second["status"]["action"]["sent"].is_null());
+    let reasons: Vec<String> = env.events("rerun").await.into_iter().map(|e| e.1).collect();
+    assert!(reasons.iter().any(|r| r == "Unconfirmed"), "{reasons:?}");
+}
+
 #[tokio::test]
 async fn file_and_email_submissions() {
     let env = Env::new("e2e-tsub-file").await;
@@ -141,6 +197,17 @@ async fn file_and_email_submissions() {
 #[tokio::test]
 async fn crash_after_submitting_never_submits_twice() {
     let env = Env::new("e2e-tsub-crash").await;
+    // One submission per page, and an earlier one first: recovery must follow
+    // `@odata.nextLink` to find its own.
+    env.sim.settings(json!({"odataPageSize": 1})).await;
+    env.sim
+        .as_operator(
+            reqwest::Method::POST,
+            "/beta/security/threatSubmission/urlThreats",
+            "https://graph.microsoft.com/.default",
+            Some(json!({"@odata.type": "#microsoft.graph.security.urlThreatSubmission", "category": "spam", "webUrl": "https://earlier.example/"})),
+        )
+        .await;
     env.sim.settings(json!({"latencyMs": 2000})).await;
     let mut op = env.operator();
     env.apply("ThreatSubmission", "x", json!({"submissionType": "Url", "category": "malware", "url": "https://dl.evil.example/a.zip"})).await;
@@ -163,7 +230,11 @@ async fn crash_after_submitting_never_submits_twice() {
     let o = env
         .wait_condition("ThreatSubmission", "x", "Ready", "True", Some("Completed"))
         .await;
-    assert_eq!(posts(&env, "urlThreats").await, 1);
+    assert_eq!(
+        posts(&env, "urlThreats").await,
+        2,
+        "the earlier one and ours, once"
+    );
     assert_eq!(o["status"]["verdict"], "malware");
 }
 

@@ -15,7 +15,13 @@ use crate::{Fault, Sim, State, arm};
 struct FaultSpec {
     #[serde(rename = "match")]
     matcher: FaultMatch,
+    /// The error answered instead of the operation (not with `loseAnswer`).
+    #[serde(default)]
     status: u16,
+    /// The request takes effect as usual, then its answer is lost: after `delayMs` the
+    /// connection is closed without a response (what a client sees when a reply never arrives).
+    #[serde(default)]
+    lose_answer: bool,
     #[serde(default = "one")]
     count: u32,
     #[serde(default)]
@@ -106,7 +112,7 @@ pub async fn handle(sim: &Sim, req: &Req) -> Resp {
                 Ok(r) => r,
                 Err(e) => return bad(format!("match.pathRegex: {e}")),
             };
-            if !(100..=599).contains(&spec.status) {
+            if !spec.lose_answer && !(100..=599).contains(&spec.status) {
                 return bad(format!("status {} is not an HTTP status", spec.status));
             }
             st.faults.push(Fault {
@@ -117,6 +123,7 @@ pub async fn handle(sim: &Sim, req: &Req) -> Resp {
                 delay_ms: spec.delay_ms,
                 retry_after_seconds: spec.retry_after_seconds,
                 error_code: spec.error_code,
+                lose_answer: spec.lose_answer,
             });
             Resp::json(StatusCode::CREATED, &json!({"active": st.faults.len()}))
         }

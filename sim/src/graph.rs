@@ -7,7 +7,7 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::State;
-use crate::http_util::{Req, Resp, guid, merge_patch, now, rfc3339};
+use crate::http_util::{Req, Resp, guid, merge_patch, now, odata_page, rfc3339};
 use crate::token::Claims;
 use crate::world::GraphWorld;
 
@@ -78,13 +78,13 @@ fn submission_json(s: &Submission, step: Duration) -> Value {
     b
 }
 
-pub fn handle(st: &mut State, req: &Req, claims: &Claims) -> Resp {
-    match inner(st, req, claims) {
+pub fn handle(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Resp {
+    match inner(st, req, claims, base) {
         Ok(r) | Err(r) => r,
     }
 }
 
-fn inner(st: &mut State, req: &Req, claims: &Claims) -> Result<Resp, Resp> {
+fn inner(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Result<Resp, Resp> {
     let segs: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     let step = Duration::from_millis(st.settings.submission_step_ms);
     match (&req.method, segs.as_slice()) {
@@ -164,9 +164,12 @@ fn inner(st: &mut State, req: &Req, claims: &Claims) -> Result<Resp, Resp> {
             )?;
             let of_kind = st.graph.submissions.iter().filter(|s| s.kind == *kind);
             match rest {
-                [] => Ok(Resp::json(
-                    StatusCode::OK,
-                    &json!({"value": of_kind.map(|s| submission_json(s, step)).collect::<Vec<_>>()}),
+                [] => Ok(odata_page(
+                    base,
+                    req,
+                    of_kind.map(|s| submission_json(s, step)).collect(),
+                    st.settings.odata_page_size,
+                    Default::default(),
                 )),
                 [id] => of_kind
                     .into_iter()

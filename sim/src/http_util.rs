@@ -164,6 +164,41 @@ pub fn parse_eq_filter(filter: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// One page of an OData collection, as Graph and Defender for Endpoint serve lists: at most
+/// `page_size` items in `value`, and an absolute `@odata.nextLink` (same query, `$skiptoken`
+/// holding the offset) while more remain. `body` carries other fields (`@odata.context`).
+pub fn odata_page(
+    base: &str,
+    req: &Req,
+    items: Vec<Value>,
+    page_size: usize,
+    mut body: serde_json::Map<String, Value>,
+) -> Resp {
+    let page_size = page_size.max(1);
+    let skip: usize = req
+        .query
+        .get("$skiptoken")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let total = items.len();
+    let page: Vec<Value> = items.into_iter().skip(skip).take(page_size).collect();
+    if skip + page.len() < total {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        let mut keys: Vec<&String> = req.query.keys().filter(|k| *k != "$skiptoken").collect();
+        keys.sort();
+        for k in keys {
+            q.append_pair(k, &req.query[k]);
+        }
+        q.append_pair("$skiptoken", &(skip + page.len()).to_string());
+        body.insert(
+            "@odata.nextLink".into(),
+            Value::String(format!("{base}{}?{}", req.path, q.finish())),
+        );
+    }
+    body.insert("value".into(), Value::Array(page));
+    Resp::json(StatusCode::OK, &Value::Object(body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,7 +58,13 @@ pub struct Fault {
     pub delay_ms: u64,
     pub retry_after_seconds: Option<u64>,
     pub error_code: Option<String>,
+    /// Let the request take effect, then drop the connection without answering.
+    pub lose_answer: bool,
 }
+
+/// A response carrying this header is never sent: the server closes the connection instead
+/// (the `loseAnswer` fault). Never seen by clients.
+pub const LOSE_ANSWER: &str = "x-azure-sim-lose-answer";
 
 /// Everything that changes while the simulator runs.
 pub struct State {
@@ -174,6 +180,11 @@ impl Sim {
     fn route(&self, st: &mut State, req: &Req) -> (Resp, Option<String>, u64) {
         let p = req.path.as_str();
         if p.ends_with("/oauth2/v2.0/token") || p == "/metadata/identity/oauth2/token" {
+            // An Entra outage can be injected too (a fault whose pathRegex matches the token
+            // path).
+            if let Some(Taken::Answer(resp, delay)) = take_fault(st, req) {
+                return (resp, None, delay);
+            }
             return (token::handle(self, st, req), None, 0);
         }
         let lower = p.to_ascii_lowercase();
@@ -191,6 +202,15 @@ impl Sim {
                     0,
                 );
             };
+        // ARM's front door refuses a body-less POST that does not say `Content-Length: 0`
+        // (HTTP 411 Length Required: azure-sdk-for-rust#166, hashicorp/go-azure-sdk#425).
+        if api == Api::Arm
+            && req.method == http::Method::POST
+            && req.body.is_empty()
+            && req.header("content-length").is_none()
+        {
+            return (length_required(), None, 0);
+        }
         // ARM checks the api-version before it looks at the caller.
         if api == Api::Arm
             && let Err(r) = arm::check_api_version(req)
@@ -202,15 +222,21 @@ impl Sim {
             Err(r) => return (r, None, 0),
         };
         let principal = claims.oid.clone();
-        if let Some((resp, delay)) = take_fault(st, req) {
-            return (resp, Some(principal), delay);
+        let mut lost = None;
+        match take_fault(st, req) {
+            Some(Taken::Answer(resp, delay)) => return (resp, Some(principal), delay),
+            Some(Taken::LoseAnswer(delay)) => lost = Some(delay),
+            None => {}
         }
         let resp = match api {
             Api::Arm => arm::handle(self, st, req, &claims),
-            Api::Graph => graph::handle(st, req, &claims),
-            Api::Mde => mde::handle(st, req, &claims),
+            Api::Graph => graph::handle(st, req, &claims, &self.base_url),
+            Api::Mde => mde::handle(st, req, &claims, &self.base_url),
         };
-        (resp, Some(principal), 0)
+        match lost {
+            Some(delay) => (resp.with_header(LOSE_ANSWER, "1"), Some(principal), delay),
+            None => (resp, Some(principal), 0),
+        }
     }
 }
 
@@ -221,7 +247,26 @@ pub enum Api {
     Mde,
 }
 
-fn take_fault(st: &mut State, req: &Req) -> Option<(Resp, u64)> {
+/// ARM's answer to a POST without a length: a plain HTML 411 from the front door, no JSON.
+fn length_required() -> Resp {
+    Resp {
+        status: StatusCode::LENGTH_REQUIRED,
+        content_type: "text/html; charset=us-ascii",
+        headers: Vec::new(),
+        body: Some(bytes::Bytes::from_static(
+            b"<h2>Length Required</h2><p>HTTP Error 411. The request must be chunked or have a content length.</p>",
+        )),
+    }
+}
+
+enum Taken {
+    /// Answer this instead of the operation, after the delay.
+    Answer(Resp, u64),
+    /// Carry out the operation, then lose its answer after the delay.
+    LoseAnswer(u64),
+}
+
+fn take_fault(st: &mut State, req: &Req) -> Option<Taken> {
     let method = req.method.as_str();
     let idx = st.faults.iter().position(|f| {
         f.remaining > 0
@@ -232,6 +277,13 @@ fn take_fault(st: &mut State, req: &Req) -> Option<(Resp, u64)> {
     })?;
     let f = &mut st.faults[idx];
     f.remaining -= 1;
+    if f.lose_answer {
+        let delay = f.delay_ms;
+        if f.remaining == 0 {
+            st.faults.remove(idx);
+        }
+        return Some(Taken::LoseAnswer(delay));
+    }
     let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let code = f.error_code.clone().unwrap_or_else(|| {
         match f.status {
@@ -253,5 +305,5 @@ fn take_fault(st: &mut State, req: &Req) -> Option<(Resp, u64)> {
     if f.remaining == 0 {
         st.faults.remove(idx);
     }
-    Some((resp, delay))
+    Some(Taken::Answer(resp, delay))
 }

@@ -9,7 +9,7 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::State;
-use crate::http_util::{Req, Resp, guid, now, parse_eq_filter, rfc3339};
+use crate::http_util::{Req, Resp, guid, now, odata_page, parse_eq_filter, rfc3339};
 use crate::token::Claims;
 use crate::world::MdeWorld;
 
@@ -115,13 +115,13 @@ fn filtered<'a>(items: impl Iterator<Item = &'a Value>, req: &Req) -> Result<Vec
         .collect())
 }
 
-pub fn handle(st: &mut State, req: &Req, claims: &Claims) -> Resp {
-    match inner(st, req, claims) {
+pub fn handle(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Resp {
+    match inner(st, req, claims, base) {
         Ok(r) | Err(r) => r,
     }
 }
 
-fn inner(st: &mut State, req: &Req, claims: &Claims) -> Result<Resp, Resp> {
+fn inner(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Result<Resp, Resp> {
     let segs: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     let step = Duration::from_millis(st.settings.mde_action_step_ms);
     let limit = st.mde.calls_per_minute;
@@ -133,9 +133,26 @@ fn inner(st: &mut State, req: &Req, claims: &Claims) -> Result<Resp, Resp> {
                 .into_iter()
                 .cloned()
                 .collect();
-            Ok(Resp::json(
-                StatusCode::OK,
-                &json!({"@odata.context": "https://api.securitycenter.microsoft.com/api/$metadata#Machines", "value": list}),
+            // A filter that matches nothing is a 404, not an empty list (azure-api-facts §3.10,
+            // §3.23).
+            if list.is_empty() && req.query.contains_key("$filter") {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    "ResourceNotFound",
+                    "No machine matches the filter.",
+                ));
+            }
+            let mut body = serde_json::Map::new();
+            body.insert(
+                "@odata.context".into(),
+                json!("https://api.securitycenter.microsoft.com/api/$metadata#Machines"),
+            );
+            Ok(odata_page(
+                base,
+                req,
+                list,
+                st.settings.odata_page_size,
+                body,
             ))
         }
         (&Method::GET, ["api", "machines", id]) => {
@@ -221,7 +238,13 @@ fn inner(st: &mut State, req: &Req, claims: &Claims) -> Result<Resp, Resp> {
                 [] => {
                     let list: Vec<Value> =
                         filtered(all.iter(), req)?.into_iter().cloned().collect();
-                    Ok(Resp::json(StatusCode::OK, &json!({"value": list})))
+                    Ok(odata_page(
+                        base,
+                        req,
+                        list,
+                        st.settings.odata_page_size,
+                        Default::default(),
+                    ))
                 }
                 [id] => all
                     .into_iter()
@@ -260,7 +283,13 @@ fn inner(st: &mut State, req: &Req, claims: &Claims) -> Result<Resp, Resp> {
                         .into_iter()
                         .cloned()
                         .collect();
-                    Ok(Resp::json(StatusCode::OK, &json!({"value": list})))
+                    Ok(odata_page(
+                        base,
+                        req,
+                        list,
+                        st.settings.odata_page_size,
+                        Default::default(),
+                    ))
                 }
                 (&Method::POST, []) => upsert_indicator(st, &req.json()?, claims)
                     .map(|i| Resp::json(StatusCode::OK, &i)),

@@ -67,7 +67,15 @@ pub async fn serve(listener: TcpListener, tls: &Tls, sim: Arc<Sim>) -> anyhow::R
             };
             let svc = hyper::service::service_fn(move |r| {
                 let sim = sim.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(&sim, r, peer).await) }
+                async move {
+                    let resp = respond(&sim, r, peer).await;
+                    // The loseAnswer fault: fail the exchange, so the connection (or the HTTP/2
+                    // stream) is closed without a response.
+                    if resp.headers().contains_key(crate::LOSE_ANSWER) {
+                        return Err(std::io::Error::other("azure-sim: answer lost on purpose"));
+                    }
+                    Ok(resp)
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)

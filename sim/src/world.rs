@@ -44,6 +44,12 @@ pub struct Settings {
     pub throttling: bool,
     /// The next N long-running operations to start end `Failed` (their change is not applied).
     pub lro_fail_next: u32,
+    /// The error code those operations end with: `InternalServerError` (Azure's own passing
+    /// failure, worth a retry) unless set, e.g. `BadRequest` for one that fails every time.
+    pub lro_fail_code: String,
+    /// Items per page of Graph and Defender for Endpoint lists (the rest through
+    /// `@odata.nextLink`).
+    pub odata_page_size: usize,
 }
 
 impl Default for Settings {
@@ -56,6 +62,8 @@ impl Default for Settings {
             submission_step_ms: 500,
             throttling: true,
             lro_fail_next: 0,
+            lro_fail_code: "InternalServerError".into(),
+            odata_page_size: 100,
         }
     }
 }

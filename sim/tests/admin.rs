@@ -159,7 +159,7 @@ async fn an_injected_lro_failure_ends_failed_and_applies_nothing() {
     let op = h["azure-asyncoperation"].to_str().unwrap().to_string();
     assert_eq!(sim.poll(&t, &op).await.last().unwrap(), "Failed");
     let (_, _, b) = sim.call(&t, "GET", &op, None).await;
-    assert_eq!(b["error"]["code"], "OperationFailed");
+    assert_eq!(b["error"]["code"], "InternalServerError");
     assert_eq!(
         sim.call(&t, "GET", &srv, None).await.2["properties"]["publicNetworkAccess"],
         "Enabled"
@@ -180,4 +180,62 @@ async fn an_injected_lro_failure_ends_failed_and_applies_nothing() {
             .unwrap(),
         "Succeeded"
     );
+}
+
+#[tokio::test]
+async fn a_lost_answer_fault_applies_the_request_and_never_answers() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let acct = format!(
+        "{}/Microsoft.Storage/storageAccounts/stprod01",
+        rg("rg-prod")
+    );
+    let (s, _) = sim
+        .admin(
+            "POST",
+            "/_sim/faults",
+            Some(json!({"match": {"method": "POST", "pathRegex": "/regenerateKey$"}, "loseAnswer": true})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (_, _, before) = sim
+        .call(&t, "GET", &format!("{acct}?api-version=2023-05-01"), None)
+        .await;
+    let sent = sim
+        .http
+        .post(format!(
+            "{}{acct}/regenerateKey?api-version=2023-05-01",
+            sim.url
+        ))
+        .bearer_auth(&t)
+        .json(&json!({"keyName": "key1"}))
+        .send()
+        .await;
+    assert!(sent.is_err(), "no answer: {sent:?}");
+    // ... yet the key was regenerated, and the log shows the call.
+    let (_, _, after) = sim
+        .call(&t, "GET", &format!("{acct}?api-version=2023-05-01"), None)
+        .await;
+    assert_ne!(
+        before["properties"]["keyCreationTime"]["key1"],
+        after["properties"]["keyCreationTime"]["key1"]
+    );
+    let (_, log) = sim.admin("GET", "/_sim/requests", None).await;
+    assert!(
+        log["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["path"].as_str().unwrap().ends_with("/regenerateKey"))
+    );
+    // One shot: the next call is answered.
+    let (s, _, _) = sim
+        .call(
+            &t,
+            "POST",
+            &format!("{acct}/regenerateKey?api-version=2023-05-01"),
+            Some(json!({"keyName": "key1"})),
+        )
+        .await;
+    assert_eq!(s, 200);
 }

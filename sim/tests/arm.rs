@@ -619,3 +619,28 @@ async fn arc_run_command_put_is_long_running_and_ends_with_an_instance_view() {
     );
     assert_eq!(b["properties"]["instanceView"]["exitCode"], 0);
 }
+
+/// ARM's front door answers 411 to a body-less POST without `Content-Length` (azure-sdk-for-rust
+/// #166); with `Content-Length: 0` the same call goes through.
+#[tokio::test]
+async fn a_bodyless_post_without_content_length_is_411() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let url = format!(
+        "{}{}/Microsoft.Storage/storageAccounts/stprod01/revokeUserDelegationKeys?api-version=2023-05-01",
+        sim.url,
+        rg("rg-prod")
+    );
+    let r = sim.http.post(&url).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 411);
+    assert!(r.text().await.unwrap().contains("Length Required"));
+    let r = sim
+        .http
+        .post(&url)
+        .bearer_auth(&t)
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}

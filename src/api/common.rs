@@ -14,7 +14,9 @@ pub struct Target {
     /// Full ARM id, e.g. `/subscriptions/<guid>/resourceGroups/<rg>/providers/Microsoft.Sql/servers/<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
-    #[x_kube(validation = Rule::new("self.matches('^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(/resourceGroups/[-\\\\w._()]{1,90})?/providers/[A-Za-z0-9.]+/[^/]+/[^/]+(/[^/]+/[^/]+)*$')").message("spec.target.resourceId must be an ARM resource id: /subscriptions/<guid>[/resourceGroups/<name>]/providers/<namespace>/<type>/<name>"))]
+    // Segments reach request URLs: no query, fragment, escape, whitespace or dot segments.
+    #[x_kube(validation = Rule::new("self.matches('^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(/resourceGroups/[-\\\\w._()]{1,90})?/providers/[A-Za-z0-9.]+/[^/?#%\\\\\\\\\\\\s]+/[^/?#%\\\\\\\\\\\\s]+(/[^/?#%\\\\\\\\\\\\s]+/[^/?#%\\\\\\\\\\\\s]+)*$')").message("spec.target.resourceId must be an ARM resource id: /subscriptions/<guid>[/resourceGroups/<name>]/providers/<namespace>/<type>/<name>, with no '?', '#', '%', backslash or whitespace"))]
+    #[x_kube(validation = Rule::new("!self.matches('/[.]{1,2}(/|$)')").message("spec.target.resourceId: no segment may be '.' or '..'"))]
     pub resource_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 36))]
@@ -26,6 +28,7 @@ pub struct Target {
     pub resource_group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 260))]
+    #[x_kube(validation = Rule::new("self.matches('^[^/?#%\\\\\\\\\\\\s]+$') && self != '.' && self != '..'").message("spec.target.name must be one resource name: no '/', '?', '#', '%', backslash or whitespace, and not '.' or '..'"))]
     pub name: Option<String>,
 }
 
@@ -113,9 +116,26 @@ pub struct ActionLedger {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown")]
     pub evidence: Option<serde_json::Value>,
-    /// Steps of this run that Azure acknowledged (so a lagging read never causes a repeat).
+    /// Steps of this run that succeeded in Azure: answered 2xx, and their long-running
+    /// operation ended Succeeded (so a lagging read never causes a repeat).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub done: Vec<String>,
+    /// Non-idempotent calls sent whose outcome is not known yet (intent recorded before the
+    /// call). Such a call is never sent again until Azure's evidence or its operation resolves
+    /// it, or the wait for them has run out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent: Vec<SentStep>,
+}
+
+/// A non-idempotent call that may have taken effect.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SentStep {
+    pub what: String,
+    pub time: Time,
+    /// Its long-running operation, once Azure answered with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
 }
 
 /// Correlation with Azure's Activity Log.

@@ -39,6 +39,20 @@ pub struct Reply {
     pub retry_after: Option<Duration>,
 }
 
+/// Non-terminal operation statuses (ARM's `Accepted`/`InProgress`/`Running`, and the
+/// provisioning states some resource providers report while they work).
+const RUNNING: &[&str] = &[
+    "InProgress",
+    "Running",
+    "Accepted",
+    "NotStarted",
+    "Enqueued",
+    "Creating",
+    "Updating",
+    "Deleting",
+    "Provisioning",
+];
+
 /// The state of a long-running operation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Poll {
@@ -74,7 +88,7 @@ fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
     h.get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+        .map(|s| Duration::from_secs(s).min(super::limiter::MAX_RETRY_AFTER))
 }
 
 fn header(h: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
@@ -143,6 +157,7 @@ impl Arm {
             .map_err(|e| AzureError::Auth {
                 scope: self.scope.clone(),
                 detail: e.to_string(),
+                transient: super::error::token_error_is_transient(&e),
             })?;
         Ok(t.token.secret().to_string())
     }
@@ -168,8 +183,13 @@ impl Arm {
                 .bearer_auth(token)
                 .header("x-ms-client-request-id", random_id())
                 .header("x-ms-correlation-request-id", &correlation);
-            if let Some(b) = r.body {
-                req = req.json(b);
+            match r.body {
+                Some(b) => req = req.json(b),
+                // ARM answers 411 to a body-less write without a length (azure-sdk-for-rust#166).
+                None if class != OpClass::Read => {
+                    req = req.header(reqwest::header::CONTENT_LENGTH, "0");
+                }
+                None => {}
             }
             if class != OpClass::Read {
                 self.metrics.azure_writes.inc();
@@ -280,7 +300,8 @@ impl Arm {
             .body)
     }
 
-    /// A pageable list, following `nextLink`.
+    /// A pageable list, following `nextLink` (ARM) or `@odata.nextLink` (Graph, Defender for
+    /// Endpoint).
     pub async fn list(&self, path: &str, api_version: &str) -> Result<Vec<Value>, AzureError> {
         let mut out = Vec::new();
         let mut page = self.get(path, api_version).await?;
@@ -288,7 +309,10 @@ impl Arm {
             if let Some(items) = page["value"].as_array() {
                 out.extend(items.iter().cloned());
             }
-            match page["nextLink"].as_str() {
+            match page["nextLink"]
+                .as_str()
+                .or_else(|| page["@odata.nextLink"].as_str())
+            {
                 Some(next) if !next.is_empty() => {
                     let next = next.to_string();
                     page = self
@@ -335,7 +359,12 @@ impl Arm {
                     .unwrap_or_default()
                     .to_string(),
             }),
-            Some(_) => Ok(Poll::Running(wait)),
+            Some(s) if RUNNING.iter().any(|r| r.eq_ignore_ascii_case(s)) => Ok(Poll::Running(wait)),
+            // Polling a status nobody documents would never end: stop and say so.
+            Some(other) => Err(AzureError::Decode {
+                path: url.split('?').next().unwrap_or(url).to_string(),
+                detail: format!("long-running operation status {other:?} is not a documented one"),
+            }),
         }
     }
 }

@@ -22,7 +22,13 @@ pub enum AzureError {
     Transport { request: String, detail: String },
     /// No token could be obtained (wrong secret, federation mismatch, token endpoint down).
     #[error("could not get an access token for {scope}: {detail}")]
-    Auth { scope: String, detail: String },
+    Auth {
+        scope: String,
+        detail: String,
+        /// Entra did not refuse: its endpoint was unreachable or answered 5xx/429. A short
+        /// outage must not stall every containment.
+        transient: bool,
+    },
     /// A long-running operation ended Failed or Canceled.
     #[error("long-running operation ended {status}: {code}: {message}")]
     Operation {
@@ -61,12 +67,62 @@ const BUSY_409: &[&str] = &[
 /// 400 codes that clear on their own once another containment on the same resource settles.
 const SETTLES_400: &[&str] = &["DenyPublicEndpointEnabled"];
 
+/// Whether a failure to get a token is Entra's passing trouble (retry) rather than a refusal
+/// (wrong secret, unknown app, federation mismatch: Entra's own `AADSTS` codes and 4xx answers).
+pub fn token_error_is_transient(e: &azure_core::Error) -> bool {
+    use azure_core::error::ErrorKind;
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        text.push_str(&s.to_string());
+        src = s.source();
+    }
+    if text.contains("AADSTS") || text.contains("invalid_client") || text.contains("invalid_grant")
+    {
+        return false;
+    }
+    match e.kind() {
+        ErrorKind::HttpResponse { status, .. } => {
+            let s = u16::from(*status);
+            s == 408 || s == 429 || s >= 500
+        }
+        ErrorKind::Connection | ErrorKind::Io => true,
+        // A status in the text (the credential wraps the token endpoint's answer).
+        _ => !["400", "401", "403"].iter().any(|c| text.contains(c)),
+    }
+}
+
+/// Long-running-operation error codes that mean "Azure had a passing problem; try again".
+const TRANSIENT_OPERATION: &[&str] = &[
+    "InternalServerError",
+    "InternalError",
+    "ServiceUnavailable",
+    "GatewayTimeout",
+    "OperationTimedOut",
+    "OperationTimeout",
+    "RetryableError",
+    "TooManyRequests",
+    "AnotherOperationInProgress",
+    "Conflict",
+];
+
 impl AzureError {
+    /// A non-idempotent call that ended this way may still have been carried out by Azure: the
+    /// answer was lost, or Azure failed after accepting it. Any other error is a refusal.
+    pub fn may_have_taken_effect(&self) -> bool {
+        match self {
+            AzureError::Transport { .. } => true,
+            AzureError::Api { status, .. } => *status == 408 || *status >= 500,
+            _ => false,
+        }
+    }
+
     pub fn class(&self) -> Class {
         match self {
             AzureError::Api {
                 status,
                 code,
+                message,
                 retry_after,
                 ..
             } => match *status {
@@ -76,12 +132,27 @@ impl AzureError {
                 408 | 412 | 500..=599 => Class::Transient,
                 409 if BUSY_409.contains(&code.as_str()) => Class::Transient,
                 400 if SETTLES_400.contains(&code.as_str()) => Class::Transient,
+                // Defender for Endpoint: another machine action is pending on the device. The
+                // docs give the message, not a stable code: re-list the actions and wait.
+                400 if message.to_ascii_lowercase().contains("already in progress") => {
+                    Class::Transient
+                }
                 _ => Class::Permanent,
             },
             AzureError::Transport { .. } => Class::Transient,
-            // The change was not applied; re-planning and re-sending is safe for our writes
-            // (idempotent PATCH/PUT; one-shot POSTs are guarded by evidence).
-            AzureError::Operation { .. } => Class::Transient,
+            // The change was not applied. Re-planning and re-sending is safe for our writes
+            // (idempotent PATCH/PUT; one-shot POSTs are guarded by the ledger), but only worth it
+            // when the failure is Azure's own and passing; any other code needs a human.
+            AzureError::Operation { status, code, .. } => {
+                if status == "Canceled" || TRANSIENT_OPERATION.contains(&code.as_str()) {
+                    Class::Transient
+                } else {
+                    Class::Permanent
+                }
+            }
+            AzureError::Auth {
+                transient: true, ..
+            } => Class::Transient,
             AzureError::Auth { .. } | AzureError::Decode { .. } | AzureError::Config(_) => {
                 Class::Permanent
             }
@@ -225,7 +296,66 @@ mod tests {
             "AuthorizationFailed"
         );
         assert_eq!(api(404, "").reason(), "Http404");
+        let busy_device = AzureError::Api {
+            status: 400,
+            code: "ActiveRequestAlreadyExists".into(),
+            message: "Action is already in progress".into(),
+            request: "POST /api/machines/x/isolate".into(),
+            retry_after: None,
+            request_id: None,
+        };
+        assert_eq!(busy_device.class(), Class::Transient);
+        assert_eq!(api(400, "InvalidRequestBody").class(), Class::Permanent);
         assert_eq!(api(403, "Forbidden").reason(), "AuthorizationFailed");
+    }
+
+    #[test]
+    fn operation_failures_are_classified_by_code() {
+        let op = |status: &str, code: &str| AzureError::Operation {
+            status: status.into(),
+            code: code.into(),
+            message: "m".into(),
+        };
+        assert_eq!(
+            op("Failed", "InternalServerError").class(),
+            Class::Transient
+        );
+        assert_eq!(op("Canceled", "Canceled").class(), Class::Transient);
+        // A failure that repeats on every retry must stall, not loop.
+        assert_eq!(op("Failed", "BadRequest").class(), Class::Permanent);
+        assert_eq!(op("Failed", "Failed").class(), Class::Permanent);
+        assert_eq!(op("Failed", "BadRequest").reason(), "BadRequest");
+    }
+
+    #[test]
+    fn token_failures_from_an_outage_are_retried() {
+        use azure_core::error::{Error, ErrorKind};
+        let refused = Error::with_message(
+            ErrorKind::Credential,
+            "ClientSecretCredential authentication failed: AADSTS7000215: Invalid client secret provided.",
+        );
+        assert!(!token_error_is_transient(&refused));
+        let down = Error::with_message(ErrorKind::Connection, "connection refused");
+        assert!(token_error_is_transient(&down));
+        let auth = |transient| AzureError::Auth {
+            scope: "s".into(),
+            detail: "d".into(),
+            transient,
+        };
+        assert_eq!(auth(true).class(), Class::Transient);
+        assert_eq!(auth(false).class(), Class::Permanent);
+    }
+
+    #[test]
+    fn which_failures_may_have_taken_effect() {
+        assert!(api(503, "ServiceUnavailable").may_have_taken_effect());
+        assert!(!api(429, "TooManyRequests").may_have_taken_effect());
+        assert!(!api(400, "BadRequest").may_have_taken_effect());
+        let lost = AzureError::Transport {
+            request: "POST /x".into(),
+            detail: "connection reset".into(),
+        };
+        assert!(lost.may_have_taken_effect());
     }
 
     #[test]

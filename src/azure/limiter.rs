@@ -137,7 +137,8 @@ impl Bucket {
 
     /// A 429: nobody sends on this bucket before `retry_after` has passed.
     pub fn block_for(&mut self, retry_after: Duration, now: Instant) {
-        let until = now + retry_after;
+        // A nonsense Retry-After (years) must not overflow the clock: never block past the cap.
+        let until = now + retry_after.min(MAX_RETRY_AFTER);
         if self.blocked_until.is_none_or(|t| t < until) {
             self.blocked_until = Some(until);
         }
@@ -150,49 +151,78 @@ impl Bucket {
     }
 }
 
+/// The longest any answer may make a bucket wait. Azure's longest window is MDE's hour.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// All buckets of the process.
 #[derive(Debug)]
 pub struct Limiter {
-    cfg: LimiterConfig,
-    buckets: Mutex<HashMap<(String, OpClass), Bucket>>,
+    /// One set of buckets per window (e.g. per minute and per hour); a call needs a token
+    /// from each.
+    windows: Vec<LimiterConfig>,
+    buckets: Mutex<HashMap<(String, OpClass, usize), Bucket>>,
 }
 
 impl Limiter {
     pub fn new(cfg: LimiterConfig) -> Self {
         Self {
-            cfg,
+            windows: vec![cfg],
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    fn with<T>(&self, scope: &str, op: OpClass, f: impl FnOnce(&mut Bucket, Instant) -> T) -> T {
+    /// A second limit over a longer window (Defender for Endpoint: 100/min and 1,500/h).
+    pub fn and_window(mut self, cfg: LimiterConfig) -> Self {
+        self.windows.push(cfg);
+        self
+    }
+
+    fn with<T>(
+        &self,
+        scope: &str,
+        op: OpClass,
+        window: usize,
+        f: impl FnOnce(&mut Bucket, Instant) -> T,
+    ) -> T {
         let now = Instant::now();
+        let cfg = self.windows[window];
         let spec = match op {
-            OpClass::Read => self.cfg.read,
-            OpClass::Write => self.cfg.write,
-            OpClass::Delete => self.cfg.delete,
+            OpClass::Read => cfg.read,
+            OpClass::Write => cfg.write,
+            OpClass::Delete => cfg.delete,
         };
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let b = map
-            .entry((scope.to_string(), op))
+            .entry((scope.to_string(), op, window))
             .or_insert_with(|| Bucket::new(spec, now));
         f(b, now)
     }
 
+    /// How long a call must wait for a token in every window (the tokens are taken).
+    fn reserve(&self, scope: &str, op: OpClass) -> Duration {
+        (0..self.windows.len())
+            .map(|w| self.with(scope, op, w, |b, now| b.reserve(now)))
+            .max()
+            .unwrap_or_default()
+    }
+
     /// Wait for a token on this scope's bucket.
     pub async fn acquire(&self, scope: &str, op: OpClass) {
-        let wait = self.with(scope, op, |b, now| b.reserve(now));
+        let wait = self.reserve(scope, op);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
     }
 
     pub fn observe_remaining(&self, scope: &str, op: OpClass, remaining: f64) {
-        self.with(scope, op, |b, now| b.observe_remaining(remaining, now));
+        // The headers describe Azure's short window.
+        self.with(scope, op, 0, |b, now| b.observe_remaining(remaining, now));
     }
 
     pub fn block_for(&self, scope: &str, op: OpClass, retry_after: Duration) {
-        self.with(scope, op, |b, now| b.block_for(retry_after, now));
+        for w in 0..self.windows.len() {
+            self.with(scope, op, w, |b, now| b.block_for(retry_after, now));
+        }
     }
 }
 
@@ -204,6 +234,43 @@ mod tests {
         capacity: 3.0,
         per_second: 10.0,
     };
+
+    #[test]
+    fn every_window_must_have_a_token() {
+        let per = |capacity: f64, per_second: f64| {
+            let b = BucketSpec {
+                capacity,
+                per_second,
+            };
+            LimiterConfig {
+                read: b,
+                write: b,
+                delete: b,
+            }
+        };
+        // A fast window with room to spare, and a slow one of 3 calls at 1/s.
+        let l = Limiter::new(per(100.0, 100.0)).and_window(per(3.0, 1.0));
+        for _ in 0..3 {
+            assert_eq!(l.reserve("t", OpClass::Read), Duration::ZERO);
+        }
+        let w = l.reserve("t", OpClass::Read);
+        assert!(
+            w >= Duration::from_millis(900),
+            "the slow window paces: {w:?}"
+        );
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_capped_not_a_panic() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(W, t0);
+        b.block_for(Duration::MAX, t0);
+        let wait = b.reserve(t0);
+        assert!(
+            wait <= MAX_RETRY_AFTER && wait > MAX_RETRY_AFTER / 2,
+            "{wait:?}"
+        );
+    }
 
     #[test]
     fn burst_then_paced() {

@@ -25,11 +25,44 @@ impl crate::engine::Kind for ArcIsolation {
 
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
+    /// The Arc machine's names (`machineFqdn`, and `dnsFqdn` where it differs).
     pub fqdn: String,
-    /// MDE machines whose computerDnsName matches.
+    /// MDE machines whose computerDnsName matches any of the names.
     pub candidates: Vec<Value>,
-    /// Isolate/unisolate actions of the chosen device.
+    /// The device whose actions were read: the one recorded when it was isolated, else the
+    /// one the names resolve to.
+    pub device_id: Option<String>,
+    /// Isolate/unisolate actions of that device.
     pub actions: Vec<Value>,
+}
+
+/// The device recorded before the first isolate (release acts on it, whatever the names say
+/// now).
+fn recorded_device(obj: &ArcIsolation) -> Option<String> {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.common.restore.as_ref())
+        .and_then(|r| r["deviceId"].as_str())
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+}
+
+/// The Arc machine's DNS names, without duplicates (case-insensitive), `machineFqdn` first.
+fn names(arc: &Value, fallback: &str) -> Vec<String> {
+    let p = &arc["properties"];
+    let mut out: Vec<String> = Vec::new();
+    for n in [p["machineFqdn"].as_str(), p["dnsFqdn"].as_str()]
+        .into_iter()
+        .flatten()
+    {
+        if !n.is_empty() && !out.iter().any(|o| o.eq_ignore_ascii_case(n)) {
+            out.push(n.to_string());
+        }
+    }
+    if out.is_empty() {
+        out.push(fallback.to_string());
+    }
+    out
 }
 
 /// The device: the only candidate, or the only Active one; otherwise a Stall naming them all.
@@ -99,7 +132,28 @@ fn scope_name(t: IsolationType) -> &'static str {
     }
 }
 
-pub fn plan(device: &Value, actions: &[Value], want: IsolationType, comment: &str) -> Assessment {
+/// How soon to look again at a pending action: soon while it is fresh (online devices finish in
+/// seconds), then ever more rarely up to 30 s. Each look costs two MDE calls against 100/min for
+/// the whole tenant, and an offline device keeps an action Pending for hours.
+pub fn recheck_pending(action: &Value, now: jiff::Timestamp) -> std::time::Duration {
+    let age = action["creationDateTimeUtc"]
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .and_then(|t| std::time::Duration::try_from(now.duration_since(t)).ok())
+        .unwrap_or_default();
+    (age / 4).clamp(
+        std::time::Duration::from_secs(2),
+        std::time::Duration::from_secs(30),
+    )
+}
+
+pub fn plan(
+    device: &Value,
+    actions: &[Value],
+    want: IsolationType,
+    comment: &str,
+    now: jiff::Timestamp,
+) -> Assessment {
     let id = device["id"].as_str().unwrap_or_default();
     let mut extra = serde_json::Map::new();
     extra.insert("deviceId".into(), json!(id));
@@ -123,7 +177,7 @@ pub fn plan(device: &Value, actions: &[Value], want: IsolationType, comment: &st
             extra,
             wait: Some(Wait {
                 reason: "AwaitingMachineAction".into(),
-                recheck: std::time::Duration::from_secs(1),
+                recheck: recheck_pending(r, now),
                 message: format!(
                     "{} action {} on device {id} is {}; nothing is sent until it finishes",
                     r["type"].as_str().unwrap_or("?"),
@@ -180,24 +234,35 @@ impl Control for ArcIsolationControl {
     async fn observe(
         &self,
         az: &Clients,
-        _obj: &ArcIsolation,
+        obj: &ArcIsolation,
         t: &ResourceId,
     ) -> Result<Observed, AzureError> {
         let m = az.arm.get(&t.id, ARC_API).await?;
-        let p = &m["properties"];
-        let fqdn = p["machineFqdn"]
-            .as_str()
-            .or(p["dnsFqdn"].as_str())
-            .unwrap_or(&t.name)
-            .to_string();
-        let filter = format!("computerDnsName eq '{}'", quoted(&fqdn));
-        let candidates = az
-            .mde
-            .list(&format!("/api/machines?$filter={}", urlencode(&filter)), "")
-            .await?;
+        let names = names(&m, &t.name);
+        let mut candidates: Vec<Value> = Vec::new();
+        for name in &names {
+            let filter = format!("computerDnsName eq '{}'", quoted(name));
+            let path = format!("/api/machines?$filter={}", urlencode(&filter));
+            let found = match az.mde.list(&path, "").await {
+                Ok(found) => found,
+                // A filtered list that matches nothing is a 404 in Defender for Endpoint.
+                Err(e) if e.status() == Some(404) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            for d in found {
+                if !candidates.iter().any(|c| c["id"] == d["id"]) {
+                    candidates.push(d);
+                }
+            }
+        }
+        let fqdn = names.join(" / ");
+        let device_id = recorded_device(obj).or_else(|| {
+            choose(&fqdn, &candidates)
+                .ok()
+                .and_then(|d| d["id"].as_str().map(str::to_string))
+        });
         let mut actions = Vec::new();
-        if let Ok(device) = choose(&fqdn, &candidates) {
-            let id = device["id"].as_str().unwrap_or_default();
+        if let Some(id) = &device_id {
             let filter = format!("machineId eq '{}'", quoted(id));
             actions = az
                 .mde
@@ -210,6 +275,7 @@ impl Control for ArcIsolationControl {
         Ok(Observed {
             fqdn,
             candidates,
+            device_id,
             actions,
         })
     }
@@ -235,7 +301,13 @@ impl Control for ArcIsolationControl {
                     .unwrap_or_default()
             )
         });
-        Ok(plan(&device, &o.actions, obj.spec.isolation_type, &comment))
+        Ok(plan(
+            &device,
+            &o.actions,
+            obj.spec.isolation_type,
+            &comment,
+            jiff::Timestamp::now(),
+        ))
     }
 
     fn release_wait(&self, o: &Observed) -> Option<String> {
@@ -256,10 +328,11 @@ impl Control for ArcIsolationControl {
         o: &Observed,
         _restore: &Value,
     ) -> Vec<Step> {
-        let Ok(device) = choose(&o.fqdn, &o.candidates) else {
+        // The device recorded when it was isolated: never "nothing to do" because the names
+        // resolve to no device, or to another one, today.
+        let Some(id) = o.device_id.as_deref() else {
             return Vec::new();
         };
-        let id = device["id"].as_str().unwrap_or_default();
         if !latest_succeeded(&o.actions).is_some_and(|a| a["type"] == "Isolate") {
             return Vec::new();
         }
@@ -323,7 +396,13 @@ mod tests {
     #[test]
     fn never_sends_while_an_action_runs_and_reads_state_from_the_latest_success() {
         let d = machine("dev", "Active");
-        let a = plan(&d, &[], IsolationType::Full, "c");
+        let a = plan(
+            &d,
+            &[],
+            IsolationType::Full,
+            "c",
+            jiff::Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(a.steps.len(), 1);
         assert_eq!(a.steps[0].path, "/api/machines/dev/isolate");
         assert_eq!(a.steps[0].service, Service::Mde);
@@ -334,7 +413,13 @@ mod tests {
             "2026-11-23T10:00:00Z",
             "Full",
         )];
-        let w = plan(&d, &pending, IsolationType::Full, "c");
+        let w = plan(
+            &d,
+            &pending,
+            IsolationType::Full,
+            "c",
+            jiff::Timestamp::UNIX_EPOCH,
+        );
         assert!(w.steps.is_empty());
         assert_eq!(w.wait.unwrap().reason, "AwaitingMachineAction");
         let done = [
@@ -348,7 +433,18 @@ mod tests {
             ),
         ];
         // Someone unisolated it later: not compliant.
-        assert_eq!(plan(&d, &done, IsolationType::Full, "c").steps.len(), 1);
+        assert_eq!(
+            plan(
+                &d,
+                &done,
+                IsolationType::Full,
+                "c",
+                jiff::Timestamp::UNIX_EPOCH
+            )
+            .steps
+            .len(),
+            1
+        );
         let iso = [action(
             "1",
             "Isolate",
@@ -356,9 +452,46 @@ mod tests {
             "2026-11-23T10:00:00Z",
             "Full",
         )];
-        let ok = plan(&d, &iso, IsolationType::Full, "c");
+        let ok = plan(
+            &d,
+            &iso,
+            IsolationType::Full,
+            "c",
+            jiff::Timestamp::UNIX_EPOCH,
+        );
         assert!(ok.steps.is_empty() && ok.wait.is_none());
         assert_eq!(ok.extra["isolationState"], "Isolated");
         assert_eq!(ok.extra["machineActionId"], "1");
+    }
+
+    #[test]
+    fn pending_actions_are_rechecked_ever_more_rarely() {
+        let a = action("1", "Isolate", "Pending", "2026-11-23T10:00:00Z", "Full");
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        assert_eq!(recheck_pending(&a, at("2026-11-23T10:00:01Z")).as_secs(), 2);
+        assert_eq!(
+            recheck_pending(&a, at("2026-11-23T10:01:00Z")).as_secs(),
+            15
+        );
+        // An offline device: at most two MDE calls every 30 s, not two a second.
+        assert_eq!(
+            recheck_pending(&a, at("2026-11-23T14:00:00Z")).as_secs(),
+            30
+        );
+    }
+
+    #[test]
+    fn both_names_of_the_arc_machine_are_looked_up() {
+        let arc = json!({"properties": {"machineFqdn": "web.corp.example", "dnsFqdn": "WEB.corp.example"}});
+        assert_eq!(names(&arc, "x"), ["web.corp.example"]);
+        let arc = json!({"properties": {"machineFqdn": "web.corp.example", "dnsFqdn": "web-old.corp.example"}});
+        assert_eq!(
+            names(&arc, "x"),
+            ["web.corp.example", "web-old.corp.example"]
+        );
+        assert_eq!(
+            names(&json!({"properties": {}}), "arc-web-01"),
+            ["arc-web-01"]
+        );
     }
 }

@@ -115,9 +115,15 @@ impl Control for CosmosKeyRotationControl {
         } else {
             format!("to rotate: {}", todo.join(", "))
         };
+        let wait = if steps.is_empty() {
+            rotation::awaiting_evidence(&kinds, o, status, regenerate_what)
+        } else {
+            None
+        };
         Ok(Assessment {
             steps,
             message,
+            wait,
             ..Default::default()
         })
     }

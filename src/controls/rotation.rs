@@ -54,6 +54,34 @@ pub fn pending<'a>(
         .collect()
 }
 
+/// Keys of this run that Azure acknowledged rotating but whose new creation time it does not
+/// show yet: the run is not Completed before the evidence, so the engine waits and re-reads.
+pub fn awaiting_evidence(
+    keys: &[&str],
+    observed: &Times,
+    status: &CommonStatus,
+    what: impl Fn(&str) -> String,
+) -> Option<crate::engine::Wait> {
+    let before = status
+        .action
+        .as_ref()
+        .and_then(|l| l.evidence.as_ref())
+        .map(|e| &e["before"])?;
+    let unproven: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| acknowledged(status, &what(k)) && !newer(observed.get(*k), before[*k].as_str()))
+        .collect();
+    (!unproven.is_empty()).then(|| crate::engine::Wait {
+        reason: "AwaitingEvidence".into(),
+        message: format!(
+            "Azure acknowledged rotating {}; waiting for it to show the new creation time",
+            unproven.join(", ")
+        ),
+        recheck: std::time::Duration::from_secs(5),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +102,7 @@ mod tests {
                 completed_time: None,
                 evidence: Some(json!({"before": before})),
                 done: done.iter().map(|s| s.to_string()).collect(),
+                sent: Vec::new(),
             }),
             ..Default::default()
         }
@@ -118,5 +147,15 @@ mod tests {
             pending(&KEYS, &obs(T1, T1), &CommonStatus::default(), what),
             vec!["key1", "key2"]
         );
+    }
+
+    #[test]
+    fn completed_only_on_evidence() {
+        let before = obs(T0, T0);
+        let acked = status_with(&before, &["regenerate key1"]);
+        let w = awaiting_evidence(&KEYS, &before, &acked, what).expect("waits");
+        assert_eq!(w.reason, "AwaitingEvidence");
+        assert!(w.message.contains("key1"), "{}", w.message);
+        assert_eq!(awaiting_evidence(&KEYS, &obs(T1, T0), &acked, what), None);
     }
 }

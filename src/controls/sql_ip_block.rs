@@ -348,6 +348,16 @@ impl Control for SqlIpBlockControl {
         let record: Record = serde_json::from_value(restore.clone()).unwrap_or_default();
         release_plan(&t.id, &o.rules, &record)
     }
+
+    fn release_advice(&self, e: &AzureError) -> Option<String> {
+        (e.reason() == "DenyPublicEndpointEnabled").then(|| {
+            "the server's public network access is Disabled, and Azure refuses firewall-rule \
+             changes while it is: restore public access first (e.g. delete the \
+             SqlPublicAccessLockdown on this server), or set spec.releasePolicy: Retain to leave \
+             the firewall rules as they are"
+                .to_string()
+        })
+    }
 }
 
 #[cfg(test)]

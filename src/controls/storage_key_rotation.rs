@@ -135,7 +135,13 @@ impl Control for StorageKeyRotationControl {
                 )
             })
             .collect();
+        let wait = if steps.is_empty() {
+            super::rotation::awaiting_evidence(&names, o, status, regenerate_what)
+        } else {
+            None
+        };
         Ok(Assessment {
+            wait,
             message: if steps.is_empty() {
                 format!("rotated: {}", times.join(", "))
             } else {

@@ -76,10 +76,16 @@ pub fn plan(account: &str, rotate: bool, observed: &Times, status: &CommonStatus
     } else {
         "user-delegation SAS are invalid; account and service SAS stay valid until they expire (set rotateAccountKeys to rotate key1 and key2)".into()
     };
+    let wait = if steps.is_empty() && rotate {
+        rotation::awaiting_evidence(&ACCOUNT_KEYS, observed, status, regenerate_what)
+    } else {
+        None
+    };
     Assessment {
         steps,
         message,
         extra,
+        wait,
         ..Default::default()
     }
 }
@@ -142,6 +148,7 @@ mod tests {
                     json!({"before": {"key1": "2024-01-01T00:00:00Z", "key2": "2024-01-01T00:00:00Z"}}),
                 ),
                 done: done.iter().map(|s| s.to_string()).collect(),
+                sent: Vec::new(),
             }),
             ..Default::default()
         }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::api::common::{ActionLedger, ActionPhase};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::common::{ActionLedger, ActionPhase, SentStep};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunDecision {
@@ -64,6 +66,117 @@ pub fn decide(
     }
 }
 
+/// Intent, recorded before a non-idempotent call leaves.
+pub fn sent(l: Option<&mut ActionLedger>, what: &str, time: Time) {
+    let Some(l) = l else { return };
+    l.sent.retain(|s| s.what != what);
+    l.sent.push(SentStep {
+        what: what.to_string(),
+        time,
+        operation: None,
+    });
+}
+
+/// Azure refused the call: it had no effect.
+pub fn unsent(l: Option<&mut ActionLedger>, what: &str) {
+    if let Some(l) = l {
+        l.sent.retain(|s| s.what != what);
+    }
+}
+
+/// Azure accepted the call and answered with an operation to poll.
+pub fn operation(l: Option<&mut ActionLedger>, what: &str, url: &str) {
+    if let Some(s) = l.and_then(|l| l.sent.iter_mut().find(|s| s.what == what)) {
+        s.operation = Some(url.to_string());
+    }
+}
+
+/// The call succeeded (a 2xx without an operation).
+pub fn done(l: Option<&mut ActionLedger>, what: &str) {
+    let Some(l) = l else { return };
+    l.sent.retain(|s| s.what != what);
+    if !l.done.iter().any(|d| d == what) {
+        l.done.push(what.to_string());
+    }
+}
+
+/// The operation ended Succeeded: every call waiting for it is done.
+pub fn operation_succeeded(l: Option<&mut ActionLedger>, url: &str) {
+    let Some(l) = l else { return };
+    let finished: Vec<String> = l
+        .sent
+        .iter()
+        .filter(|s| s.operation.as_deref() == Some(url))
+        .map(|s| s.what.clone())
+        .collect();
+    for what in finished {
+        done(Some(l), &what);
+    }
+}
+
+/// The operation ended Failed or Canceled: its calls had no effect, and may be sent again.
+pub fn operation_failed(l: Option<&mut ActionLedger>, url: &str) {
+    if let Some(l) = l {
+        l.sent.retain(|s| s.operation.as_deref() != Some(url));
+    }
+}
+
+/// Azure forgot the operation: its calls stay unresolved, for the evidence to decide.
+pub fn operation_unknown(l: Option<&mut ActionLedger>, url: &str) {
+    if let Some(l) = l {
+        for s in l
+            .sent
+            .iter_mut()
+            .filter(|s| s.operation.as_deref() == Some(url))
+        {
+            s.operation = None;
+        }
+    }
+}
+
+/// What to do about planned calls that were sent before but never answered (a crash or a lost
+/// answer): Azure may have acted on them, so they are not sent again while the wait lasts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unconfirmed {
+    /// None of the planned calls is unresolved: send them.
+    None,
+    /// Wait for Azure's evidence: this call was sent at this time.
+    Wait { what: String, since: Timestamp },
+    /// The wait ran out without evidence: these calls had no effect; send them again.
+    Expired(Vec<String>),
+}
+
+pub fn unconfirmed(
+    l: Option<&ActionLedger>,
+    planned: &[&str],
+    wait: Duration,
+    now: Timestamp,
+) -> Unconfirmed {
+    let Some(l) = l else {
+        return Unconfirmed::None;
+    };
+    let mut expired = Vec::new();
+    for s in l.sent.iter().filter(|s| planned.contains(&s.what.as_str())) {
+        let until = s
+            .time
+            .0
+            .checked_add(jiff::SignedDuration::try_from(wait).unwrap_or(jiff::SignedDuration::MAX))
+            .unwrap_or(Timestamp::MAX);
+        if now < until {
+            return Unconfirmed::Wait {
+                what: s.what.clone(),
+                since: s.time.0,
+            };
+        }
+        expired.push(s.what.clone());
+    }
+    if expired.is_empty() {
+        Unconfirmed::None
+    } else {
+        Unconfirmed::Expired(expired)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +194,7 @@ mod tests {
             completed_time: done.map(|d| Time(ts(d))),
             evidence: None,
             done: Vec::new(),
+            sent: Vec::new(),
         }
     }
 
@@ -131,6 +245,54 @@ mod tests {
         assert_eq!(
             decide(None, Some(hour), Some(&l2), ts(3900)),
             RunDecision::Done(Some(ts(7401)))
+        );
+    }
+
+    #[test]
+    fn a_call_is_done_only_when_its_operation_succeeded() {
+        let mut l = ledger("created", ActionPhase::InProgress, None);
+        sent(Some(&mut l), "regenerate primary", Time(ts(100)));
+        operation(Some(&mut l), "regenerate primary", "https://op/1");
+        sent(Some(&mut l), "regenerate secondary", Time(ts(100)));
+        operation(Some(&mut l), "regenerate secondary", "https://op/2");
+        // The 202 alone proves nothing.
+        assert!(l.done.is_empty());
+        operation_failed(Some(&mut l), "https://op/1");
+        operation_succeeded(Some(&mut l), "https://op/2");
+        assert_eq!(l.done, vec!["regenerate secondary".to_string()]);
+        // The failed one had no effect: neither done nor waiting for evidence.
+        assert!(l.sent.is_empty());
+    }
+
+    #[test]
+    fn an_unanswered_call_waits_for_evidence_then_expires() {
+        let mut l = ledger("created", ActionPhase::InProgress, None);
+        sent(Some(&mut l), "regenerate primary", Time(ts(100)));
+        let wait = Duration::from_secs(600);
+        assert_eq!(
+            unconfirmed(Some(&l), &["regenerate primary"], wait, ts(200)),
+            Unconfirmed::Wait {
+                what: "regenerate primary".into(),
+                since: ts(100)
+            }
+        );
+        // Another call of the run is not held back by it.
+        assert_eq!(
+            unconfirmed(Some(&l), &["regenerate secondary"], wait, ts(200)),
+            Unconfirmed::None
+        );
+        assert_eq!(
+            unconfirmed(Some(&l), &["regenerate primary"], wait, ts(701)),
+            Unconfirmed::Expired(vec!["regenerate primary".into()])
+        );
+        // A refused call is forgotten; an unknown operation leaves the call unresolved.
+        operation(Some(&mut l), "regenerate primary", "https://op/1");
+        operation_unknown(Some(&mut l), "https://op/1");
+        assert_eq!(l.sent[0].operation, None);
+        unsent(Some(&mut l), "regenerate primary");
+        assert_eq!(
+            unconfirmed(Some(&l), &["regenerate primary"], wait, ts(200)),
+            Unconfirmed::None
         );
     }
 }

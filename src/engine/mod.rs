@@ -154,6 +154,13 @@ pub trait Control: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// What a human must do about an Azure error that keeps a release from finishing (e.g. the
+    /// target refuses changes in its current state), or `None` to retry it as usual. With
+    /// advice the resource is Stalled with it (and still retried, with backoff).
+    fn release_advice(&self, _e: &AzureError) -> Option<String> {
+        None
+    }
+
     /// Release must wait (e.g. an action on the target is still running): the message why.
     fn release_wait(&self, _observed: &Self::Observed) -> Option<String> {
         None
@@ -192,8 +199,24 @@ pub enum RunError {
     Kube(#[from] kube::Error),
     #[error(transparent)]
     Azure(#[from] AzureError),
+    /// A long-running operation is still running after this reconcile's polling budget: not a
+    /// failure; check again after this long (its URL is in status).
+    #[error("waiting for a long-running operation")]
+    AwaitingOperation(Duration),
     #[error("{0}")]
     Other(String),
+}
+
+impl RunError {
+    /// The stable reason label for metrics.
+    pub fn reason(&self) -> String {
+        match self {
+            RunError::Kube(_) => "KubernetesApi".into(),
+            RunError::Azure(e) => e.reason(),
+            RunError::AwaitingOperation(_) => "AwaitingOperation".into(),
+            RunError::Other(_) => "Other".into(),
+        }
+    }
 }
 
 struct TargetGuard<'a> {
@@ -231,6 +254,9 @@ pub struct Ctx {
     failures: Mutex<HashMap<String, u32>>,
     /// Reads shared between resources on one target.
     pub observations: observations::Observations,
+    /// How long a non-idempotent call sent without an answer is given to show its effect in
+    /// Azure before it is considered lost and sent again.
+    pub unconfirmed_wait: Duration,
 }
 
 impl Ctx {
@@ -252,6 +278,7 @@ impl Ctx {
             locks: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             observations: Default::default(),
+            unconfirmed_wait: Duration::from_secs(600),
         }
     }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Map, Value};
 
 use super::conditions::{self, State};
-use super::ledger::{self, RunDecision};
+use super::ledger::{self, RunDecision, Unconfirmed};
 use super::{Control, Ctx, FIELD_MANAGER, FINALIZER, Kind, RunError, Step, audit, observations};
 use crate::api::common::{ActionLedger, ActionPhase, CommonStatus, Mode, ReleasePolicy};
 use crate::azure::{ArmRequest, AzureError, Class, Poll, ResourceId};
@@ -40,6 +40,32 @@ pub async fn run<C: Control>(
         None => Api::all(cx.client.clone()),
     };
     let (reader, writer) = reflector::store();
+    let kind = kind_of::<C>();
+    // /readyz waits for every controller's cache: until then this kind acts on nothing.
+    {
+        let reader = reader.clone();
+        let metrics = cx.metrics.clone();
+        let kind = kind.clone();
+        tokio::spawn(async move {
+            if reader.wait_until_ready().await.is_ok() {
+                metrics.cache_synced();
+                tracing::info!(kind, "watch cache synced");
+            }
+        });
+    }
+    // Streaming lists: the initial state arrives as watch events, not as one list response
+    // holding every object at once (the resident-memory peak with many resources). API servers
+    // without the WatchList feature refuse them; list + watch works everywhere.
+    let config = if streaming_lists_served(&api).await {
+        watcher::Config::default().streaming_lists()
+    } else {
+        tracing::warn!(
+            kind,
+            "the API server does not serve streaming lists (its WatchList feature is off, as on \
+             older versions): using list + watch"
+        );
+        watcher::Config::default()
+    };
     let shared = Arc::new(Shared {
         control,
         cx,
@@ -47,10 +73,11 @@ pub async fn run<C: Control>(
     });
     // Only spec, finalizer and deletion changes trigger a reconcile: our own status writes must
     // not cause another round of Azure reads.
-    // Streaming lists: the initial state arrives as watch events, not as one list response
-    // holding every object at once (the resident-memory peak with many resources).
-    let stream = watcher(api, watcher::Config::default().streaming_lists())
+    let stream = watcher(api, config)
         .default_backoff()
+        .inspect_err(
+            move |e| tracing::warn!(kind, error = %e, "watch failed; retrying with backoff"),
+        )
         .modify(slim::<C::K>)
         .reflect(writer)
         .applied_objects()
@@ -65,6 +92,27 @@ pub async fn run<C: Control>(
             }
         })
         .await;
+}
+
+/// Whether the API server serves streaming lists (`sendInitialEvents`): one short watch, the
+/// way kube-runtime starts its own. Refused (422/400) means no; anything else is for the real
+/// watcher to meet and retry.
+async fn streaming_lists_served<K: Kind>(api: &Api<K>) -> bool {
+    use kube::api::{WatchEvent, WatchParams};
+    let refused = |code: u16| code == 422 || code == 400;
+    let wp = WatchParams::streaming_lists().timeout(5);
+    match api.watch(&wp, "0").await {
+        Err(kube::Error::Api(s)) => !refused(s.code),
+        Err(_) => true,
+        Ok(stream) => {
+            let mut stream = std::pin::pin!(stream);
+            match stream.next().await {
+                Some(Ok(WatchEvent::Error(e))) => !refused(e.code),
+                Some(Err(kube::Error::Api(s))) => !refused(s.code),
+                _ => true,
+            }
+        }
+    }
 }
 
 /// What the cache keeps of an object: of managedFields, only the entry `audit::requested_by`
@@ -172,17 +220,17 @@ async fn observe_shared<C: Control>(
 }
 
 fn error_policy<C: Control>(obj: Arc<C::K>, err: &RunError, sh: Arc<Shared<C>>) -> Action {
+    // Azure still working (e.g. on a release's operation) is not a failure: no backoff.
+    if let RunError::AwaitingOperation(wait) = err {
+        return Action::requeue(*wait);
+    }
     let n = sh.cx.failure(&key_of(obj.as_ref()), true);
     sh.cx
         .metrics
         .errors
         .get_or_create(&KindReason {
             kind: kind_of::<C>(),
-            reason: match err {
-                RunError::Kube(_) => "KubernetesApi".into(),
-                RunError::Azure(e) => e.reason(),
-                RunError::Other(_) => "Other".into(),
-            },
+            reason: err.reason(),
         })
         .inc();
     tracing::warn!(object = %key_of(obj.as_ref()), error = %err, "reconcile failed");
@@ -194,6 +242,10 @@ fn requeue_backoff(n: u32) -> Duration {
     let secs = (2.0 * 2f64.powi(n.saturating_sub(1).min(8) as i32)).min(300.0);
     Duration::from_secs_f64(secs * (0.8 + rand::random::<f64>() * 0.4))
 }
+
+/// How long one reconcile polls a long-running operation before it lets go of the target and
+/// requeues (the URL is in status; the next reconcile resumes).
+const POLL_BUDGET: Duration = Duration::from_secs(20);
 
 fn now() -> Time {
     Time(Timestamp::now())
@@ -291,36 +343,20 @@ impl<'a, C: Control> Run<'a, C> {
         }
     }
 
-    /// Send one step; poll its long-running operation (URL persisted first) to the end.
+    /// Send one step; poll its long-running operation (URL persisted first). A non-idempotent
+    /// call of a run is recorded as sent before it leaves, and done only once Azure says it
+    /// succeeded (its operation too), so neither a crash nor a lost answer makes it twice.
     async fn execute(&mut self, step: &Step) -> Result<(), RunError> {
         // Whatever happens next (a write, or an etag showing someone else wrote), earlier reads
         // of the target are suspect: no sibling may plan from them.
         self.sh.cx.observations.wrote(&step.path);
         if let Some(expected) = &step.expect_etag {
-            let now = self
-                .sh
-                .cx
-                .az
-                .get(step.service)
-                .get(&step.path, step.api_version)
-                .await?;
-            if now["etag"].as_str() != Some(expected.as_str()) {
-                // Someone wrote the object since we read it: re-read and re-plan, never
-                // overwrite their change.
-                return Err(AzureError::Api {
-                    status: 412,
-                    code: "ConcurrentModification".into(),
-                    message: format!(
-                        "{} changed between read and write (etag {expected} → {}); re-planning",
-                        step.path,
-                        now["etag"].as_str().unwrap_or("none")
-                    ),
-                    request: format!("{} {}", step.method, step.path),
-                    retry_after: None,
-                    request_id: None,
-                }
-                .into());
-            }
+            self.check_etag(step, expected).await?;
+        }
+        let tracked = !step.idempotent && self.status.action.is_some();
+        if tracked {
+            ledger::sent(self.status.action.as_mut(), &step.what, now());
+            self.save().await?;
         }
         let reply = self
             .sh
@@ -349,6 +385,12 @@ impl<'a, C: Control> Run<'a, C> {
                     reason,
                     &write_of(step, &e.reason(), e.status(), rid, None),
                 );
+                // Azure answered and refused: the call had no effect. A lost answer or a 5xx
+                // may have: it stays "sent" until evidence resolves it.
+                if tracked && !e.may_have_taken_effect() {
+                    ledger::unsent(self.status.action.as_mut(), &step.what);
+                    self.save().await?;
+                }
                 return Err(e.into());
             }
         };
@@ -367,11 +409,6 @@ impl<'a, C: Control> Run<'a, C> {
         az.last_request_id = reply.request_id.clone();
         az.last_correlation_id = reply.correlation_id.clone();
         self.status.last_applied_time = Some(now());
-        if let Some(l) = self.status.action.as_mut()
-            && !step.idempotent
-        {
-            l.done.push(step.what.clone());
-        }
         let from_reply = self.sh.control.on_reply(step, &reply.body);
         self.extra.extend(from_reply);
         self.event(
@@ -381,33 +418,71 @@ impl<'a, C: Control> Run<'a, C> {
             format!("{}: {} {}", step.what, step.method, step.path),
         )
         .await;
-        if step.lro
-            && let Some(url) = reply.operation_url
-        {
-            self.status
-                .azure
-                .get_or_insert_with(Default::default)
-                .pending_operation = Some(url);
-            conditions::apply(
-                &mut self.status.conditions,
-                &State::Progressing {
-                    reason: "AwaitingOperation".into(),
-                    message: format!("waiting for Azure to finish: {}", step.what),
-                    keep_ready: true,
-                },
-                self.generation,
-                &now(),
-            );
-            self.save().await?;
-            self.await_operation().await?;
-        } else {
-            // Record progress (ledger, ids) after every write: a crash never repeats it.
-            self.save().await?;
+        match reply.operation_url.filter(|_| step.lro) {
+            Some(url) => {
+                if tracked {
+                    ledger::operation(self.status.action.as_mut(), &step.what, &url);
+                }
+                self.status
+                    .azure
+                    .get_or_insert_with(Default::default)
+                    .pending_operation = Some(url);
+                conditions::apply(
+                    &mut self.status.conditions,
+                    &State::Progressing {
+                        reason: "AwaitingOperation".into(),
+                        message: format!("waiting for Azure to finish: {}", step.what),
+                        keep_ready: true,
+                    },
+                    self.generation,
+                    &now(),
+                );
+                self.save().await?;
+                self.await_operation().await
+            }
+            None => {
+                if tracked {
+                    ledger::done(self.status.action.as_mut(), &step.what);
+                }
+                // Record progress (ledger, ids) after every write: a crash never repeats it.
+                self.save().await
+            }
         }
-        Ok(())
     }
 
-    /// Poll the persisted operation until it ends, then clear it.
+    /// Whole-object writes: re-read just before sending; someone else's write means re-plan.
+    async fn check_etag(&self, step: &Step, expected: &str) -> Result<(), RunError> {
+        let now = self
+            .sh
+            .cx
+            .az
+            .get(step.service)
+            .get(&step.path, step.api_version)
+            .await?;
+        if now["etag"].as_str() == Some(expected) {
+            return Ok(());
+        }
+        // Someone wrote the object since we read it: re-read and re-plan, never overwrite
+        // their change.
+        Err(AzureError::Api {
+            status: 412,
+            code: "ConcurrentModification".into(),
+            message: format!(
+                "{} changed between read and write (etag {expected} → {}); re-planning",
+                step.path,
+                now["etag"].as_str().unwrap_or("none")
+            ),
+            request: format!("{} {}", step.method, step.path),
+            retry_after: None,
+            request_id: None,
+        }
+        .into())
+    }
+
+    /// Poll the persisted operation for at most [`POLL_BUDGET`]. When it ends, the steps that
+    /// waited for it are done (Succeeded) or not (Failed/Canceled) and the URL is cleared. Still
+    /// running: [`RunError::AwaitingOperation`], the URL kept, so the next reconcile resumes
+    /// without holding the target's lock meanwhile. A failed poll keeps the URL too.
     async fn await_operation(&mut self) -> Result<(), RunError> {
         let Some(url) = self
             .status
@@ -417,23 +492,91 @@ impl<'a, C: Control> Run<'a, C> {
         else {
             return Ok(());
         };
+        let deadline = Instant::now() + POLL_BUDGET;
         let outcome = loop {
             match self.sh.cx.az.arm.poll(&url).await {
                 Ok(Poll::Running(wait)) => {
-                    tokio::time::sleep(
-                        wait.clamp(Duration::from_millis(200), Duration::from_secs(30)),
-                    )
-                    .await
+                    let wait = wait.clamp(Duration::from_millis(200), Duration::from_secs(30));
+                    if Instant::now() + wait > deadline {
+                        return Err(RunError::AwaitingOperation(wait));
+                    }
+                    tokio::time::sleep(wait).await
                 }
-                Ok(Poll::Done) => break Ok(()),
-                Err(e) => break Err(e),
+                Ok(Poll::Done) => break Ok(Some(())),
+                Err(e @ AzureError::Operation { .. }) => break Err(e),
+                // Azure no longer knows the operation: its outcome is for the evidence to show.
+                Err(e) if e.status() == Some(404) => break Ok(None),
+                Err(e) => return Err(e.into()),
             }
         };
+        let ledger = self.status.action.as_mut();
+        match &outcome {
+            Ok(Some(())) => ledger::operation_succeeded(ledger, &url),
+            Ok(None) => ledger::operation_unknown(ledger, &url),
+            Err(_) => ledger::operation_failed(ledger, &url),
+        }
         if let Some(a) = self.status.azure.as_mut() {
             a.pending_operation = None;
         }
         self.save().await?;
-        outcome.map_err(Into::into)
+        outcome.map(|_| ()).map_err(Into::into)
+    }
+
+    /// Planned calls of this run that were sent before without an answer (a crash, a lost
+    /// reply) may have taken effect in Azure: wait for the evidence rather than send them
+    /// twice. Once the wait has run out with no evidence, they had none; they are sent again.
+    async fn unconfirmed(&mut self, steps: &[Step]) -> Option<super::Wait> {
+        let planned: Vec<&str> = steps.iter().map(|s| s.what.as_str()).collect();
+        let wait = self.sh.cx.unconfirmed_wait;
+        match ledger::unconfirmed(
+            self.status.action.as_ref(),
+            &planned,
+            wait,
+            Timestamp::now(),
+        ) {
+            Unconfirmed::None => None,
+            Unconfirmed::Wait { what, since } => Some(super::Wait {
+                reason: "AwaitingEvidence".into(),
+                message: format!(
+                    "{what}: sent at {since} without an answer; waiting up to {} for Azure to \
+                     show its effect before sending it again",
+                    jiff::SignedDuration::try_from(wait).unwrap_or_default()
+                ),
+                recheck: Duration::from_secs(5).min(wait),
+            }),
+            Unconfirmed::Expired(calls) => {
+                for what in &calls {
+                    ledger::unsent(self.status.action.as_mut(), what);
+                }
+                let note = format!(
+                    "no evidence of {} after {:?}: sending again",
+                    calls.join(", "),
+                    wait
+                );
+                tracing::warn!(object = %key_of(self.obj.as_ref()), "{note}");
+                self.event(EventType::Warning, "Unconfirmed", "Action", note)
+                    .await;
+                None
+            }
+        }
+    }
+
+    /// How a reconcile that hit `e` ends: Azure errors become conditions and a requeue; an
+    /// operation still running is progress, re-checked when Azure says.
+    async fn failed(&mut self, e: RunError) -> Result<Action, RunError> {
+        match e {
+            RunError::Azure(e) => self.azure_failed(e).await,
+            RunError::AwaitingOperation(wait) => {
+                self.finish(State::Progressing {
+                    reason: "AwaitingOperation".into(),
+                    message: "waiting for an Azure long-running operation to finish".into(),
+                    keep_ready: true,
+                })
+                .await?;
+                Ok(Action::requeue(wait))
+            }
+            other => Err(other),
+        }
     }
 
     /// Turn an Azure error into conditions and a requeue.
@@ -607,13 +750,9 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
         && exp.0 <= Timestamp::now()
     {
         if run.status.released_time.is_none() {
-            if common.mode == Mode::Enforce
-                && let Err(e) = release_steps::<C>(&mut run, &target).await
-            {
-                return match e {
-                    RunError::Azure(e) => run.azure_failed(e).await,
-                    other => Err(other),
-                };
+            // Whatever was applied is released, whatever the mode is now.
+            if let Err(e) = release_steps::<C>(&mut run, &target).await {
+                return run.failed(e).await;
             }
             run.status.released_time = Some(now());
             run.event(
@@ -632,12 +771,14 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
         return Ok(Action::await_change());
     }
 
+    // Not expired (any more): enforcing again re-arms the release (e.g. expiresAt moved on).
+    if common.mode == Mode::Enforce {
+        run.status.released_time = None;
+    }
+
     // A long-running operation from before a restart: finish polling it, never re-issue.
     if let Err(e) = run.await_operation().await {
-        return match e {
-            RunError::Azure(e) => run.azure_failed(e).await,
-            other => Err(other),
-        };
+        return run.failed(e).await;
     }
 
     // A converged resource's drift check may use what a sibling on the same target read
@@ -698,6 +839,9 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
                 });
             }
             RunDecision::Start(run_id) if common.mode == Mode::Enforce => {
+                // A new run starts clean: the kind's fields (a submission id, a verdict) belong
+                // to the run that wrote them.
+                run.extra.clear();
                 run.status.action = Some(ActionLedger {
                     run_id: run_id.clone(),
                     phase: ActionPhase::InProgress,
@@ -705,6 +849,7 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
                     completed_time: None,
                     evidence: Some(sh.control.evidence(&observed)),
                     done: Vec::new(),
+                    sent: Vec::new(),
                 });
                 conditions::apply(
                     &mut run.status.conditions,
@@ -770,6 +915,16 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
         Mode::Enforce => run.status.plan.clear(),
     }
 
+    if is_action && let Some(wait) = run.unconfirmed(&assessment.steps).await {
+        run.finish(State::Progressing {
+            reason: wait.reason,
+            message: wait.message,
+            keep_ready: false,
+        })
+        .await?;
+        return Ok(Action::requeue(wait.recheck));
+    }
+
     // The prior state is recorded before the first write (and also when another resource's
     // coalesced write already did the work, so that this one's release still knows what it owns).
     if let Some(record) = assessment.record.clone() {
@@ -811,10 +966,7 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
         run.save().await?;
         for step in &assessment.steps {
             if let Err(e) = run.execute(step).await {
-                return match e {
-                    RunError::Azure(e) => run.azure_failed(e).await,
-                    other => Err(other),
-                };
+                return run.failed(e).await;
             }
         }
         // Verify: from Azure's acknowledgements where the kind can derive the result from them
@@ -877,14 +1029,12 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
             .is_some_and(|l| l.phase == ActionPhase::InProgress);
         if in_progress {
             if let Err(e) = sh.control.after_run(&sh.cx, &sh.cx.az, &obj, &target).await {
-                return match e {
-                    RunError::Azure(e) => run.azure_failed(e).await,
-                    other => Err(other),
-                };
+                return run.failed(e).await;
             }
             if let Some(l) = run.status.action.as_mut() {
                 l.phase = ActionPhase::Completed;
                 l.completed_time = Some(now());
+                l.sent.clear();
             }
             run.event(
                 EventType::Normal,
@@ -983,6 +1133,8 @@ async fn release_steps<C: Control>(
     for step in &steps {
         run.execute(step).await?;
     }
+    // The prior state is back: the record is spent (re-applying records afresh).
+    run.status.restore = None;
     run.event(
         EventType::Normal,
         "Released",
@@ -998,9 +1150,10 @@ async fn release_steps<C: Control>(
 
 async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, RunError> {
     let mut run = Run::new(obj.clone(), sh);
-    let common = obj.common().into_owned();
     let policy = release_policy::<C>(&obj);
-    let applied = common.mode == Mode::Enforce && run.status.released_time.is_none();
+    // What was applied and not yet released, whatever the mode says now (Enforce → DryRun →
+    // delete must still put the prior state back).
+    let applied = run.status.restore.is_some() && run.status.released_time.is_none();
     let Ok(target) = resolve::<C>(&obj) else {
         return Ok(Action::await_change());
     };
@@ -1023,9 +1176,14 @@ async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, R
         Err(RunError::Azure(e)) => {
             // Keep the finalizer: the prior state is not back yet.
             let reason = e.reason();
+            let advice = sh.control.release_advice(&e);
             conditions::apply(
                 &mut run.status.conditions,
                 &match e.class() {
+                    _ if advice.is_some() => State::Stalled {
+                        reason: reason.clone(),
+                        message: format!("release failed: {} ({e})", advice.unwrap_or_default()),
+                    },
                     Class::Permanent => State::Stalled {
                         reason: reason.clone(),
                         message: format!("release failed: {e}"),

@@ -24,6 +24,9 @@ pub struct StartOptions {
     pub assets: Option<Assets>,
     /// How long to wait for `/readyz`.
     pub ready_timeout: Duration,
+    /// More kube-apiserver flags, e.g. `--feature-gates=WatchList=false` to stand in for an
+    /// older API server.
+    pub extra_apiserver_args: Vec<String>,
 }
 
 impl Default for StartOptions {
@@ -32,6 +35,7 @@ impl Default for StartOptions {
             dir: None,
             assets: None,
             ready_timeout: Duration::from_secs(120),
+            extra_apiserver_args: Vec::new(),
         }
     }
 }
@@ -174,7 +178,8 @@ impl ControlPlane {
             // API server with no Service traffic needs no `kubernetes` Endpoints anyway.
             .arg("--endpoint-reconciler-type=none")
             .arg("--profiling=false")
-            .arg("--v=1");
+            .arg("--v=1")
+            .args(&opts.extra_apiserver_args);
         processes.push(spawn_logged("kube-apiserver", api, &dir)?);
 
         let kubeconfig_path = dir.join(KUBECONFIG_FILE);

@@ -402,6 +402,24 @@ impl Env {
         }
     }
 
+    /// Like [`Env::new`], on a control plane of the test's own (e.g. one started with other
+    /// API-server flags) instead of the shared one.
+    pub async fn on_control_plane(prefix: &str, cp: &testenv::ControlPlane) -> Env {
+        let client = cp.client().await.unwrap();
+        testenv::install_crds_from_dir(&client, Path::new(CRDS))
+            .await
+            .unwrap();
+        let ns = cp.namespace(&client, prefix).await.unwrap();
+        Env {
+            sim: Sim::start(printed_actions(&[])).await,
+            client,
+            ns,
+            kubeconfig: cp.kubeconfig_path().to_path_buf(),
+            dir: tempfile::tempdir().unwrap(),
+            starts: Default::default(),
+        }
+    }
+
     pub fn operator(&self) -> Operator {
         Operator::start(self, &[])
     }

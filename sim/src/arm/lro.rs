@@ -170,12 +170,15 @@ pub fn poll(st: &mut State, _req: &Req, path: &str, _claims: &Claims) -> Option<
             body["endTime"] = json!(end);
         }
         if op.status == "Failed" {
-            let message = if op.fail {
-                "Injected failure (azure-sim lroFailNext)."
+            let (code, message) = if op.fail {
+                (
+                    st.settings.lro_fail_code.as_str(),
+                    "Injected failure (azure-sim lroFailNext).",
+                )
             } else {
-                "The target resource no longer exists."
+                ("ResourceNotFound", "The target resource no longer exists.")
             };
-            body["error"] = json!({"code": "OperationFailed", "message": message});
+            body["error"] = json!({"code": code, "message": message});
         }
         let r = Resp::json(StatusCode::OK, &body);
         if op.status == "InProgress" {

@@ -103,8 +103,11 @@ impl TestSim {
             .http
             .request(method.parse().unwrap(), url)
             .bearer_auth(token);
-        if let Some(b) = body {
-            rb = rb.json(&b);
+        match body {
+            Some(b) => rb = rb.json(&b),
+            // As every Azure client must (ARM answers 411 otherwise).
+            None if method == "POST" => rb = rb.header("content-length", "0"),
+            None => {}
         }
         let r = rb.send().await.unwrap();
         let status = r.status().as_u16();
