@@ -166,6 +166,11 @@ async fn health_readiness_and_metrics_endpoints() {
         }
     };
     assert_eq!(get("/healthz").await.0, 200);
+    // Ready once every kind's watch cache has synced (moments after start).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while get("/readyz").await.0 != 200 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(get("/readyz").await.0, 200);
     assert_eq!(get("/nope").await.0, 404);
     let (status, m) = get("/metrics").await;

@@ -258,3 +258,66 @@ async fn authorization_policy_read_and_patch_need_their_permissions() {
     let a = sim.token(AUDITOR, GRAPH).await;
     assert_eq!(sim.call(&a, "GET", p, None).await.0, 403);
 }
+
+/// Graph and MDE lists are paged with `@odata.nextLink` (absolute, the same filter kept), and a
+/// filtered machine list that matches nothing is a 404, as in Defender for Endpoint.
+#[tokio::test]
+async fn lists_page_through_odata_next_link_and_an_empty_machine_filter_is_404() {
+    let sim = start().await;
+    let (s, _) = sim
+        .admin("POST", "/_sim/settings", Some(json!({"odataPageSize": 1})))
+        .await;
+    assert_eq!(s, 200);
+    let g = sim.token(OPERATOR, GRAPH).await;
+    for url in [
+        "https://a.example/",
+        "https://b.example/",
+        "https://c.example/",
+    ] {
+        let (s, _, _) = sim
+            .call(
+                &g,
+                "POST",
+                "/beta/security/threatSubmission/urlThreats",
+                Some(json!({"@odata.type": "#microsoft.graph.security.urlThreatSubmission", "category": "spam", "webUrl": url})),
+            )
+            .await;
+        assert_eq!(s, 201);
+    }
+    let mut seen = Vec::new();
+    let mut next = Some("/beta/security/threatSubmission/urlThreats".to_string());
+    while let Some(url) = next.take() {
+        let (s, _, page) = sim.call(&g, "GET", &url, None).await;
+        assert_eq!(s, 200, "{url}");
+        let items = page["value"].as_array().unwrap();
+        assert!(items.len() <= 1);
+        seen.extend(
+            items
+                .iter()
+                .map(|i| i["webUrl"].as_str().unwrap().to_string()),
+        );
+        next = page["@odata.nextLink"].as_str().map(|n| {
+            assert!(n.starts_with(&sim.url), "absolute: {n}");
+            n.to_string()
+        });
+    }
+    assert_eq!(
+        seen,
+        [
+            "https://a.example/",
+            "https://b.example/",
+            "https://c.example/"
+        ]
+    );
+
+    let m = sim.token(OPERATOR, MDE).await;
+    let (s, _, b) = sim
+        .call(
+            &m,
+            "GET",
+            "/api/machines?$filter=computerDnsName%20eq%20'nobody.example'",
+            None,
+        )
+        .await;
+    assert_eq!(s, 404, "{b}");
+}

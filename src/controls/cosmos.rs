@@ -152,9 +152,8 @@ pub fn desired_patch(spec: &CosmosPublicAccessLockdownSpec, props: &Value) -> Ma
             if !same_ip_rules(&props["ipRules"], &allowed) {
                 patch.insert("ipRules".into(), allowed);
             }
-            if props["publicNetworkAccess"].as_str() != Some("Enabled") {
-                patch.insert("publicNetworkAccess".into(), json!("Enabled"));
-            }
+            // Disabled (or perimeter-secured) admits less than an allow-list: containment never
+            // widens it to Enabled.
         }
     }
     if spec.disable_local_auth && !props["disableLocalAuth"].as_bool().unwrap_or(false) {
@@ -294,6 +293,12 @@ mod tests {
         );
         let done = json!({"publicNetworkAccess": "Enabled", "ipRules": [{"ipAddressOrRange": "203.0.113.0/24"}], "disableLocalAuth": true});
         assert!(desired_patch(&r, &done).is_empty());
+        let mut closed = done.clone();
+        closed["publicNetworkAccess"] = json!("Disabled");
+        assert!(
+            desired_patch(&r, &closed).is_empty(),
+            "Restricted must not open a Disabled endpoint"
+        );
     }
 
     #[test]

@@ -126,8 +126,13 @@ pub fn plan(
         }
         record.created.insert(name.clone());
     }
-    for name in record.originals.keys() {
-        if current.contains_key(name.as_str()) && !desired.contains_key(name) {
+    for (name, rr) in &record.originals {
+        // A rule that reuses an original's name with another range, admitting none of the
+        // blocked addresses, is someone's new rule: not ours to delete.
+        let ours_or_admits = current.get(name.as_str()).is_some_and(|cur| {
+            rr.range() == Some(*cur) || blocked.iter().any(|b| ipv4::intersects(*cur, *b))
+        });
+        if ours_or_admits && !desired.contains_key(name) {
             steps.push(
                 Step::delete(rule_path(server, name), SQL_API)
                     .what(format!("delete firewall rule {name}")),
@@ -495,5 +500,29 @@ mod tests {
         assert!(fixed.iter().all(|r| !ipv4::intersects(r.range, blocked[0])));
         assert!(record2.originals.contains_key("evil"));
         assert!(fixed.iter().any(|r| r.name == "evil-cx1"));
+    }
+
+    #[test]
+    fn a_later_rule_reusing_an_originals_name_is_left_alone() {
+        let blocked = [ipv4::parse("198.51.100.7").unwrap()];
+        let (steps, record) = plan(SRV, &demo(), &blocked, false, &Record::default());
+        assert!(record.originals.contains_key("office"));
+        let mut after = apply(&demo(), &steps);
+        // An admin later creates a new "office" rule for another network.
+        after.push(rule("office", "192.0.2.0", "192.0.2.255"));
+        let (fix, _) = plan(SRV, &after, &blocked, false, &record);
+        assert!(
+            fix.iter()
+                .all(|s| !s.path.ends_with("/firewallRules/office")),
+            "{fix:?}"
+        );
+        // The same name admitting the blocked address again is drift: removed again.
+        after.retain(|r| r.name != "office");
+        after.push(rule("office", "198.51.100.0", "198.51.100.255"));
+        let (fix, _) = plan(SRV, &after, &blocked, false, &record);
+        assert!(
+            fix.iter()
+                .any(|s| s.method == "DELETE" && s.path.ends_with("/firewallRules/office"))
+        );
     }
 }

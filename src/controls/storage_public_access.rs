@@ -53,9 +53,8 @@ pub fn desired_patch(spec: &StoragePublicAccessLockdownSpec, props: &Value) -> M
                 next.entry("bypass").or_insert(json!("AzureServices"));
                 patch.insert("networkAcls".into(), Value::Object(next));
             }
-            if props["publicNetworkAccess"].as_str() == Some("Disabled") {
-                patch.insert("publicNetworkAccess".into(), json!("Enabled"));
-            }
+            // An endpoint that is Disabled admits nothing, which is stricter than an allow-list:
+            // containment never opens it (the ACL is in place should someone enable it).
         }
         PublicNetworkAccess::Unchanged => {}
     }
@@ -225,6 +224,12 @@ mod tests {
             json!([{"id": "subnet-1"}])
         );
         assert!(!p.contains_key("publicNetworkAccess"));
+        // A Disabled endpoint is stricter than any allow-list: never Enabled by a lockdown.
+        let mut closed = open();
+        closed["publicNetworkAccess"] = json!("Disabled");
+        let p = desired_patch(&s, &closed);
+        assert!(!p.contains_key("publicNetworkAccess"), "{p:?}");
+        assert_eq!(p["networkAcls"]["defaultAction"], "Deny");
     }
 
     #[test]

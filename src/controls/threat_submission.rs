@@ -81,6 +81,9 @@ pub struct Observed {
     pub submission: Option<Value>,
     /// File content (base64), read from the Secret only when a submission is still to be made.
     pub file_content: Option<String>,
+    /// Before a new run: ids of earlier submissions of the same content, recorded with the intent
+    /// so that crash recovery never takes one of them for the new run's.
+    pub existing: Vec<String>,
 }
 
 const FINAL: [&str; 3] = ["succeeded", "failed", "skipped"];
@@ -240,16 +243,35 @@ impl Control for ThreatSubmissionControl {
             l.run_id == crate::engine::ledger::run_id_for(obj.spec.trigger.as_deref())
         });
         let mut submission = None;
+        let mut existing = Vec::new();
+        let (field, value) = identity(obj);
+        if !run_is_current && obj.spec.mode == crate::api::common::Mode::Enforce {
+            existing = az
+                .graph
+                .list(&format!("{BASE}/{coll}"), "")
+                .await?
+                .into_iter()
+                .filter(|s| s[field] == value.as_str())
+                .filter_map(|s| s["id"].as_str().map(str::to_string))
+                .collect();
+        }
         if run_is_current {
             if let Some(id) = status.and_then(|s| s.submission_id.as_deref()) {
                 submission = Some(az.graph.get(&format!("{BASE}/{coll}/{id}"), "").await?);
             } else if let Some(l) = ledger {
-                // The POST may have been answered after a crash: find it by content and time.
-                let (field, value) = identity(obj);
+                // The POST may have been answered after a crash: find it by content and time,
+                // never one that existed before this run.
+                let before = &l.evidence.as_ref().unwrap_or(&Value::Null)["existing"];
+                let earlier = |id: &Value| {
+                    before
+                        .as_array()
+                        .is_some_and(|ids| ids.iter().any(|e| e == id))
+                };
                 let started = l.started_time.0;
                 let all = az.graph.list(&format!("{BASE}/{coll}"), "").await?;
                 submission = all.into_iter().find(|s| {
                     s[field] == value.as_str()
+                        && !earlier(&s["id"])
                         && s["createdDateTime"]
                             .as_str()
                             .and_then(|t| t.parse::<jiff::Timestamp>().ok())
@@ -266,6 +288,7 @@ impl Control for ThreatSubmissionControl {
         Ok(Observed {
             submission,
             file_content,
+            existing,
         })
     }
 
@@ -277,6 +300,10 @@ impl Control for ThreatSubmissionControl {
         _status: &CommonStatus,
     ) -> Result<Assessment, Stall> {
         plan(obj, o)
+    }
+
+    fn evidence(&self, o: &Observed) -> Value {
+        json!({ "existing": o.existing })
     }
 
     fn on_reply(&self, _step: &Step, reply: &Value) -> Map<String, Value> {
@@ -314,6 +341,7 @@ mod tests {
         let running = Observed {
             submission: Some(json!({"id": "s1", "status": "running"})),
             file_content: None,
+            existing: Vec::new(),
         };
         let w = plan(&o, &running).unwrap();
         assert!(w.steps.is_empty());
@@ -323,6 +351,7 @@ mod tests {
                 json!({"id": "s1", "status": "succeeded", "result": {"category": "phishing", "detail": "x"}}),
             ),
             file_content: None,
+            existing: Vec::new(),
         };
         let d = plan(&o, &done).unwrap();
         assert!(d.steps.is_empty() && d.wait.is_none());
@@ -339,6 +368,7 @@ mod tests {
             &Observed {
                 submission: None,
                 file_content: Some("U0VDUkVU".into()),
+                existing: Vec::new(),
             },
         )
         .unwrap();

@@ -47,10 +47,9 @@ pub async fn run<C: Control>(
         let metrics = cx.metrics.clone();
         let kind = kind.clone();
         tokio::spawn(async move {
-            if reader.wait_until_ready().await.is_ok() {
-                metrics.cache_synced();
-                tracing::info!(kind, "watch cache synced");
-            }
+            cache_ready(&reader).await;
+            metrics.cache_synced();
+            tracing::info!(kind, "watch cache synced");
         });
     }
     // Streaming lists: the initial state arrives as watch events, not as one list response
@@ -94,25 +93,24 @@ pub async fn run<C: Control>(
         .await;
 }
 
+/// Until the store has its initial state. kube-runtime's readiness is a oneshot that wakes only
+/// its latest poller, so with the controller also waiting a plain `wait_until_ready` can sleep
+/// forever: poll it again now and then.
+async fn cache_ready<K: Kind>(store: &reflector::Store<K>) {
+    while tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready())
+        .await
+        .is_err()
+    {}
+}
+
 /// Whether the API server serves streaming lists (`sendInitialEvents`): one short watch, the
-/// way kube-runtime starts its own. Refused (422/400) means no; anything else is for the real
-/// watcher to meet and retry.
+/// way kube-runtime starts its own. Refused (422/400) means no; any other failure is for the
+/// real watcher to meet and retry.
 async fn streaming_lists_served<K: Kind>(api: &Api<K>) -> bool {
-    use kube::api::{WatchEvent, WatchParams};
-    let refused = |code: u16| code == 422 || code == 400;
-    let wp = WatchParams::streaming_lists().timeout(5);
-    match api.watch(&wp, "0").await {
-        Err(kube::Error::Api(s)) => !refused(s.code),
-        Err(_) => true,
-        Ok(stream) => {
-            let mut stream = std::pin::pin!(stream);
-            match stream.next().await {
-                Some(Ok(WatchEvent::Error(e))) => !refused(e.code),
-                Some(Err(kube::Error::Api(s))) => !refused(s.code),
-                _ => true,
-            }
-        }
-    }
+    // The API server validates the options before it starts streaming: a refusal is the answer
+    // to the request itself.
+    let wp = kube::api::WatchParams::streaming_lists().timeout(1);
+    !matches!(api.watch(&wp, "0").await, Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400)
 }
 
 /// What the cache keeps of an object: of managedFields, only the entry `audit::requested_by`
@@ -737,7 +735,7 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
         .is_some_and(|e| e.0 <= Timestamp::now());
     if common.mode == Mode::Enforce && !expired {
         // The cache is complete once the initial list is in; peers are read from it.
-        let _ = sh.store.wait_until_ready().await;
+        cache_ready(&sh.store).await;
         sh.control.register(&obj, &target, &sh.store.state());
     } else {
         sh.control.unregister(&obj, &target);

@@ -387,31 +387,24 @@ impl Env {
         edit: impl FnOnce(&mut azure_sim::world::World),
     ) -> Env {
         let cp = testenv::shared().await.unwrap();
-        let client = cp.client().await.unwrap();
-        testenv::install_crds_from_dir(&client, Path::new(CRDS))
-            .await
-            .unwrap();
-        let ns = cp.namespace(&client, prefix).await.unwrap();
-        Env {
-            sim: Sim::start_with(actions, edit).await,
-            client,
-            ns,
-            kubeconfig: cp.kubeconfig_path().to_path_buf(),
-            dir: tempfile::tempdir().unwrap(),
-            starts: Default::default(),
-        }
+        Env::on(prefix, cp, Sim::start_with(actions, edit).await).await
     }
 
     /// Like [`Env::new`], on a control plane of the test's own (e.g. one started with other
     /// API-server flags) instead of the shared one.
     pub async fn on_control_plane(prefix: &str, cp: &testenv::ControlPlane) -> Env {
+        Env::on(prefix, cp, Sim::start(printed_actions(&[])).await).await
+    }
+
+    /// CRDs installed on `cp`, a fresh namespace, and `sim`.
+    async fn on(prefix: &str, cp: &testenv::ControlPlane, sim: Sim) -> Env {
         let client = cp.client().await.unwrap();
         testenv::install_crds_from_dir(&client, Path::new(CRDS))
             .await
             .unwrap();
         let ns = cp.namespace(&client, prefix).await.unwrap();
         Env {
-            sim: Sim::start(printed_actions(&[])).await,
+            sim,
             client,
             ns,
             kubeconfig: cp.kubeconfig_path().to_path_buf(),
