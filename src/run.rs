@@ -204,15 +204,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         write: args.arm_write_bucket,
         delete: args.arm_delete_bucket,
     }));
-    let arm = Arc::new(Arm::new(
-        http.clone(),
-        &args.arm_endpoint,
-        &args.arm_audience,
-        &tenant,
-        cred.clone(),
-        limiter,
-        metrics.clone(),
-    ));
+    // Closed by the lease fence (leader election): every client refuses writes from then on.
+    let write_fence = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let arm = Arc::new(
+        Arm::new(
+            http.clone(),
+            &args.arm_endpoint,
+            &args.arm_audience,
+            &tenant,
+            cred.clone(),
+            limiter,
+            metrics.clone(),
+        )
+        .with_write_fence(write_fence.clone()),
+    );
     // Defender for Endpoint: 100 calls per minute and 1,500 per hour per API (isolate,
     // machineactions, ...).
     let per_minute = |n: f64| BucketSpec {
@@ -223,40 +228,46 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         capacity: n,
         per_second: n / 3600.0,
     };
-    let mde = Arc::new(Arm::new(
-        http.clone(),
-        &args.mde_endpoint,
-        &args.mde_audience,
-        &tenant,
-        cred.clone(),
-        Arc::new(
-            Limiter::new(LimiterConfig {
-                read: per_minute(100.0),
-                write: per_minute(100.0),
-                delete: per_minute(100.0),
-            })
-            .and_window(LimiterConfig {
-                read: per_hour(1500.0),
-                write: per_hour(1500.0),
-                delete: per_hour(1500.0),
-            }),
-        ),
-        metrics.clone(),
-    ));
+    let mde = Arc::new(
+        Arm::new(
+            http.clone(),
+            &args.mde_endpoint,
+            &args.mde_audience,
+            &tenant,
+            cred.clone(),
+            Arc::new(
+                Limiter::new(LimiterConfig {
+                    read: per_minute(100.0),
+                    write: per_minute(100.0),
+                    delete: per_minute(100.0),
+                })
+                .and_window(LimiterConfig {
+                    read: per_hour(1500.0),
+                    write: per_hour(1500.0),
+                    delete: per_hour(1500.0),
+                }),
+            ),
+            metrics.clone(),
+        )
+        .with_write_fence(write_fence.clone()),
+    );
     // Graph security APIs: about 150 requests per minute per app and tenant.
-    let graph = Arc::new(Arm::new(
-        http,
-        &args.graph_endpoint,
-        &args.graph_audience,
-        &tenant,
-        cred,
-        Arc::new(Limiter::new(LimiterConfig {
-            read: per_minute(150.0),
-            write: per_minute(150.0),
-            delete: per_minute(150.0),
-        })),
-        metrics.clone(),
-    ));
+    let graph = Arc::new(
+        Arm::new(
+            http,
+            &args.graph_endpoint,
+            &args.graph_audience,
+            &tenant,
+            cred,
+            Arc::new(Limiter::new(LimiterConfig {
+                read: per_minute(150.0),
+                write: per_minute(150.0),
+                delete: per_minute(150.0),
+            })),
+            metrics.clone(),
+        )
+        .with_write_fence(write_fence.clone()),
+    );
     let identity = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "containment-operator".into());
@@ -305,7 +316,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             rx.changed().await.context("leader election stopped")?;
         }
         tracing::info!("became the leader");
-        leadership = Some((rx, task));
+        let fence = tokio::spawn(lease_fence(
+            client.clone(),
+            ns.clone(),
+            args.lease_name.clone(),
+            format!("{identity}-{}", std::process::id()),
+            Duration::from_secs(secs),
+            Duration::from_secs((secs / 3).max(1)),
+            write_fence.clone(),
+        ));
+        leadership = Some((rx, task, fence));
     }
 
     let ns = args.namespace.clone();
@@ -318,8 +338,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(kind = k.kind, "controller started");
     }
     match leadership {
-        Some((mut rx, _task)) => {
+        Some((mut rx, _task, fence)) => {
             tokio::select! {
+                lost = fence => {
+                    bail!("{}", lost.map(|e| e.to_string()).unwrap_or_else(|e| e.to_string()));
+                }
                 r = async {
                     while let Some(ended) = tasks.join_next().await {
                         controller_ended(ended)?;
@@ -344,6 +367,51 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// Azure writes stop once the lease may have passed to another replica: our last renewal is
+/// older than the lease duration minus half the grace (the renewal is due a whole grace before
+/// expiry, so half of it is left for a slow renewal and half for this check's own delay).
+/// kube-lease-manager retries a failing renewal without telling its holder, so the holder
+/// checks for itself. Returns why it fenced.
+async fn lease_fence(
+    client: kube::Client,
+    namespace: String,
+    name: String,
+    identity: String,
+    duration: Duration,
+    grace: Duration,
+    fence: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Error {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: kube::Api<Lease> = kube::Api::namespaced(client, &namespace);
+    let usable = duration.saturating_sub(grace / 2);
+    let mut valid_until = std::time::Instant::now() + usable;
+    loop {
+        tokio::time::sleep((grace / 4).max(Duration::from_millis(100))).await;
+        if let Ok(lease) = leases.get(&name).await {
+            let spec = lease.spec.unwrap_or_default();
+            if spec.holder_identity.as_deref() != Some(identity.as_str()) {
+                fence.store(true, Ordering::SeqCst);
+                return anyhow::anyhow!(
+                    "the lease {namespace}/{name} is held by {:?} now: Azure writes stopped; exiting",
+                    spec.holder_identity.unwrap_or_default()
+                );
+            }
+            if let Some(renewed) = spec.renew_time {
+                let age =
+                    std::time::Duration::try_from(jiff::Timestamp::now().duration_since(renewed.0))
+                        .unwrap_or_default();
+                valid_until = std::time::Instant::now() + usable.saturating_sub(age);
+            }
+        }
+        if std::time::Instant::now() >= valid_until {
+            fence.store(true, Ordering::SeqCst);
+            return anyhow::anyhow!(
+                "the leader lease {namespace}/{name} was not renewed for {usable:?}: Azure writes stopped; exiting"
+            );
+        }
+    }
 }
 
 /// A controller task ends on shutdown; a panic means that kind is no longer reconciled while

@@ -390,3 +390,103 @@ async fn works_on_an_api_server_without_streaming_lists() {
         "the fallback is logged"
     );
 }
+
+/// A TCP proxy to `upstream` that the test can cut: then every connection is dropped and no new
+/// one is accepted (the API server unreachable for one process only).
+async fn cuttable_proxy(upstream: String) -> (String, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let mut cut = rx.clone();
+            tokio::select! {
+                _ = cut.wait_for(|c| *c) => return,
+                accepted = listener.accept() => {
+                    let Ok((mut down, _)) = accepted else { return };
+                    let upstream = upstream.clone();
+                    let mut cut = rx.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                            _ = cut.wait_for(|c| *c) => {}
+                        }
+                    });
+                }
+            }
+        }
+    });
+    (addr, tx)
+}
+
+/// The leader loses the API server (and so its lease renewals) while Azure stays reachable:
+/// it must stop writing to Azure and exit before the lease can pass to another replica, even
+/// though kube-lease-manager never tells it that renewals fail.
+#[tokio::test]
+async fn a_leader_cut_off_from_the_api_server_stops_writing_and_exits() {
+    let env = Env::new("e2e-fence").await;
+    let kubeconfig = std::fs::read_to_string(&env.kubeconfig).unwrap();
+    let kc: serde_yaml::Value = serde_yaml::from_str(&kubeconfig).unwrap();
+    let server = kc["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (addr, cut) = cuttable_proxy(server.trim_start_matches("https://").to_string()).await;
+    let proxied = env.dir.path().join("kubeconfig-proxied");
+    std::fs::write(
+        &proxied,
+        kubeconfig.replace(&server, &format!("https://{addr}")),
+    )
+    .unwrap();
+    let mut op = Operator::start_with(
+        &env,
+        &["--leader-elect=true", "--lease-duration", "5s"],
+        &[("KUBECONFIG", proxied.to_str().unwrap())],
+    );
+    env.apply(
+        "StoragePublicAccessLockdown",
+        "fence",
+        json!({"target": target(STORAGE)}),
+    )
+    .await;
+    env.wait_condition(
+        "StoragePublicAccessLockdown",
+        "fence",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    let writes = env.sim.writes().await.len();
+    cut.send(true).unwrap();
+    let cut_at = std::time::Instant::now();
+    // Drift the operator would correct if it kept acting.
+    env.sim
+        .patch(
+            STORAGE,
+            json!({"properties": {"publicNetworkAccess": "Enabled"}}),
+        )
+        .await;
+    while !op.exited() && cut_at.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = cut_at.elapsed();
+    assert!(
+        op.exited(),
+        "still running {after:?} after losing the API server"
+    );
+    eprintln!("leader cut off from the API server exited after {after:?} (lease 5s)");
+    assert!(
+        after < Duration::from_secs(6),
+        "exited only after {after:?}"
+    );
+    assert_eq!(
+        env.sim.writes().await.len(),
+        writes,
+        "no Azure write after the cut"
+    );
+    assert!(op.logs().contains("Azure writes stopped"), "{}", op.logs());
+}

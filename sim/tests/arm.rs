@@ -620,27 +620,25 @@ async fn arc_run_command_put_is_long_running_and_ends_with_an_instance_view() {
     assert_eq!(b["properties"]["instanceView"]["exitCode"], 0);
 }
 
-/// ARM's front door answers 411 to a body-less POST without `Content-Length` (azure-sdk-for-rust
-/// #166); with `Content-Length: 0` the same call goes through.
+/// ARM's front door answers 411 to a body-less HTTP/1.1 POST without `Content-Length`
+/// (azure-sdk-for-rust#166); with `Content-Length: 0` the same call goes through. Raw requests:
+/// HTTP client libraries differ in whether they add the header themselves.
 #[tokio::test]
 async fn a_bodyless_post_without_content_length_is_411() {
     let sim = start().await;
     let t = sim.token(OPERATOR, ARM).await;
-    let url = format!(
-        "{}{}/Microsoft.Storage/storageAccounts/stprod01/revokeUserDelegationKeys?api-version=2023-05-01",
-        sim.url,
+    let path = format!(
+        "{}/Microsoft.Storage/storageAccounts/stprod01/revokeUserDelegationKeys?api-version=2023-05-01",
         rg("rg-prod")
     );
-    let r = sim.http.post(&url).bearer_auth(&t).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 411);
-    assert!(r.text().await.unwrap().contains("Length Required"));
-    let r = sim
-        .http
-        .post(&url)
-        .bearer_auth(&t)
-        .header("content-length", "0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    let head = |extra: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {t}\r\n{extra}Connection: close\r\n\r\n"
+        )
+    };
+    let (status, text) = sim.raw_http1(&head("")).await;
+    assert_eq!(status, 411, "{text}");
+    assert!(text.contains("Length Required"), "{text}");
+    let (status, text) = sim.raw_http1(&head("Content-Length: 0\r\n")).await;
+    assert_eq!(status, 200, "{text}");
 }

@@ -69,6 +69,8 @@ pub struct Arm {
     limiter: Arc<Limiter>,
     metrics: Arc<Metrics>,
     max_attempts: u32,
+    /// Closed when this replica may no longer hold the leader lease: no write leaves then.
+    write_fence: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 fn random_id() -> String {
@@ -123,7 +125,22 @@ impl Arm {
             limiter,
             metrics,
             max_attempts: 5,
+            write_fence: None,
         }
+    }
+
+    /// Refuse every write once `fence` is closed (leadership may have passed to another replica).
+    pub fn with_write_fence(mut self, fence: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.write_fence = Some(fence);
+        self
+    }
+
+    fn fenced(&self, class: OpClass) -> bool {
+        class != OpClass::Read
+            && self
+                .write_fence
+                .as_ref()
+                .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     fn url(&self, path: &str, api_version: Option<&str>) -> Result<String, AzureError> {
@@ -175,6 +192,11 @@ impl Arm {
         loop {
             attempt += 1;
             self.limiter.acquire(&scope, class).await;
+            if self.fenced(class) {
+                return Err(AzureError::Config(
+                    "this replica may have lost the leader lease: Azure writes are stopped".into(),
+                ));
+            }
             let token = self.token().await?;
             let correlation = random_id();
             let mut req = self

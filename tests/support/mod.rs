@@ -324,6 +324,11 @@ impl Operator {
         }
     }
 
+    /// The process has ended (by itself or killed).
+    pub fn exited(&mut self) -> bool {
+        self.proc.try_status().is_some()
+    }
+
     /// SIGKILL: a crash, not a shutdown.
     pub fn kill(&mut self) {
         self.proc.kill();

@@ -23,7 +23,46 @@ pub const MDE: &str = "https://api.securitycenter.microsoft.com/.default";
 pub struct TestSim {
     pub url: String,
     pub http: reqwest::Client,
+    /// The CA certificate (PEM) clients must trust.
+    pub ca_pem: String,
     _dir: tempfile::TempDir,
+}
+
+impl TestSim {
+    /// One raw HTTP/1.1 request, exactly as written (no header added by a client library);
+    /// returns the status code and the whole response text.
+    pub async fn raw_http1(&self, head: &str) -> (u16, String) {
+        use rustls::pki_types::pem::PemObject;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let addr = self.url.trim_start_matches("https://");
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        tls.write_all(head.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out).await;
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, text)
+    }
 }
 
 pub fn rg(rg: &str) -> String {
@@ -50,7 +89,8 @@ pub async fn start_with(
     let url = format!("https://{}", listener.local_addr().unwrap());
     let sim = Arc::new(azure_sim::Sim::new(world, url.clone(), None));
     tokio::spawn(async move { azure_sim::server::serve(listener, &tls, sim).await });
-    let cert = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    let cert = reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
     let http = reqwest::Client::builder()
         .add_root_certificate(cert)
         .build()
@@ -58,6 +98,7 @@ pub async fn start_with(
     TestSim {
         url,
         http,
+        ca_pem,
         _dir: dir,
     }
 }
