@@ -72,9 +72,9 @@ async fn url_submission_once_per_trigger_with_verdict() {
     assert_eq!(posts(&env, "urlThreats").await, 2);
 }
 
-/// A new run starts clean: when the re-triggered run's first POST fails (a 503 whose effect is
-/// unknown), the next attempt must not pick up the previous run's submission and verdict as its
-/// own; once the wait for evidence runs out it submits again, exactly once.
+/// A new run starts clean: when the re-triggered run's first POST fails (a 504 gateway timeout,
+/// whose effect is unknown), the next attempt must not pick up the previous run's submission and
+/// verdict as its own; once the wait for evidence runs out it submits again, exactly once.
 #[tokio::test]
 async fn a_retriggered_run_never_reports_the_previous_verdict() {
     let env = Env::new("e2e-tsub-rerun").await;
@@ -95,7 +95,7 @@ async fn a_retriggered_run_never_reports_the_previous_verdict() {
         .unwrap()
         .to_string();
     env.sim
-        .fault(json!({"match": {"method": "POST", "pathRegex": "/urlThreats$"}, "status": 503, "count": 1}))
+        .fault(json!({"match": {"method": "POST", "pathRegex": "/urlThreats$"}, "status": 504, "count": 1}))
         .await;
     env.apply("ThreatSubmission", "rerun", spec("INC-2")).await;
     let second = env

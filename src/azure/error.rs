@@ -108,11 +108,12 @@ const TRANSIENT_OPERATION: &[&str] = &[
 
 impl AzureError {
     /// A non-idempotent call that ended this way may still have been carried out by Azure: the
-    /// answer was lost, or Azure failed after accepting it. Any other error is a refusal.
+    /// answer was lost, or the gateway gave up waiting for the resource provider (504), which
+    /// may still finish. Any other answer, 5xx included, is Azure saying it failed.
     pub fn may_have_taken_effect(&self) -> bool {
         match self {
             AzureError::Transport { .. } => true,
-            AzureError::Api { status, .. } => *status == 408 || *status >= 500,
+            AzureError::Api { status, .. } => *status == 504,
             _ => false,
         }
     }
@@ -348,7 +349,8 @@ mod tests {
 
     #[test]
     fn which_failures_may_have_taken_effect() {
-        assert!(api(503, "ServiceUnavailable").may_have_taken_effect());
+        assert!(api(504, "GatewayTimeout").may_have_taken_effect());
+        assert!(!api(503, "ServiceUnavailable").may_have_taken_effect());
         assert!(!api(429, "TooManyRequests").may_have_taken_effect());
         assert!(!api(400, "BadRequest").may_have_taken_effect());
         let lost = AzureError::Transport {
