@@ -301,10 +301,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .or(args.namespace.clone())
             .unwrap_or_else(|| "default".into());
         let secs = args.lease_duration.as_secs().max(2);
+        // One holder identity per process: the lease manager writes it, the fence checks it.
+        let lease_identity = format!("{identity}-{}", std::process::id());
         let manager =
             kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
                 .with_namespace(&ns)
-                .with_identity(format!("{identity}-{}", std::process::id()))
+                .with_identity(&lease_identity)
                 .with_duration(secs)
                 .with_grace((secs / 3).max(1))
                 .build()
@@ -320,7 +322,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             client.clone(),
             ns.clone(),
             args.lease_name.clone(),
-            format!("{identity}-{}", std::process::id()),
+            lease_identity,
             Duration::from_secs(secs),
             Duration::from_secs((secs / 3).max(1)),
             write_fence.clone(),

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use kube::api::{DynamicObject, PostParams};
-use serde_json::json;
+use serde_json::{Value, json};
 use support::*;
 
 #[tokio::test]
@@ -300,7 +300,7 @@ async fn cosmos_key_rotation_survives_a_crash_mid_operation() {
     let env = Env::new("e2e-cskr").await;
     env.sim.settings(json!({"lroDelayMs": 3000})).await;
     let mut op = env.operator();
-    let before = env.sim.resource(COSMOS).await["properties"]["keysMetadata"].clone();
+    let before = cosmos_keys(&env).await;
     env.apply(
         "CosmosKeyRotation",
         "rot",
@@ -339,9 +339,8 @@ async fn cosmos_key_rotation_survives_a_crash_mid_operation() {
         2,
         "primary and secondary exactly once each: {posts:?}"
     );
-    let after = env.sim.resource(COSMOS).await["properties"]["keysMetadata"].clone();
-    assert_ne!(before["primaryMasterKey"], after["primaryMasterKey"]);
-    assert_ne!(before["secondaryMasterKey"], after["secondaryMasterKey"]);
+    let after = cosmos_keys(&env).await;
+    assert_masters_rotated(&before, &after);
     assert_eq!(
         before["primaryReadonlyMasterKey"],
         after["primaryReadonlyMasterKey"]
@@ -351,6 +350,23 @@ async fn cosmos_key_rotation_survives_a_crash_mid_operation() {
             .as_str()
             .unwrap()
             .starts_with("rotated: primary generated")
+    );
+}
+
+/// The Cosmos account's `keysMetadata` (generation time per key).
+async fn cosmos_keys(env: &Env) -> Value {
+    env.sim.resource(COSMOS).await["properties"]["keysMetadata"].clone()
+}
+
+/// The primary and secondary master keys were regenerated between `before` and `after`.
+fn assert_masters_rotated(before: &Value, after: &Value) {
+    assert_ne!(
+        before["primaryMasterKey"], after["primaryMasterKey"],
+        "primary rotated"
+    );
+    assert_ne!(
+        before["secondaryMasterKey"], after["secondaryMasterKey"],
+        "secondary rotated"
     );
 }
 
@@ -369,7 +385,7 @@ async fn cosmos_rotation_whose_operation_failed_is_not_completed() {
     let env = Env::new("e2e-cskr-lrofail").await;
     env.sim.settings(json!({"lroFailNext": 1})).await;
     let _op = env.operator();
-    let before = env.sim.resource(COSMOS).await["properties"]["keysMetadata"].clone();
+    let before = cosmos_keys(&env).await;
     env.apply(
         "CosmosKeyRotation",
         "rot",
@@ -384,12 +400,8 @@ async fn cosmos_rotation_whose_operation_failed_is_not_completed() {
         Some("Completed"),
     )
     .await;
-    let after = env.sim.resource(COSMOS).await["properties"]["keysMetadata"].clone();
-    assert_ne!(
-        before["primaryMasterKey"], after["primaryMasterKey"],
-        "primary rotated"
-    );
-    assert_ne!(before["secondaryMasterKey"], after["secondaryMasterKey"]);
+    let after = cosmos_keys(&env).await;
+    assert_masters_rotated(&before, &after);
     let posts = regenerate_posts(&env.sim.writes().await);
     assert_eq!(
         posts.len(),
@@ -409,7 +421,7 @@ async fn cosmos_rotation_whose_answer_was_lost_is_never_sent_twice() {
         .fault(json!({"match": {"method": "POST", "pathRegex": "/regenerateKey$"}, "loseAnswer": true}))
         .await;
     let _op = env.operator();
-    let before = env.sim.resource(COSMOS).await["properties"]["keysMetadata"].clone();
+    let before = cosmos_keys(&env).await;
     env.apply(
         "CosmosKeyRotation",
         "rot",
@@ -439,9 +451,7 @@ async fn cosmos_rotation_whose_answer_was_lost_is_never_sent_twice() {
         2,
         "primary and secondary exactly once each: {posts:?}"
     );
-    let after = env.sim.resource(COSMOS).await["properties"]["keysMetadata"].clone();
-    assert_ne!(before["primaryMasterKey"], after["primaryMasterKey"]);
-    assert_ne!(before["secondaryMasterKey"], after["secondaryMasterKey"]);
+    assert_masters_rotated(&before, &cosmos_keys(&env).await);
 }
 
 #[tokio::test]
@@ -568,7 +578,7 @@ async fn cosmos_key_rotation_rotates_in_order_once() {
         "apply→Ready CosmosKeyRotation (two sequential long-running operations): {} ms",
         t.elapsed().as_millis()
     );
-    let after = env.sim.resource(COSMOS).await["properties"]["keysMetadata"].clone();
+    let after = cosmos_keys(&env).await;
     let t2 = |k: &str| {
         after[k]["generationTime"]
             .as_str()

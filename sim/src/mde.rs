@@ -115,6 +115,17 @@ fn filtered<'a>(items: impl Iterator<Item = &'a Value>, req: &Req) -> Result<Vec
         .collect())
 }
 
+/// A filtered collection (`$filter`), one OData page of it.
+fn listed<'a>(
+    items: impl Iterator<Item = &'a Value>,
+    req: &Req,
+    base: &str,
+    page_size: usize,
+) -> Result<Resp, Resp> {
+    let list = filtered(items, req)?.into_iter().cloned().collect();
+    Ok(odata_page(base, req, list, page_size, Default::default()))
+}
+
 pub fn handle(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Resp {
     match inner(st, req, claims, base) {
         Ok(r) | Err(r) => r,
@@ -235,17 +246,7 @@ fn inner(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Result<Resp,
                 .map(|a| action_json(a, step))
                 .collect();
             match rest {
-                [] => {
-                    let list: Vec<Value> =
-                        filtered(all.iter(), req)?.into_iter().cloned().collect();
-                    Ok(odata_page(
-                        base,
-                        req,
-                        list,
-                        st.settings.odata_page_size,
-                        Default::default(),
-                    ))
-                }
+                [] => listed(all.iter(), req, base, st.settings.odata_page_size),
                 [id] => all
                     .into_iter()
                     .find(|a| a["id"] == *id)
@@ -278,19 +279,12 @@ fn inner(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Result<Resp,
                 if import { 30 } else { limit },
             )?;
             match (m, rest) {
-                (&Method::GET, []) => {
-                    let list: Vec<Value> = filtered(st.mde.indicators.iter(), req)?
-                        .into_iter()
-                        .cloned()
-                        .collect();
-                    Ok(odata_page(
-                        base,
-                        req,
-                        list,
-                        st.settings.odata_page_size,
-                        Default::default(),
-                    ))
-                }
+                (&Method::GET, []) => listed(
+                    st.mde.indicators.iter(),
+                    req,
+                    base,
+                    st.settings.odata_page_size,
+                ),
                 (&Method::POST, []) => upsert_indicator(st, &req.json()?, claims)
                     .map(|i| Resp::json(StatusCode::OK, &i)),
                 (&Method::POST, ["import"]) => {
