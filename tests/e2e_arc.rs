@@ -257,3 +257,96 @@ async fn release_unisolates_the_recorded_device_after_a_rename() {
         .collect();
     assert_eq!(done, [("Isolate", DEVICE), ("Unisolate", DEVICE)]);
 }
+
+/// Selective and Full isolation of one device compose to Full: no back-and-forth, and deleting
+/// the Full one leaves the device isolated (Selective) for the one still asking, never
+/// unisolated while a containment wants it.
+#[tokio::test]
+async fn two_isolations_of_one_device_compose_and_the_last_one_unisolates() {
+    let env = Env::new("e2e-arciso-compose").await;
+    let _op = env.operator();
+    let kinds = |a: &[Value]| -> Vec<(String, String)> {
+        a.iter()
+            .map(|a| {
+                (
+                    a["type"].as_str().unwrap().to_string(),
+                    a["scope"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let pair = |t: &str, s: &str| (t.to_string(), s.to_string());
+    env.apply(
+        "ArcIsolation",
+        "selective",
+        json!({"target": target(ARC), "isolationType": "Selective"}),
+    )
+    .await;
+    env.wait_condition(
+        "ArcIsolation",
+        "selective",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    env.apply(
+        "ArcIsolation",
+        "full",
+        json!({"target": target(ARC), "isolationType": "Full"}),
+    )
+    .await;
+    env.wait_condition("ArcIsolation", "full", "Ready", "True", Some("Contained"))
+        .await;
+    // Two drift checks of the Selective one: it wants Full now too, so it sends nothing.
+    for _ in 0..2 {
+        let seen =
+            env.get("ArcIsolation", "selective").await.unwrap()["status"]["lastVerifiedTime"]
+                .clone();
+        env.wait(
+            "ArcIsolation",
+            "selective",
+            "a later verification",
+            Duration::from_secs(20),
+            |o| o.is_some_and(|o| o["status"]["lastVerifiedTime"] != seen),
+        )
+        .await;
+    }
+    assert_eq!(
+        kinds(&actions(&env).await),
+        [pair("Isolate", "Selective"), pair("Isolate", "Full")]
+    );
+    let sel = env.get("ArcIsolation", "selective").await.unwrap();
+    assert_eq!(
+        sel["status"]["driftCount"].as_i64().unwrap_or(0),
+        0,
+        "{sel}"
+    );
+
+    // The Full one goes: the device stays isolated, now as the remaining one asks.
+    env.delete("ArcIsolation", "full").await;
+    env.wait_gone("ArcIsolation", "full").await;
+    env.wait(
+        "ArcIsolation",
+        "selective",
+        "re-planned without the Full one",
+        Duration::from_secs(30),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"].get("sharedWith").is_none()
+                    && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+        },
+    )
+    .await;
+    let a = kinds(&actions(&env).await);
+    assert!(!a.iter().any(|(t, _)| t == "Unisolate"), "{a:?}");
+    assert_eq!(a.last(), Some(&pair("Isolate", "Selective")), "{a:?}");
+
+    env.delete("ArcIsolation", "selective").await;
+    env.wait_gone("ArcIsolation", "selective").await;
+    assert_eq!(
+        kinds(&actions(&env).await).last(),
+        Some(&pair("Unisolate", "Full"))
+    );
+}

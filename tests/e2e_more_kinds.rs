@@ -595,3 +595,54 @@ async fn cosmos_key_rotation_rotates_in_order_once() {
         "2024-01-01T00:00:00Z"
     );
 }
+
+/// Two states for one alert cannot be composed: the later resource stalls naming the earlier,
+/// which stays in force; once the earlier goes, the later one takes over.
+#[tokio::test]
+async fn two_states_for_one_alert_conflict_and_the_later_waits() {
+    let env = Env::new("e2e-dalert-conflict").await;
+    let _op = env.operator();
+    env.apply(
+        "DefenderAlertState",
+        "dismiss",
+        json!({"target": {"resourceId": ALERT}, "state": "Dismissed"}),
+    )
+    .await;
+    env.wait_ready("DefenderAlertState", "dismiss").await;
+    env.apply(
+        "DefenderAlertState",
+        "activate",
+        json!({"target": {"resourceId": ALERT}, "state": "Active"}),
+    )
+    .await;
+    let o = env
+        .wait_condition(
+            "DefenderAlertState",
+            "activate",
+            "Stalled",
+            "True",
+            Some("ConflictsWith"),
+        )
+        .await;
+    let msg = condition(&o, "Stalled").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains(&format!("{}/dismiss", env.ns)) && msg.contains("Dismissed"),
+        "{msg}"
+    );
+    assert!(o["status"].get("restore").is_none(), "{o}");
+    assert_eq!(
+        env.sim.resource(ALERT).await["properties"]["status"],
+        "Dismissed"
+    );
+    env.delete("DefenderAlertState", "dismiss").await;
+    env.wait_gone("DefenderAlertState", "dismiss").await;
+    env.wait_condition("DefenderAlertState", "activate", "Ready", "True", None)
+        .await;
+    assert_eq!(
+        env.sim.resource(ALERT).await["properties"]["status"],
+        "Active"
+    );
+}

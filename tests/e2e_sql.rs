@@ -502,3 +502,103 @@ async fn throttling_storm_and_server_errors_complete_without_duplicate_writes() 
         "{metrics}"
     );
 }
+
+fn admits(rules: &[(String, String, String)], ip: &str) -> bool {
+    let n = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+    rules.iter().any(|(_, a, b)| n(a) <= n(ip) && n(ip) <= n(b))
+}
+
+/// Two blocks inside one wide rule compose: neither re-creates the other's split part, neither
+/// counts the other's write as drift, and the rule comes back only when the last one goes.
+#[tokio::test]
+async fn two_blocks_in_one_rule_compose_and_the_last_one_restores() {
+    let env = Env::new("e2e-sqlipb-compose").await;
+    let _op = env.operator();
+    env.apply(
+        "SqlIpBlock",
+        "first",
+        json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]}),
+    )
+    .await;
+    env.wait_ready("SqlIpBlock", "first").await;
+    env.apply(
+        "SqlIpBlock",
+        "second",
+        json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.9"]}),
+    )
+    .await;
+    let second = env.wait_ready("SqlIpBlock", "second").await;
+    assert_eq!(
+        second["status"]["sharedWith"],
+        json!([format!("{}/first", env.ns)])
+    );
+    let rules = env.sim.firewall_rules(SQL_PROD).await;
+    assert!(
+        !admits(&rules, "203.0.113.7") && !admits(&rules, "203.0.113.9"),
+        "{rules:?}"
+    );
+    assert!(
+        admits(&rules, "203.0.113.8") && admits(&rules, "203.0.113.10"),
+        "{rules:?}"
+    );
+
+    // Several drift checks of each (every ~2 s): nothing written, nothing counted as drift.
+    let writes = env.sim.successful_writes().await.len();
+    for name in ["first", "second"] {
+        let seen = env.get("SqlIpBlock", name).await.unwrap()["status"]["lastVerifiedTime"].clone();
+        env.wait(
+            "SqlIpBlock",
+            name,
+            "two later verifications",
+            Duration::from_secs(20),
+            |o| o.is_some_and(|o| o["status"]["lastVerifiedTime"] != seen),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        env.sim.successful_writes().await.len(),
+        writes,
+        "the two blocks undo each other"
+    );
+    for name in ["first", "second"] {
+        let o = env.get("SqlIpBlock", name).await.unwrap();
+        assert_eq!(
+            o["status"]["driftCount"].as_i64().unwrap_or(0),
+            0,
+            "{name}: {o}"
+        );
+        assert_eq!(
+            o["status"]["restore"]["originals"]["AllowAll"]["endIpAddress"], "255.255.255.255",
+            "{name}"
+        );
+    }
+
+    // The older one goes: its address is admitted again, the other's stays blocked.
+    env.delete("SqlIpBlock", "first").await;
+    env.wait_gone("SqlIpBlock", "first").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rules = env.sim.firewall_rules(SQL_PROD).await;
+        assert!(
+            !admits(&rules, "203.0.113.9"),
+            "the remaining block was lifted: {rules:?}"
+        );
+        if admits(&rules, "203.0.113.7") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "203.0.113.7 stays blocked: {rules:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let o = env.wait_ready("SqlIpBlock", "second").await;
+    assert_eq!(o["status"]["driftCount"].as_i64().unwrap_or(0), 0, "{o}");
+    assert!(o["status"].get("sharedWith").is_none(), "{o}");
+
+    // The last one restores the original rules exactly.
+    env.delete("SqlIpBlock", "second").await;
+    env.wait_gone("SqlIpBlock", "second").await;
+    assert_eq!(env.sim.firewall_rules(SQL_PROD).await, demo_rules());
+}

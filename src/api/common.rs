@@ -82,6 +82,10 @@ pub struct CommonStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown")]
     pub restore: Option<serde_json::Value>,
+    /// Other Enforce containments of this kind on the same target (`namespace/name`): what is
+    /// applied satisfies them all, and the prior state comes back only when the last one goes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<AzureStatus>,
     /// One-shot actions: the ledger of the current or last run (intent is recorded here before

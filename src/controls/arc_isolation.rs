@@ -229,7 +229,16 @@ impl Control for ArcIsolationControl {
     type Observed = Observed;
     const RESOURCE_TYPE: &'static str = "Microsoft.HybridCompute/machines";
     const DEFAULT_RELEASE: Option<ReleasePolicy> = Some(ReleasePolicy::Restore);
+    const COMPOSES: bool = true;
     const ACTIONS: &'static [&'static str] = &["Microsoft.HybridCompute/machines/read"];
+
+    /// The strictest isolation any of them wants (Full over Selective).
+    fn compose(&self, acc: &mut ArcIsolation, other: &ArcIsolation) -> Result<(), String> {
+        if other.spec.isolation_type == IsolationType::Full {
+            acc.spec.isolation_type = IsolationType::Full;
+        }
+        Ok(())
+    }
 
     async fn observe(
         &self,

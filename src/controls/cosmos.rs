@@ -200,10 +200,34 @@ impl Control for CosmosPublicAccessLockdownControl {
     const RESOURCE_TYPE: &'static str = COSMOS_TYPE;
     const DEFAULT_RELEASE: Option<ReleasePolicy> = Some(ReleasePolicy::Restore);
     const SHARED_OBSERVATION: bool = true;
+    const COMPOSES: bool = true;
     const ACTIONS: &'static [&'static str] = &[
         "Microsoft.DocumentDB/databaseAccounts/read",
         "Microsoft.DocumentDB/databaseAccounts/write",
     ];
+
+    /// Disabled over an allow-list; local auth off if any of them turns it off.
+    fn compose(&self, acc: &mut Self::K, other: &Self::K) -> Result<(), String> {
+        let rank = |p: CosmosNetworkAccess| match p {
+            CosmosNetworkAccess::Restricted => 1,
+            CosmosNetworkAccess::Disabled => 2,
+        };
+        let (a, b) = (&mut acc.spec, &other.spec);
+        if lockdown::stricter_access(
+            (rank(a.public_network_access), a.allowed_ip_ranges.as_ref()),
+            (rank(b.public_network_access), b.allowed_ip_ranges.as_ref()),
+            1,
+        )? {
+            a.public_network_access = b.public_network_access;
+            a.allowed_ip_ranges = b.allowed_ip_ranges.clone();
+        }
+        a.disable_local_auth |= b.disable_local_auth;
+        Ok(())
+    }
+
+    fn merge_restore(&self, older: &Value, newer: &Value) -> Value {
+        lockdown::merge(older, newer)
+    }
 
     async fn observe(
         &self,

@@ -71,6 +71,19 @@ impl Control for DefenderAlertStateControl {
     type Observed = String;
     const RESOURCE_TYPE: &'static str = "Microsoft.Security/locations/alerts";
     const DEFAULT_RELEASE: Option<ReleasePolicy> = Some(ReleasePolicy::Restore);
+    const COMPOSES: bool = true;
+
+    /// An alert has one status: two resources wanting different ones conflict.
+    fn compose(&self, acc: &mut Self::K, other: &Self::K) -> Result<(), String> {
+        if acc.spec.state == other.spec.state {
+            return Ok(());
+        }
+        Err(format!(
+            "it keeps the alert {}, this one wants {}",
+            name(other.spec.state),
+            name(acc.spec.state)
+        ))
+    }
     const ACTIONS: &'static [&'static str] = &[
         "Microsoft.Security/locations/alerts/read",
         "Microsoft.Security/locations/alerts/dismiss/action",

@@ -80,6 +80,54 @@ pub fn unlock(
     vec![make_step(patch, format!("restore {fields}"))]
 }
 
+/// Two lockdown records of one target: the older one's first-seen values win, fields only the
+/// newer one owns are added with its first-seen value.
+pub fn merge(older: &Value, newer: &Value) -> Value {
+    let mut r = older.clone();
+    if let Some(prior) = newer["prior"].as_object() {
+        for (f, v) in prior {
+            if r["prior"].get(f).is_none() {
+                r["prior"][f] = v.clone();
+            }
+        }
+    }
+    for f in newer["owned"].as_array().into_iter().flatten() {
+        if let Some(o) = r["owned"].as_array_mut()
+            && !o.contains(f)
+        {
+            o.push(f.clone());
+        }
+    }
+    r
+}
+
+/// Composing two network-access wants ranked `rank` (higher is stricter, e.g. Disabled over an
+/// allow-list): whether `other`'s replaces `acc`'s, or why they conflict (two allow-lists).
+pub fn stricter_access(
+    (acc_rank, acc_ranges): (u8, Option<&Vec<String>>),
+    (other_rank, other_ranges): (u8, Option<&Vec<String>>),
+    restricted: u8,
+) -> Result<bool, String> {
+    let set = |r: Option<&Vec<String>>| {
+        let mut v: Vec<String> = r
+            .into_iter()
+            .flatten()
+            .map(|s| s.trim_end_matches("/32").to_string())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    if acc_rank == restricted && other_rank == restricted && set(acc_ranges) != set(other_ranges) {
+        return Err(format!(
+            "both limit public network access to an allow-list, and the lists differ ({} vs {})",
+            set(acc_ranges).join(","),
+            set(other_ranges).join(",")
+        ));
+    }
+    Ok(other_rank > acc_rank)
+}
+
 /// The values of `field` in a list of objects, sorted (order-insensitive rule comparison).
 pub fn values_of(list: &Value, field: &str) -> Vec<String> {
     let mut v: Vec<String> = list
@@ -118,6 +166,32 @@ mod tests {
             release_patch(&json!({"c": false}), &r3, |_| json!(true), same)["c"],
             json!(true)
         );
+    }
+
+    #[test]
+    fn merged_records_keep_the_oldest_first_seen_value() {
+        let older = json!({"prior": {"a": 1}, "owned": ["a"]});
+        let newer = json!({"prior": {"a": 2, "b": true}, "owned": ["a", "b"]});
+        assert_eq!(
+            merge(&older, &newer),
+            json!({"prior": {"a": 1, "b": true}, "owned": ["a", "b"]})
+        );
+    }
+
+    #[test]
+    fn the_stricter_access_wins_and_two_allow_lists_conflict() {
+        let l1 = vec!["1.2.3.4".to_string()];
+        let l2 = vec!["1.2.3.4/32".to_string()];
+        let l3 = vec!["5.6.7.8".to_string()];
+        // 2 = Disabled, 1 = Restricted, 0 = unchanged
+        assert_eq!(stricter_access((1, Some(&l1)), (2, None), 1), Ok(true));
+        assert_eq!(stricter_access((2, None), (1, Some(&l1)), 1), Ok(false));
+        assert_eq!(
+            stricter_access((1, Some(&l1)), (1, Some(&l2)), 1),
+            Ok(false)
+        );
+        let e = stricter_access((1, Some(&l1)), (1, Some(&l3)), 1).unwrap_err();
+        assert!(e.contains("1.2.3.4 vs 5.6.7.8"), "{e}");
     }
 
     #[test]

@@ -150,6 +150,19 @@ pub fn plan(
     (steps, record)
 }
 
+/// One record from two of the same server: the older one's originals win; a rule the newer one
+/// took for an original but the older one created is a split part, not a prior state.
+pub fn merge_records(older: Record, newer: Record) -> Record {
+    let mut r = older;
+    for (name, rr) in newer.originals {
+        if !r.created.contains(&name) {
+            r.originals.entry(name).or_insert(rr);
+        }
+    }
+    r.created.extend(newer.created);
+    r
+}
+
 /// The pure release: originals back first (no outage for legitimate clients), then our parts go.
 pub fn release_plan(server: &str, rules: &[Rule], record: &Record) -> Vec<Step> {
     let current: BTreeMap<&str, Range> = rules.iter().map(|r| (r.name.as_str(), r.range)).collect();
@@ -193,6 +206,7 @@ impl Control for SqlIpBlockControl {
     const RESOURCE_TYPE: &'static str = "Microsoft.Sql/servers";
     const DEFAULT_RELEASE: Option<ReleasePolicy> = Some(ReleasePolicy::Restore);
     const SHARED_OBSERVATION: bool = true;
+    const COMPOSES: bool = true;
     const ACTIONS: &'static [&'static str] = &[
         "Microsoft.Sql/servers/read",
         "Microsoft.Sql/servers/firewallRules/read",
@@ -200,6 +214,27 @@ impl Control for SqlIpBlockControl {
         "Microsoft.Sql/servers/firewallRules/delete",
         "Microsoft.Sql/servers/ipv6FirewallRules/read",
     ];
+
+    /// No rule may admit any address any of them blocks.
+    fn compose(&self, acc: &mut SqlIpBlock, other: &SqlIpBlock) -> Result<(), String> {
+        for ip in &other.spec.ip_addresses {
+            if !acc.spec.ip_addresses.contains(ip) {
+                acc.spec.ip_addresses.push(ip.clone());
+            }
+        }
+        acc.spec.remove_allow_azure_services_rule |= other.spec.remove_allow_azure_services_rule;
+        Ok(())
+    }
+
+    fn merge_restore(&self, older: &Value, newer: &Value) -> Value {
+        let (Ok(o), Ok(n)) = (
+            serde_json::from_value::<Record>(older.clone()),
+            serde_json::from_value::<Record>(newer.clone()),
+        ) else {
+            return older.clone();
+        };
+        serde_json::to_value(merge_records(o, n)).unwrap_or_else(|_| older.clone())
+    }
 
     /// Firewall rule PUTs and DELETEs answer with the rule's final state (ARM's PUT returns the
     /// rule; a DELETE that succeeded removed it): the rule list after them is known.

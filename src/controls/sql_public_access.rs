@@ -67,6 +67,8 @@ impl Control for SqlPublicAccessLockdownControl {
     const RESOURCE_TYPE: &'static str = "Microsoft.Sql/servers";
     const DEFAULT_RELEASE: Option<ReleasePolicy> = Some(ReleasePolicy::Restore);
     const SHARED_OBSERVATION: bool = true;
+    /// Every one of them wants the same (Disabled): they share the record, the last one restores.
+    const COMPOSES: bool = true;
     const ACTIONS: &'static [&'static str] =
         &["Microsoft.Sql/servers/read", "Microsoft.Sql/servers/write"];
 

@@ -106,10 +106,36 @@ impl Control for StoragePublicAccessLockdownControl {
     const RESOURCE_TYPE: &'static str = "Microsoft.Storage/storageAccounts";
     const DEFAULT_RELEASE: Option<ReleasePolicy> = Some(ReleasePolicy::Restore);
     const SHARED_OBSERVATION: bool = true;
+    const COMPOSES: bool = true;
     const ACTIONS: &'static [&'static str] = &[
         "Microsoft.Storage/storageAccounts/read",
         "Microsoft.Storage/storageAccounts/write",
     ];
+
+    /// Every lever any of them pulls; the strictest network access.
+    fn compose(&self, acc: &mut Self::K, other: &Self::K) -> Result<(), String> {
+        let rank = |p: PublicNetworkAccess| match p {
+            PublicNetworkAccess::Unchanged => 0,
+            PublicNetworkAccess::Restricted => 1,
+            PublicNetworkAccess::Disabled => 2,
+        };
+        let (a, b) = (&mut acc.spec, &other.spec);
+        if super::lockdown::stricter_access(
+            (rank(a.public_network_access), a.allowed_ip_ranges.as_ref()),
+            (rank(b.public_network_access), b.allowed_ip_ranges.as_ref()),
+            1,
+        )? {
+            a.public_network_access = b.public_network_access;
+            a.allowed_ip_ranges = b.allowed_ip_ranges.clone();
+        }
+        a.disable_anonymous_blob_access |= b.disable_anonymous_blob_access;
+        a.disable_shared_key_access |= b.disable_shared_key_access;
+        Ok(())
+    }
+
+    fn merge_restore(&self, older: &Value, newer: &Value) -> Value {
+        super::lockdown::merge(older, newer)
+    }
 
     async fn observe(
         &self,

@@ -4,6 +4,7 @@
 //! ledger, expiry, long-running operations and error handling.
 
 pub mod audit;
+pub mod composition;
 pub mod conditions;
 pub mod ledger;
 pub mod observations;
@@ -101,6 +102,25 @@ pub trait Control: Send + Sync + 'static {
     const SHARED_OBSERVATION: bool = false;
     /// Azure RBAC actions this kind needs (the `permissions` command prints their union).
     const ACTIONS: &'static [&'static str];
+
+    /// Several Enforce resources of this kind on one target compose: each plans the state that
+    /// satisfies them all (see [`Control::compose`]), they share one restore record, and only
+    /// the last one to go restores. `false`: resources do not interact (one-shot actions, or a
+    /// kind whose resources each own their own entry on the target).
+    const COMPOSES: bool = false;
+
+    /// Fold `other`'s wants into `acc` (union of blocks, the strictest level), or say why the
+    /// two cannot hold at once: the later of the two is then Stalled `ConflictsWith`.
+    /// Leaves `acc` untouched when it fails.
+    fn compose(&self, _acc: &mut Self::K, _other: &Self::K) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Two restore records of one target (composed resources each hold one): what the older
+    /// one recorded wins, what only the newer one saw is added.
+    fn merge_restore(&self, older: &Value, _newer: &Value) -> Value {
+        older.clone()
+    }
 
     /// The ARM type of this object's target (when it depends on the spec).
     fn resource_type(_obj: &Self::K) -> &'static str {
@@ -203,6 +223,9 @@ pub enum RunError {
     /// failure; check again after this long (its URL is in status).
     #[error("waiting for a long-running operation")]
     AwaitingOperation(Duration),
+    /// A status write met a newer version of the object: re-read it and decide again.
+    #[error("the object changed while it was reconciled: {0}")]
+    Conflict(String),
     #[error("{0}")]
     Other(String),
 }
@@ -214,6 +237,7 @@ impl RunError {
             RunError::Kube(_) => "KubernetesApi".into(),
             RunError::Azure(e) => e.reason(),
             RunError::AwaitingOperation(_) => "AwaitingOperation".into(),
+            RunError::Conflict(_) => "Conflict".into(),
             RunError::Other(_) => "Other".into(),
         }
     }

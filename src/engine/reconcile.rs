@@ -10,10 +10,12 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalize, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::{Map, Value};
 
+use super::composition::{self, OnTarget};
 use super::conditions::{self, State};
 use super::ledger::{self, RunDecision, Unconfirmed};
 use super::{Control, Ctx, FIELD_MANAGER, FINALIZER, Kind, RunError, Step, audit, observations};
@@ -26,6 +28,8 @@ struct Shared<C: Control> {
     cx: Arc<Ctx>,
     /// The watch cache of this kind.
     store: reflector::Store<C::K>,
+    /// Reconcile these now (peers on a target one of them just left).
+    wake: futures::channel::mpsc::UnboundedSender<ObjectRef<C::K>>,
 }
 
 /// Run the controller for one kind until shutdown.
@@ -65,10 +69,12 @@ pub async fn run<C: Control>(
         );
         watcher::Config::default()
     };
+    let (wake, woken) = futures::channel::mpsc::unbounded();
     let shared = Arc::new(Shared {
         control,
         cx,
         store: reader.clone(),
+        wake,
     });
     // Only spec, finalizer and deletion changes trigger a reconcile: our own status writes must
     // not cause another round of Azure reads.
@@ -82,6 +88,7 @@ pub async fn run<C: Control>(
         .applied_objects()
         .predicate_filter(trigger_hash::<C::K>, Default::default());
     Controller::for_stream(stream, reader)
+        .reconcile_on(woken)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(reconcile::<C>, error_policy::<C>, shared)
@@ -145,6 +152,27 @@ fn trigger_hash<K: Kind>(obj: &K) -> Option<u64> {
     obj.meta().finalizers.hash(&mut h);
     obj.meta().deletion_timestamp.is_some().hash(&mut h);
     Some(h.finish())
+}
+
+/// A status write refused because the object changed since it was read.
+fn conflict(e: kube::Error) -> RunError {
+    match e {
+        kube::Error::Api(s) if s.code == 409 => RunError::Conflict(s.message),
+        e => RunError::Kube(e),
+    }
+}
+
+/// The object as the API server has it now (a quorum read, not the watch cache, which may lag):
+/// the ledger and the restore record are decided from this. `None`: gone or replaced.
+async fn fresh<K: Kind>(api: &Api<K>, obj: &K) -> Result<Option<Arc<K>>, RunError> {
+    let Some(mut o) = api.get_opt(&obj.name_any()).await? else {
+        return Ok(None);
+    };
+    if o.meta().uid != obj.meta().uid {
+        return Ok(None);
+    }
+    slim(&mut o);
+    Ok(Some(Arc::new(o)))
 }
 
 fn kind_of<C: Control>() -> String {
@@ -259,6 +287,9 @@ struct Run<'a, C: Control> {
     extra: Map<String, Value>,
     published: Value,
     generation: Option<i64>,
+    /// The version this run read: every status write is conditional on it (a conflict means
+    /// someone else wrote since, so re-read, never act on what this run decided).
+    resource_version: Option<String>,
 }
 
 impl<'a, C: Control> Run<'a, C> {
@@ -283,6 +314,7 @@ impl<'a, C: Control> Run<'a, C> {
             extra,
             published,
             generation: obj.meta().generation,
+            resource_version: obj.meta().resource_version.clone(),
             obj,
         }
     }
@@ -300,13 +332,19 @@ impl<'a, C: Control> Run<'a, C> {
             return Ok(());
         }
         let patch = merge_diff(&self.published, &next);
-        self.api
+        let written = self
+            .api
             .patch_status(
                 &self.obj.name_any(),
                 &PatchParams::apply(FIELD_MANAGER),
-                &Patch::Merge(serde_json::json!({ "status": patch })),
+                &Patch::Merge(serde_json::json!({
+                    "metadata": {"resourceVersion": self.resource_version},
+                    "status": patch,
+                })),
             )
-            .await?;
+            .await
+            .map_err(conflict)?;
+        self.resource_version = written.meta().resource_version.clone();
         self.published = next;
         Ok(())
     }
@@ -701,6 +739,7 @@ const COMMON_KEYS: &[&str] = &[
     "lastDriftTime",
     "plan",
     "restore",
+    "sharedWith",
     "azure",
     "action",
     "releasedTime",
@@ -721,26 +760,44 @@ fn schedule_of<K: Kind>(obj: &K) -> Option<Duration> {
 }
 
 async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, RunError> {
-    let mut run = Run::new(obj.clone(), sh);
     let kind = kind_of::<C>();
     let target = match resolve::<C>(&obj) {
         Ok(t) => t,
-        Err(msg) => return run.stalled("InvalidTarget", msg).await,
+        Err(msg) => return Run::new(obj, sh).stalled("InvalidTarget", msg).await,
     };
-    run.status.target = Some(target.id.clone());
-    let common = obj.common().into_owned();
-    let expired = common
-        .expires_at
-        .as_ref()
-        .is_some_and(|e| e.0 <= Timestamp::now());
-    if common.mode == Mode::Enforce && !expired {
-        // The cache is complete once the initial list is in; peers are read from it.
-        cache_ready(&sh.store).await;
+    // The cache is complete once the initial list is in; peers are read from it.
+    cache_ready(&sh.store).await;
+    if composition::enforcing(obj.as_ref(), Timestamp::now()) {
         sh.control.register(&obj, &target, &sh.store.state());
     } else {
         sh.control.unregister(&obj, &target);
     }
     let _guard = sh.cx.lock_target(&target.id).await;
+    // Decide from the object as it is now, under the target's lock (a peer that just left may
+    // have handed this one the target's restore record).
+    let Some(obj) = fresh(
+        &Api::<C::K>::namespaced(sh.cx.client.clone(), &obj.namespace().unwrap_or_default()),
+        obj.as_ref(),
+    )
+    .await?
+    else {
+        return Ok(Action::await_change());
+    };
+    if obj.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let mut run = Run::new(obj.clone(), sh);
+    run.status.target = Some(target.id.clone());
+    let common = obj.common().into_owned();
+    let on = composition::on_target::<C>(&sh.store.state(), &obj, &target);
+    let shared_before = std::mem::take(&mut run.status.shared_with);
+    if C::COMPOSES {
+        run.status.shared_with = on
+            .enforcing
+            .iter()
+            .map(|p| composition::name_of(p.as_ref()))
+            .collect();
+    }
     let drift_after = sh.cx.drift_after(&kind);
 
     // Expiry: release once, then stay released.
@@ -749,7 +806,7 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
     {
         if run.status.released_time.is_none() {
             // Whatever was applied is released, whatever the mode is now.
-            if let Err(e) = release_steps::<C>(&mut run, &target).await {
+            if let Err(e) = release_or_hand_over::<C>(&mut run, &target, &on).await {
                 return run.failed(e).await;
             }
             run.status.released_time = Some(now());
@@ -865,7 +922,35 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
         }
     }
 
-    let assessment = match sh.control.assess(&obj, &target, &observed, &run.status) {
+    // Several Enforce resources on the target: plan the state that satisfies them all, from
+    // the target's one restore record (adopted, when Enforce, so the last one to go restores).
+    let desired = match composed::<C>(sh, &obj, &on) {
+        Ok(d) => d,
+        Err(c) => {
+            return run
+                .stalled(
+                    "ConflictsWith",
+                    format!(
+                        "conflicts with {} {} on {}: {}; it stays in force, this one waits until it goes",
+                        kind, c.with, target.id, c.why
+                    ),
+                )
+                .await;
+        }
+    };
+    let mut view = run.status.clone();
+    if C::COMPOSES {
+        view.restore = composition::shared_restore(
+            &sh.control,
+            &obj,
+            run.status.restore.as_ref(),
+            &on.holders,
+        );
+        if common.mode == Mode::Enforce {
+            run.status.restore = view.restore.clone();
+        }
+    }
+    let assessment = match sh.control.assess(&desired, &target, &observed, &view) {
         Ok(a) => a,
         Err(stall) => return run.stalled(&stall.reason, stall.message).await,
     };
@@ -931,7 +1016,10 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
     let mut drifted = false;
     let mut message = assessment.message.clone();
     if !assessment.steps.is_empty() {
-        drifted = !is_action && conditions::was_contained(&run.status.conditions, run.generation);
+        // Peers arriving or leaving change what is wanted: that is a new plan, not drift.
+        drifted = !is_action
+            && conditions::was_contained(&run.status.conditions, run.generation)
+            && shared_before == run.status.shared_with;
         if drifted {
             run.status.drift_count += 1;
             run.status.last_drift_time = Some(now());
@@ -990,7 +1078,7 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
                 }
             }
         };
-        match sh.control.assess(&obj, &target, &observed, &run.status) {
+        match sh.control.assess(&desired, &target, &observed, &run.status) {
             Ok(a) if a.steps.is_empty() && a.wait.is_none() => {
                 run.extra.extend(a.extra);
                 message = a.message;
@@ -1089,6 +1177,97 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
     }))
 }
 
+/// What `obj` plans for: its own spec, or with every Enforce peer's wants folded in.
+fn composed<C: Control>(
+    sh: &Shared<C>,
+    obj: &Arc<C::K>,
+    on: &OnTarget<C::K>,
+) -> Result<Arc<C::K>, composition::Conflict> {
+    if !C::COMPOSES || on.enforcing.is_empty() {
+        return Ok(obj.clone());
+    }
+    composition::compose(&sh.control, obj, &on.enforcing).map(Arc::new)
+}
+
+/// Release one resource. While other resources still enforce on the target (a composing kind),
+/// nothing of the prior state comes back: the target's record goes to the oldest of them and
+/// they re-plan without this one. The last one restores.
+async fn release_or_hand_over<C: Control>(
+    run: &mut Run<'_, C>,
+    target: &ResourceId,
+    on: &OnTarget<C::K>,
+) -> Result<(), RunError> {
+    if C::COMPOSES
+        && let Some(heir) = on.enforcing.first()
+        && release_policy::<C>(&run.obj) == Some(ReleasePolicy::Restore)
+    {
+        hand_over(run, target, heir, on).await?;
+    } else {
+        release_steps::<C>(run, target).await?;
+    }
+    wake(run.sh, &on.enforcing);
+    Ok(())
+}
+
+fn wake<C: Control>(sh: &Shared<C>, peers: &[Arc<C::K>]) {
+    for p in peers {
+        let _ = sh.wake.unbounded_send(ObjectRef::from_obj(p.as_ref()));
+    }
+}
+
+/// Merge this resource's record into the heir's (a quorum read, written with its version as a
+/// precondition; the target lock keeps the heir's own runs out meanwhile).
+async fn hand_over<C: Control>(
+    run: &mut Run<'_, C>,
+    target: &ResourceId,
+    heir: &Arc<C::K>,
+    on: &OnTarget<C::K>,
+) -> Result<(), RunError> {
+    let api: Api<C::K> = Api::namespaced(
+        run.sh.cx.client.clone(),
+        &heir.namespace().unwrap_or_default(),
+    );
+    let heir_name = composition::name_of(heir.as_ref());
+    if let Some(h) = fresh(&api, heir.as_ref()).await? {
+        let theirs = h.common_status().and_then(|s| s.restore.clone());
+        let merged = composition::shared_restore(
+            &run.sh.control,
+            h.as_ref(),
+            theirs.as_ref(),
+            std::slice::from_ref(&run.obj),
+        );
+        if merged.is_some() && merged != theirs {
+            api.patch_status(
+                &h.name_any(),
+                &PatchParams::apply(FIELD_MANAGER),
+                &Patch::Merge(serde_json::json!({
+                    "metadata": {"resourceVersion": h.meta().resource_version},
+                    "status": {"restore": merged},
+                })),
+            )
+            .await
+            .map_err(conflict)?;
+        }
+    }
+    run.status.restore = None;
+    let others: Vec<String> = on
+        .enforcing
+        .iter()
+        .map(|p| composition::name_of(p.as_ref()))
+        .collect();
+    run.event(
+        EventType::Normal,
+        "Released",
+        "Release",
+        format!(
+            "released; {} still contain {target}, so its prior state comes back when the last of them goes (record kept by {heir_name})",
+            others.join(", ")
+        ),
+    )
+    .await;
+    Ok(())
+}
+
 /// Put back the recorded prior state (Restore), observing first so only what differs is sent.
 async fn release_steps<C: Control>(
     run: &mut Run<'_, C>,
@@ -1147,16 +1326,24 @@ async fn release_steps<C: Control>(
 }
 
 async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, RunError> {
+    let Ok(target) = resolve::<C>(&obj) else {
+        return Ok(Action::await_change());
+    };
+    sh.control.unregister(&obj, &target);
+    let _guard = sh.cx.lock_target(&target.id).await;
+    let api = Api::<C::K>::namespaced(sh.cx.client.clone(), &obj.namespace().unwrap_or_default());
+    let Some(obj) = fresh(&api, obj.as_ref()).await? else {
+        return Ok(Action::await_change());
+    };
     let mut run = Run::new(obj.clone(), sh);
     let policy = release_policy::<C>(&obj);
     // What was applied and not yet released, whatever the mode says now (Enforce → DryRun →
     // delete must still put the prior state back).
     let applied = run.status.restore.is_some() && run.status.released_time.is_none();
-    let Ok(target) = resolve::<C>(&obj) else {
-        return Ok(Action::await_change());
-    };
-    sh.control.unregister(&obj, &target);
+    let on = composition::on_target::<C>(&sh.store.state(), &obj, &target);
     if !applied || policy == Some(ReleasePolicy::Retain) {
+        // Peers planned with this one's wants folded in: they re-plan without them.
+        wake(sh, &on.enforcing);
         if applied && run.status.restore.is_some() {
             run.event(
                 EventType::Normal,
@@ -1168,8 +1355,7 @@ async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, R
         }
         return Ok(Action::await_change());
     }
-    let _guard = sh.cx.lock_target(&target.id).await;
-    match release_steps::<C>(&mut run, &target).await {
+    match release_or_hand_over::<C>(&mut run, &target, &on).await {
         Ok(()) => Ok(Action::await_change()),
         Err(RunError::Azure(e)) => {
             // Keep the finalizer: the prior state is not back yet.
