@@ -454,6 +454,52 @@ async fn cosmos_rotation_whose_answer_was_lost_is_never_sent_twice() {
     assert_masters_rotated(&before, &cosmos_keys(&env).await);
 }
 
+/// The same lost answer while the operator's watch lags (every change held 3 s before its cache
+/// sees it): the requeue 5 s later must not start from the cache's stale status (which does not
+/// show the call as sent yet) and rotate again. Runs decide from a fresh read.
+#[tokio::test]
+async fn a_lagging_watch_never_causes_a_second_rotation() {
+    let env = Env::new("e2e-cskr-lag").await;
+    env.sim.settings(json!({"lroDelayMs": 8000})).await;
+    env.sim
+        .fault(json!({"match": {"method": "POST", "pathRegex": "/regenerateKey$"}, "loseAnswer": true}))
+        .await;
+    let _op = Operator::start_with(&env, &[], &[("CONTAINMENT_TEST_WATCH_LAG_MS", "3000")]);
+    let before = cosmos_keys(&env).await;
+    env.apply(
+        "CosmosKeyRotation",
+        "rot",
+        json!({"target": target(COSMOS), "trigger": "INC-8"}),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while regenerate_posts(&env.sim.writes().await).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no regenerateKey sent"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Past the first recheck, with the cache still behind.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    env.sim.settings(json!({"lroDelayMs": 300})).await;
+    env.wait_condition(
+        "CosmosKeyRotation",
+        "rot",
+        "Ready",
+        "True",
+        Some("Completed"),
+    )
+    .await;
+    let posts = regenerate_posts(&env.sim.writes().await);
+    assert_eq!(
+        posts.len(),
+        2,
+        "primary and secondary exactly once each: {posts:?}"
+    );
+    assert_masters_rotated(&before, &cosmos_keys(&env).await);
+}
+
 #[tokio::test]
 async fn cosmos_faults_complete_with_one_effective_write() {
     let env = Env::new("e2e-cosmos-faults").await;

@@ -29,7 +29,9 @@ pub fn name_of<K: Kind>(k: &K) -> String {
 
 /// Creation order: "the later one" of two resources. Within one second (the timestamp's
 /// precision) one that already holds a record came first, then name order.
-fn age<K: Kind>(k: &K) -> (Option<Timestamp>, bool, String) {
+type Age = (Option<Timestamp>, bool, String);
+
+fn age<K: Kind>(k: &K) -> Age {
     (
         k.meta().creation_timestamp.as_ref().map(|t| t.0),
         !holds_record(k),
@@ -114,7 +116,7 @@ pub fn shared_restore<C: Control>(
     own: Option<&Value>,
     holders: &[Arc<C::K>],
 ) -> Option<Value> {
-    let mut records: Vec<((Option<Timestamp>, bool, String), &Value)> = holders
+    let mut records: Vec<(Age, &Value)> = holders
         .iter()
         .filter_map(|h| Some((age(h.as_ref()), h.common_status()?.restore.as_ref()?)))
         .collect();

@@ -83,6 +83,12 @@ pub async fn run<C: Control>(
         .inspect_err(
             move |e| tracing::warn!(kind, error = %e, "watch failed; retrying with backoff"),
         )
+        .then(|ev| async move {
+            if let Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) = &ev {
+                lag().await;
+            }
+            ev
+        })
         .modify(slim::<C::K>)
         .reflect(writer)
         .applied_objects()
@@ -99,6 +105,26 @@ pub async fn run<C: Control>(
         })
         .await;
 }
+
+/// Tests only: debug builds hold every watch change `CONTAINMENT_TEST_WATCH_LAG_MS` before the
+/// cache sees it, so tests can show that no decision is taken from a lagging cache.
+#[cfg(debug_assertions)]
+async fn lag() {
+    static LAG: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    let d = *LAG.get_or_init(|| {
+        std::env::var("CONTAINMENT_TEST_WATCH_LAG_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or_default()
+    });
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
+#[cfg(not(debug_assertions))]
+async fn lag() {}
 
 /// Until the store has its initial state. kube-runtime's readiness is a oneshot that wakes only
 /// its latest poller, so with the controller also waiting a plain `wait_until_ready` can sleep
