@@ -492,3 +492,52 @@ async fn a_leader_cut_off_from_the_api_server_stops_writing_and_exits() {
     );
     assert!(op.logs().contains("Azure writes stopped"), "{}", op.logs());
 }
+
+/// Status writes are conditional on the version the run read: someone else writing the object
+/// mid-run (here a label, while the PATCH is in flight) makes the run's next status write fail,
+/// and the resource is decided again from a fresh read — no second write to Azure.
+#[tokio::test]
+async fn a_write_by_someone_else_mid_run_makes_the_run_start_again() {
+    let env = Env::new("e2e-conditional").await;
+    env.sim.settings(json!({"latencyMs": 1500})).await;
+    let op = env.operator();
+    env.apply(
+        "StoragePublicAccessLockdown",
+        "lock",
+        json!({"target": target(STORAGE)}),
+    )
+    .await;
+    env.wait_condition(
+        "StoragePublicAccessLockdown",
+        "lock",
+        "Reconciling",
+        "True",
+        Some("Applying"),
+    )
+    .await;
+    env.api("StoragePublicAccessLockdown")
+        .patch(
+            "lock",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"team": "soc"}}})),
+        )
+        .await
+        .unwrap();
+    env.sim.settings(json!({"latencyMs": 0})).await;
+    env.wait_condition(
+        "StoragePublicAccessLockdown",
+        "lock",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    assert!(
+        op.logs()
+            .contains("the object changed while it was reconciled"),
+        "{}",
+        op.logs()
+    );
+    let writes = env.sim.successful_writes().await;
+    assert_eq!(writes.len(), 1, "{writes:?}");
+}
