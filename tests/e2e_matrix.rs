@@ -231,3 +231,108 @@ matrix_tests! {
     arc_isolation => "ArcIsolation",
     threat_submission => "ThreatSubmission",
 }
+
+/// The fault-and-race run: one of every kind (and two blocks on one server) at once, while the
+/// operator is SIGKILLed at random moments and azure-sim answers 429s and 5xx, loses answers and
+/// fails operations. No non-idempotent action is duplicated, and everything ends Ready, or
+/// Stalled with a reason.
+#[tokio::test]
+async fn a_burst_through_kills_and_faults_duplicates_no_action() {
+    let env = Env::new("e2e-storm").await;
+    env.sim.settings(json!({"lroDelayMs": 1500})).await;
+    for f in [
+        // The first Cosmos rotation's operation fails (so exactly one call is sent again), the
+        // next one's answer is lost (so it must be resolved from evidence, never re-sent).
+        json!({"match": {"method": "POST", "pathRegex": "cosmos-prod-01/regenerateKey$"}, "failOperation": true}),
+        json!({"match": {"method": "POST", "pathRegex": "cosmos-prod-01/regenerateKey$"}, "loseAnswer": true}),
+        json!({"match": {"method": "POST", "pathRegex": "stprod01/regenerateKey$"}, "loseAnswer": true}),
+        json!({"match": {"method": "POST", "pathRegex": "/api/machines/.*/isolate$"}, "loseAnswer": true}),
+        json!({"match": {"method": "PATCH", "pathRegex": "servers/sql-prod-01$"}, "failOperation": true}),
+        json!({"match": {"method": "PATCH"}, "status": 503, "count": 2}),
+        json!({"match": {"method": "PUT"}, "status": 500, "count": 2}),
+        json!({"match": {}, "status": 429, "count": 6, "retryAfterSeconds": 1}),
+    ] {
+        env.sim.fault(f).await;
+    }
+    let kinds: Vec<&str> = containment_operator::permissions::KINDS
+        .iter()
+        .map(|k| k.kind)
+        .collect();
+    for kind in &kinds {
+        env.apply(kind, "x", case(kind).spec).await;
+    }
+    env.apply(
+        "SqlIpBlock",
+        "y",
+        json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.9"]}),
+    )
+    .await;
+    let args = ["--unconfirmed-action-wait", "20s"];
+    for _ in 0..4 {
+        let mut op = Operator::start(&env, &args);
+        let after = Duration::from_millis(500 + rand::random::<u64>() % 2500);
+        tokio::time::sleep(after).await;
+        op.kill();
+    }
+    let _op = Operator::start(&env, &args);
+    let mut names: Vec<(&str, &str)> = kinds.iter().map(|k| (*k, "x")).collect();
+    names.push(("SqlIpBlock", "y"));
+    for (kind, name) in &names {
+        env.wait(
+            kind,
+            name,
+            "Ready or Stalled",
+            Duration::from_secs(120),
+            |o| {
+                o.is_some_and(|o| {
+                    condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+                        || condition(o, "Stalled").is_some_and(|c| {
+                            c["status"] == "True"
+                                && c["reason"].as_str().is_some_and(|r| !r.is_empty())
+                        })
+                })
+            },
+        )
+        .await;
+    }
+    let accepted = |is: fn(&str) -> bool, writes: &[(String, String, u16)]| {
+        writes
+            .iter()
+            .filter(|(m, p, s)| m == "POST" && is(p) && (200..300).contains(s))
+            .count()
+    };
+    let writes = env.sim.writes().await;
+    assert_eq!(
+        accepted(|p| p.ends_with("stprod01/regenerateKey"), &writes),
+        2,
+        "each storage key once: {writes:?}"
+    );
+    assert_eq!(
+        accepted(|p| p.ends_with("cosmos-prod-01/regenerateKey"), &writes),
+        3,
+        "each Cosmos key once, plus the one whose operation failed: {writes:?}"
+    );
+    assert_eq!(
+        accepted(
+            |p| p.starts_with("/api/machines/") && p.ends_with("/isolate"),
+            &writes
+        ),
+        1,
+        "one isolation: {writes:?}"
+    );
+    assert_eq!(
+        accepted(|p| p.ends_with("threatSubmission/urlThreats"), &writes),
+        1,
+        "one submission: {writes:?}"
+    );
+    let rules = env.sim.firewall_rules(SQL_PROD).await;
+    let n = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+    for ip in ["203.0.113.7", "203.0.113.9"] {
+        assert!(
+            !rules.iter().any(|(_, a, b)| n(a) <= n(ip) && n(ip) <= n(b))
+                || env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"]
+                    == "Disabled",
+            "{ip} admitted: {rules:?}"
+        );
+    }
+}

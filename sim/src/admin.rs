@@ -22,6 +22,10 @@ struct FaultSpec {
     /// connection is closed without a response (what a client sees when a reply never arrives).
     #[serde(default)]
     lose_answer: bool,
+    /// The request is carried out and starts its long-running operation as usual, and that
+    /// operation ends `Failed` (`lroFailCode`). Only for requests that start one.
+    #[serde(default)]
+    fail_operation: bool,
     #[serde(default = "one")]
     count: u32,
     #[serde(default)]
@@ -112,7 +116,7 @@ pub async fn handle(sim: &Sim, req: &Req) -> Resp {
                 Ok(r) => r,
                 Err(e) => return bad(format!("match.pathRegex: {e}")),
             };
-            if !spec.lose_answer && !(100..=599).contains(&spec.status) {
+            if !spec.lose_answer && !spec.fail_operation && !(100..=599).contains(&spec.status) {
                 return bad(format!("status {} is not an HTTP status", spec.status));
             }
             st.faults.push(Fault {
@@ -124,6 +128,7 @@ pub async fn handle(sim: &Sim, req: &Req) -> Resp {
                 retry_after_seconds: spec.retry_after_seconds,
                 error_code: spec.error_code,
                 lose_answer: spec.lose_answer,
+                fail_operation: spec.fail_operation,
             });
             Resp::json(StatusCode::CREATED, &json!({"active": st.faults.len()}))
         }

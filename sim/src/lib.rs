@@ -60,6 +60,8 @@ pub struct Fault {
     pub error_code: Option<String>,
     /// Let the request take effect, then drop the connection without answering.
     pub lose_answer: bool,
+    /// Let the request start its long-running operation, which then fails.
+    pub fail_operation: bool,
 }
 
 /// A response carrying this header is never sent: the server closes the connection instead
@@ -226,6 +228,8 @@ impl Sim {
         match take_fault(st, req) {
             Some(Taken::Answer(resp, delay)) => return (resp, Some(principal), delay),
             Some(Taken::LoseAnswer(delay)) => lost = Some(delay),
+            // The operation this request starts is the next one.
+            Some(Taken::FailOperation) => st.settings.lro_fail_next += 1,
             None => {}
         }
         let resp = match api {
@@ -264,6 +268,8 @@ enum Taken {
     Answer(Resp, u64),
     /// Carry out the operation, then lose its answer after the delay.
     LoseAnswer(u64),
+    /// Carry out the request; the long-running operation it starts fails.
+    FailOperation,
 }
 
 fn take_fault(st: &mut State, req: &Req) -> Option<Taken> {
@@ -277,6 +283,12 @@ fn take_fault(st: &mut State, req: &Req) -> Option<Taken> {
     })?;
     let f = &mut st.faults[idx];
     f.remaining -= 1;
+    if f.fail_operation {
+        if f.remaining == 0 {
+            st.faults.remove(idx);
+        }
+        return Some(Taken::FailOperation);
+    }
     if f.lose_answer {
         let delay = f.delay_ms;
         if f.remaining == 0 {
