@@ -241,3 +241,64 @@ async fn wrong_policy_type_for_the_target_stalls() {
             .contains("FrontDoorWebApplicationFirewallPolicies")
     );
 }
+
+/// The policy's prior mode belongs to the policy, not to the block that switched it: deleting
+/// that block while another still wants Prevention keeps Prevention, and the last one restores
+/// Detection. A block whose rule a sibling wrote, and that recorded nothing itself, still has its
+/// rule removed on release (by its deterministic name).
+#[tokio::test]
+async fn prevention_mode_outlives_no_block_and_unrecorded_rules_are_released() {
+    let env = Env::new("e2e-waf-mode").await;
+    let _op = env.operator();
+    let original = env.sim.resource(WAF).await;
+    for (name, ip) in [("first", "203.0.113.7"), ("second", "203.0.113.9")] {
+        env.apply(
+            "WafIpBlock",
+            name,
+            json!({"target": target(WAF), "ipAddresses": [ip], "enforcePreventionMode": true}),
+        )
+        .await;
+        env.wait_condition("WafIpBlock", name, "Ready", "True", Some("Contained"))
+            .await;
+    }
+    let mode = |p: &Value| p["properties"]["policySettings"]["mode"].clone();
+    assert_eq!(mode(&env.sim.resource(WAF).await), "Prevention");
+    env.delete("WafIpBlock", "first").await;
+    env.wait_gone("WafIpBlock", "first").await;
+    let p = env.sim.resource(WAF).await;
+    assert_eq!(mode(&p), "Prevention", "another block still wants it");
+
+    // The remaining block as if a sibling's coalesced write had done its work before it
+    // recorded anything.
+    let second = env.get("WafIpBlock", "second").await.unwrap();
+    let rule = second["status"]["ruleName"].as_str().unwrap().to_string();
+    env.api("WafIpBlock")
+        .patch_status(
+            "second",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"restore": null}})),
+        )
+        .await
+        .unwrap();
+    env.wait(
+        "WafIpBlock",
+        "second",
+        "no record",
+        Duration::from_secs(10),
+        |o| o.is_some_and(|o| o["status"].get("restore").is_none()),
+    )
+    .await;
+    env.delete("WafIpBlock", "second").await;
+    env.wait_gone("WafIpBlock", "second").await;
+    let p = env.sim.resource(WAF).await;
+    assert!(
+        !rules(&p).iter().any(|(n, _)| *n == rule),
+        "orphan rule {rule}: {p}"
+    );
+    assert_eq!(rules(&p), rules(&original));
+    assert_eq!(mode(&p), "Detection");
+    assert!(
+        p["tags"].get("containment-operator-prior-mode").is_none(),
+        "{p}"
+    );
+}

@@ -19,6 +19,10 @@ pub const FD_API: &str = "2024-02-01";
 const APPGW_TYPE: &str = "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies";
 const FD_TYPE: &str = "Microsoft.Network/FrontDoorWebApplicationFirewallPolicies";
 const PRIORITIES: std::ops::RangeInclusive<i64> = 1..=100;
+/// The policy's mode before the first WafIpBlock switched it to Prevention, kept on the policy
+/// itself: whichever WafIpBlock is the last to want Prevention puts it back, even when the one
+/// that switched it is long gone.
+pub const PRIOR_MODE_TAG: &str = "containment-operator-prior-mode";
 
 impl crate::engine::Kind for WafIpBlock {
     fn common(&self) -> std::borrow::Cow<'_, crate::api::common::CommonSpec> {
@@ -139,6 +143,9 @@ pub type PolicyWrite = (Value, BTreeMap<String, i64>);
 
 /// The pure plan: the policy to PUT so that `own` (and every coalesced sibling) is in force.
 /// Returns None when `own` is already in force (siblings then write for themselves).
+/// Siblings are best-effort: one whose priority cannot be had is left as it is in the policy
+/// (its own reconcile stalls it), and only `own`'s trouble stalls this resource. Claims are
+/// settled in rule-name order, so every resource on the policy plans the same outcome.
 pub fn plan_policy(
     f: Flavour,
     policy: &Value,
@@ -152,6 +159,7 @@ pub fn plan_policy(
     }
     let mut wants: Vec<&Want> = vec![own];
     wants.extend(siblings.iter().filter(|s| s.rule != own.rule));
+    wants.sort_by(|a, b| a.rule.cmp(&b.rule));
     let ours: Vec<&str> = wants.iter().map(|w| w.rule.as_str()).collect();
     let existing = f.rules(policy);
     let foreign: Vec<&Value> = existing
@@ -164,6 +172,7 @@ pub fn plan_policy(
         .filter_map(|r| r["priority"].as_i64())
         .collect();
     let mut chosen = BTreeMap::new();
+    let mut left_out: Vec<&str> = Vec::new();
     // Explicit priorities first, then rules that already have one, then the lowest free value.
     let current_priority = |w: &Want| {
         existing
@@ -172,59 +181,76 @@ pub fn plan_policy(
             .and_then(|r| r["priority"].as_i64())
     };
     for w in &wants {
-        if let Some(p) = w.priority {
-            if let Some(r) = foreign.iter().find(|r| r["priority"] == p) {
-                return Err(Stall::new(
-                    "PriorityInUse",
-                    format!(
-                        "spec.priority {p} is already used by custom rule {} in the policy; choose another or omit it",
-                        r["name"].as_str().unwrap_or("?")
-                    ),
-                ));
+        let Some(p) = w.priority else { continue };
+        let refusal = if let Some(r) = foreign.iter().find(|r| r["priority"] == p) {
+            Some(format!(
+                "spec.priority {p} is already used by custom rule {} in the policy; choose another or omit it",
+                r["name"].as_str().unwrap_or("?")
+            ))
+        } else if used.contains(&p) {
+            Some(format!(
+                "spec.priority {p} is also requested by another WafIpBlock on this policy"
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            Some(m) if w.rule == own.rule => return Err(Stall::new("PriorityInUse", m)),
+            Some(_) => left_out.push(&w.rule),
+            None => {
+                used.push(p);
+                chosen.insert(w.rule.clone(), p);
             }
-            if used.contains(&p) {
-                return Err(Stall::new(
-                    "PriorityInUse",
-                    format!(
-                        "spec.priority {p} is also requested by another WafIpBlock on this policy"
-                    ),
-                ));
-            }
-            used.push(p);
-            chosen.insert(w.rule.clone(), p);
         }
     }
-    for w in &wants {
-        if chosen.contains_key(&w.rule) {
-            continue;
-        }
+    let planned =
+        |w: &&&Want| !chosen.contains_key(&w.rule) && !left_out.contains(&w.rule.as_str());
+    for w in wants.iter().filter(planned).copied().collect::<Vec<_>>() {
         if let Some(p) = current_priority(w).filter(|p| !used.contains(p)) {
             used.push(p);
             chosen.insert(w.rule.clone(), p);
         }
     }
-    for w in &wants {
-        if chosen.contains_key(&w.rule) {
-            continue;
+    let planned =
+        |w: &&&Want| !chosen.contains_key(&w.rule) && !left_out.contains(&w.rule.as_str());
+    for w in wants.iter().filter(planned).copied().collect::<Vec<_>>() {
+        match PRIORITIES.clone().find(|p| !used.contains(p)) {
+            Some(p) => {
+                used.push(p);
+                chosen.insert(w.rule.clone(), p);
+            }
+            None if w.rule == own.rule => {
+                return Err(Stall::new(
+                    "NoFreePriority",
+                    "every custom rule priority from 1 to 100 is taken in this policy",
+                ));
+            }
+            None => left_out.push(&w.rule),
         }
-        let Some(p) = PRIORITIES.clone().find(|p| !used.contains(p)) else {
-            return Err(Stall::new(
-                "NoFreePriority",
-                "every custom rule priority from 1 to 100 is taken in this policy",
-            ));
-        };
-        used.push(p);
-        chosen.insert(w.rule.clone(), p);
     }
+    // A sibling left out keeps whatever rule it already has, where that collides with nothing.
     let mut rules: Vec<Value> = foreign.into_iter().cloned().collect();
-    for w in &wants {
+    for r in &existing {
+        let name = r["name"].as_str().unwrap_or_default();
+        if left_out.contains(&name) && r["priority"].as_i64().is_some_and(|p| !used.contains(&p)) {
+            rules.push((*r).clone());
+        }
+    }
+    let planned: Vec<&&Want> = wants
+        .iter()
+        .filter(|w| chosen.contains_key(&w.rule))
+        .collect();
+    for w in &planned {
         rules.push(f.rule(w, chosen[&w.rule]));
     }
     rules.sort_by_key(|r| r["priority"].as_i64().unwrap_or_default());
     let mut next = writable(policy);
     f.set_rules(&mut next, rules);
-    if wants.iter().any(|w| w.prevention) {
+    if planned.iter().any(|w| w.prevention) && f.mode(policy) != "Prevention" {
         next["properties"]["policySettings"]["mode"] = json!("Prevention");
+        if policy["tags"].get(PRIOR_MODE_TAG).is_none() {
+            next["tags"][PRIOR_MODE_TAG] = json!(f.mode(policy));
+        }
     }
     Ok(Some((next, chosen)))
 }
@@ -253,8 +279,12 @@ pub fn release_policy(
 ) -> Option<Value> {
     let rules = f.rules(policy);
     let has_rule = rules.iter().any(|r| r["name"] == rule);
-    let restore_mode = prior_mode.filter(|m| !others_need_prevention && *m != f.mode(policy));
-    if !has_rule && restore_mode.is_none() {
+    let tagged = policy["tags"][PRIOR_MODE_TAG].as_str();
+    let restore_mode = tagged
+        .or(prior_mode)
+        .filter(|m| !others_need_prevention && *m != f.mode(policy));
+    let drop_tag = !others_need_prevention && tagged.is_some();
+    if !has_rule && restore_mode.is_none() && !drop_tag {
         return None;
     }
     let mut next = writable(policy);
@@ -268,6 +298,9 @@ pub fn release_policy(
     );
     if let Some(m) = restore_mode {
         next["properties"]["policySettings"]["mode"] = json!(m);
+    }
+    if drop_tag && let Some(t) = next["tags"].as_object_mut() {
+        t.remove(PRIOR_MODE_TAG);
     }
     Some(next)
 }
@@ -496,6 +529,12 @@ impl Control for WafIpBlockControl {
         }
     }
 
+    /// The rule name is deterministic: a WafIpBlock whose rule a sibling's coalesced PUT wrote
+    /// before it recorded anything itself still removes it on release.
+    fn implicit_restore(&self, obj: &WafIpBlock) -> Option<Value> {
+        Some(json!({"ruleName": want_of(obj).rule}))
+    }
+
     fn release(
         &self,
         obj: &WafIpBlock,
@@ -627,6 +666,42 @@ mod tests {
     }
 
     #[test]
+    fn a_sibling_that_cannot_have_its_priority_is_left_out_alone() {
+        let own = want("ctra", &["203.0.113.7"], None);
+        // Clashes with a foreign rule, and with another sibling's claim (name order decides).
+        let sibs = vec![
+            want("ctrb", &["198.51.100.9"], Some(5)),
+            want("ctrc", &["192.0.2.1"], Some(7)),
+            want("ctrd", &["192.0.2.2"], Some(7)),
+        ];
+        let (next, chosen) = plan_policy(AG, &appgw(), &own, &sibs).unwrap().unwrap();
+        assert_eq!(chosen.keys().collect::<Vec<_>>(), ["ctra", "ctrc"]);
+        assert!(rule_in_force(AG, &next, &own).is_some());
+        assert!(rule_in_force(AG, &next, &sibs[1]).is_some());
+        // The one that lost the claim stalls alone, naming the reason.
+        let err = plan_policy(AG, &appgw(), &sibs[2], &[own.clone(), sibs[1].clone()]).unwrap_err();
+        assert_eq!(err.reason, "PriorityInUse");
+        // Every priority taken: the sibling that gets none is left out, not the writer.
+        let mut full = appgw();
+        let rules: Vec<Value> = (1..=99)
+            .map(|p| json!({"name": format!("foreign{p}"), "priority": p, "action": "Block", "matchConditions": []}))
+            .collect();
+        full["properties"]["customRules"] = json!(rules);
+        let (_, chosen) = plan_policy(AG, &full, &own, &[want("ctrb", &["198.51.100.9"], None)])
+            .unwrap()
+            .unwrap();
+        assert_eq!(chosen.keys().collect::<Vec<_>>(), ["ctra"]);
+        let err = plan_policy(
+            AG,
+            &full,
+            &want("ctrb", &["198.51.100.9"], None),
+            &[own.clone()],
+        )
+        .unwrap_err();
+        assert_eq!(err.reason, "NoFreePriority");
+    }
+
+    #[test]
     fn prevention_mode_and_release_restore_only_what_we_changed() {
         let mut own = want("ctra", &["203.0.113.7"], None);
         own.prevention = true;
@@ -645,6 +720,16 @@ mod tests {
         let kept = release_policy(AG, &next, "ctra", Some("Detection"), true).unwrap();
         assert_eq!(kept["properties"]["policySettings"]["mode"], "Prevention");
         assert!(release_policy(AG, &appgw(), "ctra", None, false).is_none());
+        // The prior mode is kept on the policy: the last one to want Prevention restores it,
+        // though it never switched the mode itself (its record has no mode).
+        assert_eq!(next["tags"][PRIOR_MODE_TAG], "Detection");
+        assert_eq!(kept["tags"][PRIOR_MODE_TAG], "Detection");
+        let last = release_policy(AG, &kept, "ctrb", None, false).unwrap();
+        assert_eq!(last["properties"]["policySettings"]["mode"], "Detection");
+        assert!(last["tags"].get(PRIOR_MODE_TAG).is_none(), "{last}");
+        // A later switch records the mode then, not a stale one.
+        let again = plan_policy(AG, &last, &own, &[]).unwrap().unwrap().0;
+        assert_eq!(again["tags"][PRIOR_MODE_TAG], "Detection");
     }
 
     #[test]

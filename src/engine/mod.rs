@@ -174,6 +174,13 @@ pub trait Control: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// What release works from when the resource recorded nothing itself, because another
+    /// resource's coalesced write did its work before it ran (e.g. a rule with a deterministic
+    /// name). `None`: nothing recorded, nothing to release.
+    fn implicit_restore(&self, _obj: &Self::K) -> Option<Value> {
+        None
+    }
+
     /// What a human must do about an Azure error that keeps a release from finishing (e.g. the
     /// target refuses changes in its current state), or `None` to retry it as usual. With
     /// advice the resource is Stalled with it (and still retried, with backoff).

@@ -1303,7 +1303,12 @@ async fn release_steps<C: Control>(
     if release_policy::<C>(&obj) != Some(ReleasePolicy::Restore) {
         return Ok(());
     }
-    let Some(restore) = run.status.restore.clone() else {
+    let Some(restore) = run
+        .status
+        .restore
+        .clone()
+        .or_else(|| run.sh.control.implicit_restore(&obj))
+    else {
         return Ok(());
     };
     run.await_operation().await?;
@@ -1365,7 +1370,8 @@ async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, R
     let policy = release_policy::<C>(&obj);
     // What was applied and not yet released, whatever the mode says now (Enforce → DryRun →
     // delete must still put the prior state back).
-    let applied = run.status.restore.is_some() && run.status.released_time.is_none();
+    let applied = (run.status.restore.is_some() || sh.control.implicit_restore(&obj).is_some())
+        && run.status.released_time.is_none();
     let on = composition::on_target::<C>(&sh.store.state(), &obj, &target);
     if !applied || policy == Some(ReleasePolicy::Retain) {
         // Peers planned with this one's wants folded in: they re-plan without them.
