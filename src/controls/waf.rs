@@ -695,7 +695,7 @@ mod tests {
             AG,
             &full,
             &want("ctrb", &["198.51.100.9"], None),
-            &[own.clone()],
+            std::slice::from_ref(&own),
         )
         .unwrap_err();
         assert_eq!(err.reason, "NoFreePriority");
