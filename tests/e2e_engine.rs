@@ -257,7 +257,27 @@ async fn workload_identity_with_a_projected_service_account_token() {
     use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
     use kube::api::{Api, PostParams};
 
-    let env = Env::new("e2e-wi").await;
+    // Entra trusts the cluster's issuer with the keys from its OpenID discovery, as it would
+    // fetch them: the simulator checks the projected token's signature against them.
+    let cp = testenv::shared().await.unwrap();
+    let admin = cp.client().await.unwrap();
+    let get = |path: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let req = http::Request::get(path).body(Vec::new()).unwrap();
+            serde_json::from_str::<serde_json::Value>(&admin.request_text(req).await.unwrap())
+                .unwrap()
+        }
+    };
+    let issuer = get("/.well-known/openid-configuration").await["issuer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let jwks = get("/openid/v1/jwks").await;
+    let env = Env::with_world("e2e-wi", printed_actions(&[]), |w| {
+        w.issuers = vec![azure_sim::world::Issuer { issuer, jwks }];
+    })
+    .await;
     // The demo world trusts system:serviceaccount:containment-system:containment-operator.
     let nss: Api<Namespace> = Api::all(env.client.clone());
     let ns: Namespace =

@@ -142,7 +142,7 @@ pub fn handle(sim: &Sim, st: &mut State, req: &Req) -> Resp {
                 "Invalid client_assertion_type.",
             );
         }
-        if let Err(r) = check_assertion(p, assertion.trim()) {
+        if let Err(r) = check_assertion(&st.world.issuers, p, assertion.trim()) {
             return r;
         }
     } else {
@@ -165,7 +165,11 @@ pub fn handle(sim: &Sim, st: &mut State, req: &Req) -> Resp {
     )
 }
 
-fn check_assertion(p: &Principal, assertion: &str) -> Result<(), Resp> {
+fn check_assertion(
+    issuers: &[crate::world::Issuer],
+    p: &Principal,
+    assertion: &str,
+) -> Result<(), Resp> {
     let Some(claims) = jwt::claims_unverified(assertion) else {
         return Err(aad_error(
             StatusCode::BAD_REQUEST,
@@ -188,6 +192,28 @@ fn check_assertion(p: &Principal, assertion: &str) -> Result<(), Resp> {
             "invalid_client",
             700024,
             "Client assertion is not within its valid time range.",
+        ));
+    }
+    // Entra reads the issuer's keys from its OpenID configuration and checks the signature.
+    let Some(issuer) = issuers
+        .iter()
+        .find(|i| i.issuer.trim_end_matches('/') == iss.trim_end_matches('/'))
+    else {
+        return Err(aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            700211,
+            &format!(
+                "No matching federated identity record found for presented assertion issuer '{iss}'."
+            ),
+        ));
+    };
+    if !jwt::signed_by(assertion, &issuer.jwks) {
+        return Err(aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            700027,
+            "Client assertion failed signature validation.",
         ));
     }
     let matched = p.federated_credentials.iter().any(|fc| {

@@ -6,6 +6,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Issuer {
+    /// The `iss` claim, e.g. a cluster's service-account issuer URL.
+    pub issuer: String,
+    /// `{"keys": [JWK, …]}`: EC P-256 (ES256) or RSA (RS256) public keys.
+    pub jwks: Value,
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct World {
@@ -17,6 +26,11 @@ pub struct World {
     pub subscriptions: Vec<Subscription>,
     #[serde(default)]
     pub principals: Vec<Principal>,
+    /// OpenID issuers whose tokens are accepted as federated assertions, with their signing
+    /// keys (the JWK set Entra reads from each issuer's `jwks_uri`). An assertion from an
+    /// issuer not listed, or not signed by one of its keys, is refused as Entra refuses it.
+    #[serde(default)]
+    pub issuers: Vec<Issuer>,
     /// ARM resources: each needs `id`; `name` and `type` are derived from it when absent.
     #[serde(default)]
     pub resources: Vec<Value>,

@@ -251,6 +251,40 @@ async fn storage_patch_keys_and_revocation() {
         "the response lists every key"
     );
     assert_ne!(keys["keys"][0]["value"], keys0["keys"][0]["value"]);
+    // Kerberos keys are listed only when asked for ($expand=kerb), like ARM.
+    sim.call(
+        &t,
+        "POST",
+        &format!("{acct}/regenerateKey?{v}"),
+        Some(json!({"keyName": "kerb1"})),
+    )
+    .await;
+    let names = |b: &serde_json::Value| -> Vec<String> {
+        b["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["keyName"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let plain = sim
+        .call(&t, "POST", &format!("{acct}/listKeys?{v}"), None)
+        .await
+        .2;
+    assert_eq!(names(&plain), ["key1", "key2"]);
+    let expanded = sim
+        .call(
+            &t,
+            "POST",
+            &format!("{acct}/listKeys?{v}&$expand=kerb"),
+            None,
+        )
+        .await
+        .2;
+    assert_eq!(names(&expanded), ["kerb1", "key1", "key2"]);
+    let (_, _, keys) = sim
+        .call(&t, "POST", &format!("{acct}/listKeys?{v}"), None)
+        .await;
     assert_eq!(keys["keys"][1]["value"], keys0["keys"][1]["value"]);
     let after = sim.call(&t, "GET", &format!("{acct}?{v}"), None).await.2;
     assert_ne!(after["properties"]["keyCreationTime"]["key1"], before);

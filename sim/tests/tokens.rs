@@ -100,13 +100,19 @@ async fn token_errors_are_aadsts_shaped() {
 }
 
 #[tokio::test]
-async fn federated_assertion_checks_subject_audience_and_expiry() {
-    let sim = start().await;
-    let assertion = |sub: &str, aud: &str, exp: i64| {
-        jwt_unsigned(
-            json!({"iss": "https://oidc.example/cluster", "sub": sub, "aud": [aud], "exp": exp}),
-        )
-    };
+async fn federated_assertion_checks_issuer_signature_subject_audience_and_expiry() {
+    let issuer = Issuer::new();
+    let jwks = issuer.jwks.clone();
+    let sim = start_with(move |mut w| {
+        w.issuers = vec![azure_sim::world::Issuer {
+            issuer: "https://oidc.example/cluster".into(),
+            jwks,
+        }];
+        w
+    })
+    .await;
+    let claims = |sub: &str, aud: &str, exp: i64| json!({"iss": "https://oidc.example/cluster", "sub": sub, "aud": [aud], "exp": exp});
+    let assertion = |sub: &str, aud: &str, exp: i64| issuer.sign(claims(sub, aud, exp));
     let sa = "system:serviceaccount:containment-system:containment-operator";
     let try_it = |a: String| {
         let sim = &sim;
@@ -149,6 +155,30 @@ async fn federated_assertion_checks_subject_audience_and_expiry() {
 
     let (s, b) = try_it(assertion(sa, "api://AzureADTokenExchange", now() - 10)).await;
     assert_eq!((s, b["error_codes"][0].as_u64()), (400, Some(700024)));
+
+    // Entra checks the signature against the issuer's keys: unsigned, forged or from an issuer
+    // it does not know, the assertion is refused.
+    let good = claims(sa, "api://AzureADTokenExchange", now() + 600);
+    let (s, b) = try_it(jwt_unsigned(good.clone())).await;
+    assert_eq!(
+        (s, b["error_codes"][0].as_u64()),
+        (400, Some(700027)),
+        "{b}"
+    );
+    let (s, b) = try_it(Issuer::new().sign(good.clone())).await;
+    assert_eq!(
+        (s, b["error_codes"][0].as_u64()),
+        (400, Some(700027)),
+        "{b}"
+    );
+    let mut elsewhere = good;
+    elsewhere["iss"] = json!("https://attacker.example");
+    let (s, b) = try_it(issuer.sign(elsewhere)).await;
+    assert_eq!(
+        (s, b["error_codes"][0].as_u64()),
+        (400, Some(700211)),
+        "{b}"
+    );
 }
 
 #[tokio::test]

@@ -36,11 +36,14 @@ pub fn init_account(st: &mut State, id: &str, r: &mut Value) {
 /// Kerberos keys have no `keyCreationTime` entry in Azure; their times are kept with the keys.
 const KERB_CREATED: &str = "created:";
 
-fn keys_body(st: &State, id: &str, created: &Value) -> Value {
+/// `kerb`: the Kerberos keys too (listKeys lists them only with `$expand=kerb`, the spec's
+/// `ListKeyExpand`; a regenerateKey answer lists every key).
+fn keys_body(st: &State, id: &str, created: &Value, kerb: bool) -> Value {
     let keys = st.keys.get(&key(id)).cloned().unwrap_or_default();
     let list: Vec<Value> = keys
         .iter()
         .filter(|(name, _)| !name.starts_with(KERB_CREATED))
+        .filter(|(name, _)| kerb || !name.starts_with("kerb"))
         .map(|(name, value)| {
             let mut k = json!({"keyName": name, "value": value, "permissions": "Full"});
             let time = created
@@ -73,7 +76,8 @@ pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
             match a.to_ascii_lowercase().as_str() {
                 "listkeys" => {
                     let created = created_times(st, id);
-                    Resp::json(StatusCode::OK, &keys_body(st, id, &created))
+                    let kerb = ctx.req.query_ci("$expand") == Some("kerb");
+                    Resp::json(StatusCode::OK, &keys_body(st, id, &created, kerb))
                 }
                 "regeneratekey" => regenerate(st, ctx, id),
                 _ => {
@@ -117,7 +121,7 @@ fn regenerate(st: &mut State, ctx: &Ctx, id: &str) -> Resp {
         r["properties"]["keyCreationTime"][name] = json!(now);
     }
     let created = created_times(st, id);
-    Resp::json(StatusCode::OK, &keys_body(st, id, &created))
+    Resp::json(StatusCode::OK, &keys_body(st, id, &created, true))
 }
 
 fn patch(st: &mut State, ctx: &Ctx) -> Resp {

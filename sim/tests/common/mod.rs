@@ -203,6 +203,40 @@ impl TestSim {
     }
 }
 
+/// An OpenID issuer's ES256 signing key (a cluster's service-account key), and its JWK set.
+pub struct Issuer {
+    key: aws_lc_rs::signature::EcdsaKeyPair,
+    pub jwks: Value,
+}
+
+impl Issuer {
+    pub fn new() -> Issuer {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        use base64::Engine;
+        let b = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let point = key.public_key().as_ref().to_vec();
+        let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "k1",
+                                    "x": b(&point[1..33]), "y": b(&point[33..65])}]});
+        Issuer { key, jwks }
+    }
+
+    pub fn sign(&self, claims: Value) -> String {
+        use base64::Engine;
+        let e = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let input = format!(
+            "{}.{}",
+            e(json!({"alg": "ES256", "typ": "JWT", "kid": "k1"})
+                .to_string()
+                .as_bytes()),
+            e(claims.to_string().as_bytes())
+        );
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let sig = self.key.sign(&rng, input.as_bytes()).unwrap();
+        format!("{input}.{}", e(sig.as_ref()))
+    }
+}
+
 pub fn jwt_unsigned(claims: Value) -> String {
     use base64::Engine;
     let e = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
