@@ -378,6 +378,47 @@ fn regenerate_posts(writes: &[(String, String, u16)]) -> Vec<(String, u16)> {
         .collect()
 }
 
+/// Cosmos DB locks the account while another update runs (someone else's PATCH here) and
+/// refuses regenerateKey with 412: that is a refusal, retried until the lock is gone, and each
+/// key is still rotated exactly once.
+#[tokio::test]
+async fn cosmos_rotation_waits_out_an_update_someone_else_started() {
+    let env = Env::new("e2e-cskr-locked").await;
+    env.sim.settings(json!({"lroDelayMs": 3000})).await;
+    env.sim
+        .as_operator(
+            reqwest::Method::PATCH,
+            &format!("{COSMOS}?api-version=2024-05-15"),
+            "https://management.azure.com/.default",
+            Some(json!({"properties": {"disableLocalAuth": false}})),
+        )
+        .await;
+    let _op = env.operator();
+    let before = cosmos_keys(&env).await;
+    env.apply(
+        "CosmosKeyRotation",
+        "rot",
+        json!({"target": target(COSMOS), "trigger": "INC-9"}),
+    )
+    .await;
+    env.wait_condition(
+        "CosmosKeyRotation",
+        "rot",
+        "Ready",
+        "True",
+        Some("Completed"),
+    )
+    .await;
+    let posts = regenerate_posts(&env.sim.writes().await);
+    assert!(
+        posts.iter().any(|p| p.1 == 412),
+        "the lock was met: {posts:?}"
+    );
+    let accepted: Vec<_> = posts.iter().filter(|p| p.1 == 202).collect();
+    assert_eq!(accepted.len(), 2, "each key once: {posts:?}");
+    assert_masters_rotated(&before, &cosmos_keys(&env).await);
+}
+
 /// A regenerateKey whose operation ends Failed rotated nothing: it is not "done", the run is
 /// not Completed, and the key is rotated by a second call (the leaked key must not stay valid).
 #[tokio::test]

@@ -392,6 +392,32 @@ async fn cosmos_patch_and_regenerate_key_are_long_running() {
         .await;
     assert_eq!(s, 202);
     let op = h["azure-asyncoperation"].to_str().unwrap().to_string();
+    // The account is locked while the operation runs: other writes are refused, like Cosmos DB.
+    for (m, path, body) in [
+        (
+            "POST",
+            format!("{acct}/regenerateKey?{v}"),
+            json!({"keyKind": "secondary"}),
+        ),
+        (
+            "PATCH",
+            format!("{acct}?{v}"),
+            json!({"properties": {"disableLocalAuth": true}}),
+        ),
+    ] {
+        let (s, _, b) = sim.call(&t, m, &path, Some(body)).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (412, Some("PreconditionFailed")),
+            "{m}: {b}"
+        );
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("exclusive lock on [cosmos-prod-01]")
+        );
+    }
     assert_eq!(sim.poll(&t, &op).await.last().unwrap(), "Succeeded");
     let after = sim.call(&t, "GET", &format!("{acct}?{v}"), None).await.2;
     assert_ne!(

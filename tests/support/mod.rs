@@ -258,7 +258,9 @@ impl Sim {
             Some(b) => req.json(&b),
             None => req.header("content-length", "0"),
         };
-        req.send().await.unwrap().json().await.unwrap()
+        // Null for an answer without a body (e.g. a 202 that starts an operation).
+        serde_json::from_str(&req.send().await.unwrap().text().await.unwrap())
+            .unwrap_or(Value::Null)
     }
 }
 

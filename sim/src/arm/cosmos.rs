@@ -63,12 +63,31 @@ fn private(ip: std::net::Ipv4Addr) -> bool {
         || (o[0] == 100 && (64..128).contains(&o[1]))
 }
 
+/// Cosmos DB takes an exclusive lock on the account for an update or a key regeneration: any
+/// other write meanwhile is refused (412 PreconditionFailed, e.g. hashicorp/terraform-provider-
+/// azurerm#15842), and must be retried once the operation is done.
+fn locked(st: &State, id: &str) -> Option<Resp> {
+    lro::running_on(st, id).then(|| {
+        let name = id.rsplit('/').next().unwrap_or(id);
+        Resp::arm_error(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            &format!(
+                "There is another user operation in progress which requires an exclusive lock on [{name}]. Please retry after sometime."
+            ),
+        )
+    })
+}
+
 pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
     match ctx.req.method {
         Method::GET => ok_resource(st, ctx.path),
         Method::PATCH => {
             if get_stored(st, ctx.path).is_none() {
                 return Resp::not_found(ctx.path);
+            }
+            if let Some(r) = locked(st, ctx.path) {
+                return r;
             }
             let body = json_body!(ctx);
             let props = &body["properties"];
@@ -124,6 +143,9 @@ pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
             if ctx.path.to_ascii_lowercase().ends_with("/listkeys") {
                 let keys = st.keys.get(&key(&id)).cloned().unwrap_or_default();
                 return Resp::json(StatusCode::OK, &json!(keys));
+            }
+            if let Some(r) = locked(st, &id) {
+                return r;
             }
             let body = json_body!(ctx);
             let kind = body["keyKind"].as_str().unwrap_or("");

@@ -23,6 +23,29 @@ pub enum Effect {
     RunCommand { id: String },
 }
 
+impl Effect {
+    /// The resource the operation changes.
+    pub fn target(&self) -> &str {
+        match self {
+            Effect::Merge { id, .. }
+            | Effect::Replace { id, .. }
+            | Effect::CosmosRegen { id, .. }
+            | Effect::RunCommand { id } => id,
+        }
+    }
+}
+
+/// Whether an operation changing `id` is still running (services that lock a resource for the
+/// length of an operation refuse other writes to it meanwhile).
+pub fn running_on(st: &State, id: &str) -> bool {
+    st.operations.values().any(|o| {
+        o.status == "InProgress"
+            && o.effect
+                .as_ref()
+                .is_some_and(|e| e.target().eq_ignore_ascii_case(id))
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct Operation {
     pub id: String,
