@@ -225,18 +225,33 @@ impl Sim {
         };
         let principal = claims.oid.clone();
         let mut lost = None;
+        let mut fail_operation = None;
         match take_fault(st, req) {
             Some(Taken::Answer(resp, delay)) => return (resp, Some(principal), delay),
             Some(Taken::LoseAnswer(delay)) => lost = Some(delay),
             // The operation this request starts is the next one.
-            Some(Taken::FailOperation) => st.settings.lro_fail_next += 1,
+            Some(Taken::FailOperation(idx)) => {
+                st.settings.lro_fail_next += 1;
+                fail_operation = Some(idx);
+            }
             None => {}
         }
+        let started = st.operations.len();
         let resp = match api {
             Api::Arm => arm::handle(self, st, req, &claims),
             Api::Graph => graph::handle(st, req, &claims, &self.base_url),
             Api::Mde => mde::handle(st, req, &claims, &self.base_url),
         };
+        if let Some(idx) = fail_operation {
+            if st.operations.len() > started {
+                st.faults[idx].remaining -= 1;
+                if st.faults[idx].remaining == 0 {
+                    st.faults.remove(idx);
+                }
+            } else {
+                st.settings.lro_fail_next -= 1;
+            }
+        }
         match lost {
             Some(delay) => (resp.with_header(LOSE_ANSWER, "1"), Some(principal), delay),
             None => (resp, Some(principal), 0),
@@ -268,8 +283,9 @@ enum Taken {
     Answer(Resp, u64),
     /// Carry out the operation, then lose its answer after the delay.
     LoseAnswer(u64),
-    /// Carry out the request; the long-running operation it starts fails.
-    FailOperation,
+    /// Carry out the request; the long-running operation it starts fails. The fault (its
+    /// index) is spent only if the request did start one (it may be refused first, e.g. 412).
+    FailOperation(usize),
 }
 
 fn take_fault(st: &mut State, req: &Req) -> Option<Taken> {
@@ -284,10 +300,8 @@ fn take_fault(st: &mut State, req: &Req) -> Option<Taken> {
     let f = &mut st.faults[idx];
     f.remaining -= 1;
     if f.fail_operation {
-        if f.remaining == 0 {
-            st.faults.remove(idx);
-        }
-        return Some(Taken::FailOperation);
+        f.remaining += 1;
+        return Some(Taken::FailOperation(idx));
     }
     if f.lose_answer {
         let delay = f.delay_ms;
