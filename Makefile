@@ -8,6 +8,8 @@ K8S_VERSION := $(shell cat testenv/go/K8S_VERSION)
 CONTAINMENT_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/containment-operator
 export CONTAINMENT_CACHE_DIR
 CP_BIN := $(CONTAINMENT_CACHE_DIR)/controlplane/$(K8S_VERSION)
+FLOOR_K8S_VERSION := $(shell cat testenv/go/floor/K8S_VERSION)
+CP_FLOOR_BIN := $(CONTAINMENT_CACHE_DIR)/controlplane/$(FLOOR_K8S_VERSION)
 LOCAL := $(CURDIR)/.local
 TESTENV := target/debug/testenv
 
@@ -16,13 +18,18 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 .PHONY: controlplane
-controlplane: ## Build kube-apiserver and kubectl (cached per version; skipped with envtest binaries)
+controlplane: ## Build kube-apiserver and kubectl, and the chart floor's kube-apiserver (cached per version)
 	@if [ -n "$${KUBEBUILDER_ASSETS:-}" ] && [ -x "$$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -x "$$KUBEBUILDER_ASSETS/kubectl" ]; then \
 	  echo "control plane: using KUBEBUILDER_ASSETS=$$KUBEBUILDER_ASSETS"; \
 	elif [ -n "$${TEST_ASSET_KUBE_APISERVER:-}" ] && [ -n "$${TEST_ASSET_KUBECTL:-}" ]; then \
 	  echo "control plane: using TEST_ASSET_KUBE_APISERVER and TEST_ASSET_KUBECTL"; \
 	else \
 	  testenv/go/build.sh "$(CP_BIN)"; \
+	fi
+	@if [ -n "$${TEST_ASSET_FLOOR_KUBE_APISERVER:-}" ]; then \
+	  echo "control plane floor: using TEST_ASSET_FLOOR_KUBE_APISERVER"; \
+	else \
+	  testenv/go/build.sh "$(CP_FLOOR_BIN)" testenv/go/floor; \
 	fi
 
 .PHONY: tools

@@ -29,6 +29,16 @@ cargo_version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
 grep -q "^appVersion: \"$cargo_version\"$" "$chart/Chart.yaml" \
   || { echo "$chart/Chart.yaml appVersion is not $cargo_version" >&2; exit 1; }
 
+step "Chart kubeVersion floor is the release the floor test runs on"
+floor="$(cat testenv/go/floor/K8S_VERSION)"; floor="${floor#v}"; floor_minor="${floor%.*}"
+grep -q "^kubeVersion: \">=${floor_minor}.0-0\"$" "$chart/Chart.yaml" \
+  || { echo "$chart/Chart.yaml kubeVersion is not \">=${floor_minor}.0-0\" (testenv/go/floor/K8S_VERSION)" >&2; exit 1; }
+below="1.$(( ${floor_minor#1.} - 1 )).99"
+"$helm" template co "$chart" --set azure.clientId=x --kube-version "$floor" >/dev/null
+if "$helm" template co "$chart" --set azure.clientId=x --kube-version "$below" >/dev/null 2>&1; then
+  echo "packaging: the chart installs on $below, below its floor $floor_minor" >&2; exit 1
+fi
+
 # Value sets the chart is linted and validated with: defaults (workload identity), a
 # namespace-scoped client-secret install, and everything optional switched on.
 variants=(

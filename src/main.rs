@@ -27,7 +27,9 @@ enum Command {
     /// Print the Azure custom role (actions) and the Graph / Defender for Endpoint application
     /// permissions the enabled kinds need, as JSON.
     Permissions {
-        /// Kinds to include, comma-separated (default: all).
+        /// Kinds to include, comma-separated (default: all). `Kind:Variant` narrows a kind to
+        /// what some of its specs need: WafIpBlock:AppGateway, WafIpBlock:FrontDoor,
+        /// StorageKeyRotation:AccountKeysOnly, StorageSasRevocation:DelegationKeysOnly.
         #[arg(long, value_delimiter = ',')]
         kinds: Vec<String>,
         /// AssignableScopes of the role.
@@ -57,10 +59,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crds => print!("{}", containment_operator::crds_yaml()?),
         Command::Permissions { kinds, scope } => {
-            let kinds = permissions::select(&kinds).map_err(anyhow::Error::msg)?;
+            let grants = permissions::grants(&kinds).map_err(anyhow::Error::msg)?;
             println!(
                 "{}",
-                serde_json::to_string_pretty(&permissions::document(&kinds, &scope))?
+                serde_json::to_string_pretty(&permissions::document(&grants, &scope))?
             );
         }
         Command::Run(args) => {

@@ -13,6 +13,7 @@ use crate::engine::{self, Control, Ctx};
 pub struct KindInfo {
     pub kind: &'static str,
     pub actions: &'static [&'static str],
+    pub variants: &'static [(&'static str, &'static [&'static str])],
     pub graph: &'static [&'static str],
     pub mde: &'static [&'static str],
 }
@@ -22,7 +23,7 @@ macro_rules! kinds {
     ($($kind:literal => $control:ty { graph: $graph:expr, mde: $mde:expr }),* $(,)?) => {
         /// Every kind this build serves.
         pub const KINDS: &[KindInfo] = &[
-            $(KindInfo { kind: $kind, actions: <$control as Control>::ACTIONS, graph: $graph, mde: $mde }),*
+            $(KindInfo { kind: $kind, actions: <$control as Control>::ACTIONS, variants: <$control as Control>::ACTION_VARIANTS, graph: $graph, mde: $mde }),*
         ];
 
         /// Start the controller of `kind` on `tasks`.
@@ -82,24 +83,92 @@ pub fn select(names: &[String]) -> Result<Vec<&'static KindInfo>, String> {
         .collect()
 }
 
-pub fn actions(kinds: &[&KindInfo]) -> Vec<String> {
-    let set: BTreeSet<&str> = kinds
+/// One entry of `permissions --kinds`: a kind, or one variant of it (`WafIpBlock:FrontDoor`).
+#[derive(Debug, Clone, Copy)]
+pub struct Grant {
+    pub info: &'static KindInfo,
+    pub variant: Option<&'static str>,
+    pub actions: &'static [&'static str],
+}
+
+/// Resolve `permissions --kinds`: kinds as for [`select`], each optionally narrowed to one of
+/// its variants with `:Variant` (case-insensitive).
+pub fn grants(names: &[String]) -> Result<Vec<Grant>, String> {
+    let (kinds, variants): (Vec<String>, Vec<Option<String>>) = names
         .iter()
-        .flat_map(|k| k.actions.iter().copied())
+        .map(|n| match n.split_once(':') {
+            Some((k, v)) => (k.to_string(), Some(v.trim().to_string())),
+            None => (n.clone(), None),
+        })
+        .unzip();
+    let infos = select(&kinds)?;
+    let variants: Vec<Option<String>> = if names.is_empty() {
+        vec![None; infos.len()]
+    } else {
+        variants
+    };
+    infos
+        .into_iter()
+        .zip(variants)
+        .map(|(info, v)| match v {
+            None => Ok(Grant {
+                info,
+                variant: None,
+                actions: info.actions,
+            }),
+            Some(v) => info
+                .variants
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(&v))
+                .map(|(name, actions)| Grant {
+                    info,
+                    variant: Some(name),
+                    actions,
+                })
+                .ok_or_else(|| {
+                    let known: Vec<&str> = info.variants.iter().map(|(n, _)| *n).collect();
+                    format!(
+                        "--kinds: {} has no variant {v:?}; known: {}",
+                        info.kind,
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    )
+                }),
+        })
+        .collect()
+}
+
+pub fn actions(grants: &[Grant]) -> Vec<String> {
+    let set: BTreeSet<&str> = grants
+        .iter()
+        .flat_map(|g| g.actions.iter().copied())
         .collect();
     set.into_iter().map(str::to_string).collect()
 }
 
 /// The document `containment-operator permissions` prints.
-pub fn document(kinds: &[&KindInfo], scopes: &[String]) -> Value {
-    let graph: BTreeSet<&str> = kinds.iter().flat_map(|k| k.graph.iter().copied()).collect();
-    let mde: BTreeSet<&str> = kinds.iter().flat_map(|k| k.mde.iter().copied()).collect();
+pub fn document(grants: &[Grant], scopes: &[String]) -> Value {
+    let graph: BTreeSet<&str> = grants
+        .iter()
+        .flat_map(|g| g.info.graph.iter().copied())
+        .collect();
+    let mde: BTreeSet<&str> = grants
+        .iter()
+        .flat_map(|g| g.info.mde.iter().copied())
+        .collect();
+    let label = |g: &Grant| match g.variant {
+        Some(v) => format!("{}:{v}", g.info.kind),
+        None => g.info.kind.to_string(),
+    };
     json!({
         "azureCustomRole": {
             "Name": "containment-operator",
             "IsCustom": true,
-            "Description": format!("Least privilege for containment-operator kinds: {}", kinds.iter().map(|k| k.kind).collect::<Vec<_>>().join(", ")),
-            "Actions": actions(kinds),
+            "Description": format!("Least privilege for containment-operator kinds: {}", grants.iter().map(label).collect::<Vec<_>>().join(", ")),
+            "Actions": actions(grants),
             "NotActions": [],
             "DataActions": [],
             "NotDataActions": [],
@@ -107,7 +176,7 @@ pub fn document(kinds: &[&KindInfo], scopes: &[String]) -> Value {
         },
         "graphApplicationPermissions": graph,
         "defenderForEndpointApplicationPermissions": mde,
-        "perKind": kinds.iter().map(|k| json!({"kind": k.kind, "actions": k.actions, "graph": k.graph, "mde": k.mde})).collect::<Vec<_>>(),
+        "perKind": grants.iter().map(|g| json!({"kind": label(g), "actions": g.actions, "graph": g.info.graph, "mde": g.info.mde})).collect::<Vec<_>>(),
     })
 }
 
@@ -117,22 +186,91 @@ mod tests {
 
     #[test]
     fn union_is_sorted_and_deduplicated() {
-        let all = select(&[]).unwrap();
+        let all = grants(&[]).unwrap();
         let a = actions(&all);
         let mut sorted = a.clone();
         sorted.sort();
         sorted.dedup();
         assert_eq!(a, sorted);
         assert!(a.contains(&"Microsoft.Sql/servers/firewallRules/delete".to_string()));
-        let one = select(&["sqlpublicaccesslockdown".into()]).unwrap();
+        let one = grants(&["sqlpublicaccesslockdown".into()]).unwrap();
         assert_eq!(
             actions(&one),
-            vec!["Microsoft.Sql/servers/read", "Microsoft.Sql/servers/write"]
+            vec![
+                "Microsoft.Sql/locations/*/read",
+                "Microsoft.Sql/servers/read",
+                "Microsoft.Sql/servers/write"
+            ]
         );
         assert!(
             select(&["Nope".into()])
                 .unwrap_err()
                 .contains("unknown kind \"Nope\"")
         );
+    }
+
+    #[test]
+    fn a_variant_narrows_a_kind_to_its_resource_type() {
+        let fd = actions(&grants(&["WafIpBlock:frontdoor".into()]).unwrap());
+        assert!(
+            fd.iter().all(|a| !a.contains("ApplicationGateway")),
+            "{fd:?}"
+        );
+        assert!(
+            fd.iter()
+                .any(|a| a.contains("frontDoorWebApplicationFirewallPolicies/write"))
+        );
+        let appgw = actions(&grants(&["WafIpBlock:AppGateway".into()]).unwrap());
+        assert_eq!(appgw.len(), 2, "{appgw:?}");
+        let both = actions(&grants(&["WafIpBlock".into()]).unwrap());
+        assert_eq!(both.len(), fd.len() + appgw.len());
+        let err = grants(&["WafIpBlock:Cdn".into()]).unwrap_err();
+        assert!(err.contains("AppGateway, FrontDoor"), "{err}");
+        let err = grants(&["SqlIpBlock:X".into()]).unwrap_err();
+        assert!(err.contains("no variant"), "{err}");
+    }
+
+    /// Every printed action is one Microsoft publishes: a custom role naming an unknown action
+    /// cannot be created. The list is what was checked by hand in the provider operations pages
+    /// (learn.microsoft.com/azure/role-based-access-control/permissions/: databases, networking,
+    /// security, storage, hybrid-multicloud); a new action must be checked there and added.
+    /// `Microsoft.Sql/locations/*/read` is the wildcard the SQL built-in roles grant: SQL's
+    /// `serverAzureAsyncOperation` status URLs have no published action of their own.
+    #[test]
+    fn no_printed_action_is_one_azure_does_not_publish() {
+        const PUBLISHED: &[&str] = &[
+            "Microsoft.DocumentDB/databaseAccounts/read",
+            "Microsoft.DocumentDB/databaseAccounts/write",
+            "Microsoft.DocumentDB/databaseAccounts/regenerateKey/action",
+            "Microsoft.DocumentDB/locations/operationsStatus/read",
+            "Microsoft.HybridCompute/machines/read",
+            "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/read",
+            "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/write",
+            "Microsoft.Network/frontDoorWebApplicationFirewallPolicies/read",
+            "Microsoft.Network/frontDoorWebApplicationFirewallPolicies/write",
+            "Microsoft.Network/frontdooroperationresults/read",
+            "Microsoft.Security/locations/alerts/read",
+            "Microsoft.Security/locations/alerts/dismiss/action",
+            "Microsoft.Security/locations/alerts/activate/action",
+            "Microsoft.Security/locations/alerts/resolve/action",
+            "Microsoft.Sql/locations/*/read",
+            "Microsoft.Sql/servers/read",
+            "Microsoft.Sql/servers/write",
+            "Microsoft.Sql/servers/firewallRules/read",
+            "Microsoft.Sql/servers/firewallRules/write",
+            "Microsoft.Sql/servers/firewallRules/delete",
+            "Microsoft.Sql/servers/ipv6FirewallRules/read",
+            "Microsoft.Storage/storageAccounts/read",
+            "Microsoft.Storage/storageAccounts/write",
+            "Microsoft.Storage/storageAccounts/listkeys/action",
+            "Microsoft.Storage/storageAccounts/regeneratekey/action",
+            "Microsoft.Storage/storageAccounts/revokeUserDelegationKeys/action",
+        ];
+        for a in actions(&grants(&[]).unwrap()) {
+            assert!(
+                PUBLISHED.iter().any(|p| p.eq_ignore_ascii_case(&a)),
+                "{a} is not in the provider operations list checked by hand"
+            );
+        }
     }
 }

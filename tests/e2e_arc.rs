@@ -300,17 +300,7 @@ async fn two_isolations_of_one_device_compose_and_the_last_one_unisolates() {
         .await;
     // Two drift checks of the Selective one: it wants Full now too, so it sends nothing.
     for _ in 0..2 {
-        let seen =
-            env.get("ArcIsolation", "selective").await.unwrap()["status"]["lastVerifiedTime"]
-                .clone();
-        env.wait(
-            "ArcIsolation",
-            "selective",
-            "a later verification",
-            Duration::from_secs(20),
-            |o| o.is_some_and(|o| o["status"]["lastVerifiedTime"] != seen),
-        )
-        .await;
+        env.wait_verified_again("ArcIsolation", "selective").await;
     }
     assert_eq!(
         kinds(&actions(&env).await),

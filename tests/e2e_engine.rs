@@ -374,18 +374,39 @@ async fn a_token_endpoint_outage_is_retried_not_stalled() {
     );
 }
 
-/// An API server without streaming lists (the WatchList feature off, as on the older versions
-/// the chart supports) answers the streaming watch with 422: the operator falls back to list +
-/// watch and works; `/readyz` turns ok only once its caches have synced.
+/// The chart's oldest supported release (`kubeVersion` in Chart.yaml, built by `make
+/// controlplane` from `testenv/go/floor/`): the CRDs, CEL rules included, install there, bad input
+/// is still refused at admission, and the operator contains. Streaming lists are off (the
+/// WatchList feature, alpha and off by default on that release; forced off so the test keeps
+/// covering the fallback when the floor moves): the streaming watch answers 422, the operator
+/// falls back to list + watch, and `/readyz` turns ok only once its caches have synced.
 #[tokio::test]
-async fn works_on_an_api_server_without_streaming_lists() {
+async fn works_on_the_charts_oldest_supported_kubernetes() {
     let cp = testenv::ControlPlane::start(testenv::StartOptions {
+        assets: Some(testenv::Assets::floor().unwrap()),
         extra_apiserver_args: vec!["--feature-gates=WatchList=false".into()],
         ..Default::default()
     })
     .await
     .unwrap();
-    let env = Env::on_control_plane("e2e-nowatchlist", &cp).await;
+    let version = cp
+        .client()
+        .await
+        .unwrap()
+        .apiserver_version()
+        .await
+        .unwrap();
+    assert_eq!(version.git_version, testenv::FLOOR_K8S_VERSION);
+    let env = Env::on_control_plane("e2e-floor", &cp).await;
+    let refused = env
+        .try_apply(
+            "SqlIpBlock",
+            "bad",
+            json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.300"]}),
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.contains("ipAddresses"), "{refused}");
     let op = env.operator();
     env.apply(
         "SqlPublicAccessLockdown",
@@ -560,4 +581,132 @@ async fn a_write_by_someone_else_mid_run_makes_the_run_start_again() {
     );
     let writes = env.sim.successful_writes().await;
     assert_eq!(writes.len(), 1, "{writes:?}");
+}
+
+/// Every shape a long-running operation comes in (`../shared/azure-api-facts.md` §2.3), forced
+/// on azure-sim one after the other: both headers, `Azure-AsyncOperation` only, `Location` only,
+/// a 200 with the header, and a 200 with a non-terminal `provisioningState` and no header. Each
+/// is followed to its end the way it was announced: a write is done only when its operation
+/// succeeded, an action is completed once, and a failed operation is seen as failed (a `Location`
+/// URL answers it with a 4xx; a resource with `provisioningState: Failed`).
+#[tokio::test]
+async fn every_long_running_operation_shape_is_followed_to_its_outcome() {
+    // A Location-only answer is polled at the account's operationResults URL, which the printed
+    // role does not cover (the services here announce Azure-AsyncOperation).
+    let mut actions = printed_actions(&[]);
+    actions.push("Microsoft.DocumentDB/databaseAccounts/operationResults/read".into());
+    let env = Env::with_actions("e2e-lro-shapes", actions).await;
+    env.sim
+        .settings(json!({"lroDelayMs": 300, "lroRetryAfterSeconds": 0}))
+        .await;
+    let _op = env.operator();
+    // (shape, the URL polled, the reason a failed operation stalls with: Azure's code, except
+    // that a resource's provisioningState carries none)
+    let shapes = [
+        ("Both", "/operationsStatus/", "BadRequest"),
+        ("AzureAsyncOperation", "/operationsStatus/", "BadRequest"),
+        ("Location", "/operationResults/", "BadRequest"),
+        ("OkWithHeader", "/operationsStatus/", "BadRequest"),
+        (
+            "ProvisioningState",
+            "databaseAccounts/cosmos-prod-01",
+            "ProvisioningFailed",
+        ),
+    ];
+    for (i, (shape, polled, failed)) in shapes.into_iter().enumerate() {
+        env.sim.settings(json!({"lroShape": shape})).await;
+        let before = env.sim.requests().await.len();
+        let lock = format!("lock-{}", i);
+        env.apply(
+            "CosmosPublicAccessLockdown",
+            &lock,
+            json!({"target": target(COSMOS)}),
+        )
+        .await;
+        env.wait_condition(
+            "CosmosPublicAccessLockdown",
+            &lock,
+            "Ready",
+            "True",
+            Some("Contained"),
+        )
+        .await;
+        let account = env.sim.resource(COSMOS).await;
+        assert_eq!(
+            account["properties"]["publicNetworkAccess"], "Disabled",
+            "{shape}"
+        );
+        let log = env.sim.requests().await.split_off(before);
+        let patches = log.iter().filter(|r| r["method"] == "PATCH").count();
+        assert_eq!(patches, 1, "{shape}: one PATCH, followed to its end");
+        assert!(
+            log.iter()
+                .any(|r| r["method"] == "GET"
+                    && r["path"].as_str().is_some_and(|p| p.contains(polled))),
+            "{shape}: polled through {polled}"
+        );
+        env.delete("CosmosPublicAccessLockdown", &lock).await;
+        env.wait_gone("CosmosPublicAccessLockdown", &lock).await;
+        assert_eq!(
+            env.sim.resource(COSMOS).await["properties"]["publicNetworkAccess"],
+            "Enabled",
+            "{shape}: released through the same shape"
+        );
+
+        // One rotation per shape (a POST: no resource to poll, so ProvisioningState answers
+        // as Location does): the action is Completed, the key rotated exactly once.
+        let rot = format!("rot-{}", i);
+        let before = env.sim.requests().await.len();
+        env.apply(
+            "CosmosKeyRotation",
+            &rot,
+            json!({"target": target(COSMOS), "keyKinds": ["secondary"], "trigger": shape}),
+        )
+        .await;
+        env.wait_condition(
+            "CosmosKeyRotation",
+            &rot,
+            "Ready",
+            "True",
+            Some("Completed"),
+        )
+        .await;
+        let regens = env.sim.requests().await.split_off(before);
+        let regens = regens
+            .iter()
+            .filter(|r| {
+                r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("/regenerateKey"))
+            })
+            .count();
+        assert_eq!(regens, 1, "{shape}: the key is rotated once");
+
+        // A failed operation is a failure, whatever the shape: Stalled with Azure's code.
+        env.sim
+            .settings(json!({"lroFailNext": 1, "lroFailCode": "BadRequest"}))
+            .await;
+        let bad = format!("bad-{}", i);
+        env.apply(
+            "CosmosPublicAccessLockdown",
+            &bad,
+            json!({"target": target(COSMOS)}),
+        )
+        .await;
+        env.wait_condition(
+            "CosmosPublicAccessLockdown",
+            &bad,
+            "Stalled",
+            "True",
+            Some(failed),
+        )
+        .await;
+        assert_eq!(
+            env.sim.resource(COSMOS).await["properties"]["publicNetworkAccess"],
+            "Enabled",
+            "{shape}: the failed operation changed nothing"
+        );
+        env.delete("CosmosPublicAccessLockdown", &bad).await;
+        env.wait_gone("CosmosPublicAccessLockdown", &bad).await;
+    }
 }

@@ -451,16 +451,43 @@ async fn cosmos_rotation_whose_operation_failed_is_not_completed() {
     );
 }
 
-/// The first regenerateKey is carried out but its answer never arrives, and Azure's evidence
-/// (generationTime) moves only when the operation completes seconds later. It must be resolved
-/// from that evidence, never sent again.
-#[tokio::test]
-async fn cosmos_rotation_whose_answer_was_lost_is_never_sent_twice() {
-    let env = Env::new("e2e-cskr-lost").await;
-    env.sim.settings(json!({"lroDelayMs": 4000})).await;
+/// Arms a lost answer: the first regenerateKey is carried out but its answer never arrives, and
+/// its operation (hence Azure's evidence) takes `lro_ms` to complete.
+async fn lose_the_first_regenerate_answer(env: &Env, lro_ms: u64) {
+    env.sim.settings(json!({"lroDelayMs": lro_ms})).await;
     env.sim
         .fault(json!({"match": {"method": "POST", "pathRegex": "/regenerateKey$"}, "loseAnswer": true}))
         .await;
+}
+
+/// Lets operations finish quickly, waits for Completed, and checks each master key was
+/// rotated by exactly one call.
+async fn completes_with_one_call_per_key(env: &Env, before: &Value) {
+    env.sim.settings(json!({"lroDelayMs": 300})).await;
+    env.wait_condition(
+        "CosmosKeyRotation",
+        "rot",
+        "Ready",
+        "True",
+        Some("Completed"),
+    )
+    .await;
+    let posts = regenerate_posts(&env.sim.writes().await);
+    assert_eq!(
+        posts.len(),
+        2,
+        "primary and secondary exactly once each: {posts:?}"
+    );
+    assert_masters_rotated(before, &cosmos_keys(env).await);
+}
+
+/// The first regenerateKey's answer is lost, and Azure's evidence (generationTime) moves only
+/// when the operation completes seconds later. It must be resolved from that evidence, never
+/// sent again.
+#[tokio::test]
+async fn cosmos_rotation_whose_answer_was_lost_is_never_sent_twice() {
+    let env = Env::new("e2e-cskr-lost").await;
+    lose_the_first_regenerate_answer(&env, 4000).await;
     let _op = env.operator();
     let before = cosmos_keys(&env).await;
     env.apply(
@@ -477,22 +504,7 @@ async fn cosmos_rotation_whose_answer_was_lost_is_never_sent_twice() {
         Some("AwaitingEvidence"),
     )
     .await;
-    env.sim.settings(json!({"lroDelayMs": 300})).await;
-    env.wait_condition(
-        "CosmosKeyRotation",
-        "rot",
-        "Ready",
-        "True",
-        Some("Completed"),
-    )
-    .await;
-    let posts = regenerate_posts(&env.sim.writes().await);
-    assert_eq!(
-        posts.len(),
-        2,
-        "primary and secondary exactly once each: {posts:?}"
-    );
-    assert_masters_rotated(&before, &cosmos_keys(&env).await);
+    completes_with_one_call_per_key(&env, &before).await;
 }
 
 /// The same lost answer while the operator's watch lags (every change held 3 s before its cache
@@ -501,10 +513,7 @@ async fn cosmos_rotation_whose_answer_was_lost_is_never_sent_twice() {
 #[tokio::test]
 async fn a_lagging_watch_never_causes_a_second_rotation() {
     let env = Env::new("e2e-cskr-lag").await;
-    env.sim.settings(json!({"lroDelayMs": 8000})).await;
-    env.sim
-        .fault(json!({"match": {"method": "POST", "pathRegex": "/regenerateKey$"}, "loseAnswer": true}))
-        .await;
+    lose_the_first_regenerate_answer(&env, 8000).await;
     let _op = Operator::start_with(&env, &[], &[("CONTAINMENT_TEST_WATCH_LAG_MS", "3000")]);
     let before = cosmos_keys(&env).await;
     env.apply(
@@ -523,22 +532,7 @@ async fn a_lagging_watch_never_causes_a_second_rotation() {
     }
     // Past the first recheck, with the cache still behind.
     tokio::time::sleep(Duration::from_secs(7)).await;
-    env.sim.settings(json!({"lroDelayMs": 300})).await;
-    env.wait_condition(
-        "CosmosKeyRotation",
-        "rot",
-        "Ready",
-        "True",
-        Some("Completed"),
-    )
-    .await;
-    let posts = regenerate_posts(&env.sim.writes().await);
-    assert_eq!(
-        posts.len(),
-        2,
-        "primary and secondary exactly once each: {posts:?}"
-    );
-    assert_masters_rotated(&before, &cosmos_keys(&env).await);
+    completes_with_one_call_per_key(&env, &before).await;
 }
 
 #[tokio::test]

@@ -61,6 +61,9 @@ pub struct Settings {
     /// The error code those operations end with: `InternalServerError` (Azure's own passing
     /// failure, worth a retry) unless set, e.g. `BadRequest` for one that fails every time.
     pub lro_fail_code: String,
+    /// Answer every long-running operation in this shape instead of the one its route declares
+    /// (`Both`, `AzureAsyncOperation`, `Location`, `OkWithHeader`, `ProvisioningState`).
+    pub lro_shape: Option<crate::arm::lro::Shape>,
     /// Items per page of Graph and Defender for Endpoint lists (the rest through
     /// `@odata.nextLink`).
     pub odata_page_size: usize,
@@ -77,6 +80,7 @@ impl Default for Settings {
             throttling: true,
             lro_fail_next: 0,
             lro_fail_code: "InternalServerError".into(),
+            lro_shape: None,
             odata_page_size: 100,
         }
     }

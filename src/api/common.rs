@@ -153,6 +153,10 @@ pub struct AzureStatus {
     /// The long-running operation being polled, so a restart resumes instead of re-issuing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_operation: Option<String>,
+    /// How it is polled: its `Azure-AsyncOperation` URL, its `Location` URL, or the resource's
+    /// `provisioningState`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_operation_via: Option<crate::azure::OperationVia>,
 }
 
 fn preserve_unknown(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

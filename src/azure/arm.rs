@@ -34,8 +34,8 @@ pub struct Reply {
     pub body: Value,
     pub request_id: Option<String>,
     pub correlation_id: Option<String>,
-    /// `Azure-AsyncOperation`, else `Location`, on 201/202.
-    pub operation_url: Option<String>,
+    /// The long-running operation this answer started, in whichever shape Azure announced it.
+    pub operation: Option<Operation>,
     pub retry_after: Option<Duration>,
 }
 
@@ -52,6 +52,62 @@ const RUNNING: &[&str] = &[
     "Deleting",
     "Provisioning",
 ];
+
+/// How a long-running operation is followed; persisted with its URL so a restart polls the
+/// same way (`../shared/azure-api-facts.md` §2.3).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub enum OperationVia {
+    /// The `Azure-AsyncOperation` URL: `{"status": …, "error": …}` until terminal.
+    AzureAsyncOperation,
+    /// The `Location` URL: 202 while running, then 200/204, or the operation's error.
+    Location,
+    /// No header: the resource itself, until its `provisioningState` is terminal.
+    ProvisioningState,
+}
+
+/// A long-running operation to follow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Operation {
+    pub url: String,
+    pub via: OperationVia,
+}
+
+/// The operation an answer announces: `Azure-AsyncOperation` on any 2xx (some services answer
+/// 200 with it), else `Location` on 201/202, else for a PUT/PATCH a 202, or a non-terminal
+/// `provisioningState` in the body, means the resource itself is to be polled.
+fn operation_of(
+    method: &str,
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &Value,
+    url: &str,
+) -> Option<Operation> {
+    if let Some(url) = header(headers, "azure-asyncoperation") {
+        return Some(Operation {
+            url,
+            via: OperationVia::AzureAsyncOperation,
+        });
+    }
+    if let Some(url) = header(headers, "location").filter(|_| matches!(status, 201 | 202)) {
+        return Some(Operation {
+            url,
+            via: OperationVia::Location,
+        });
+    }
+    let running = body["properties"]["provisioningState"]
+        .as_str()
+        .is_some_and(is_running);
+    (matches!(method, "PUT" | "PATCH") && (status == 202 || running)).then(|| Operation {
+        url: url.to_string(),
+        via: OperationVia::ProvisioningState,
+    })
+}
+
+fn is_running(status: &str) -> bool {
+    RUNNING.iter().any(|r| r.eq_ignore_ascii_case(status))
+}
 
 /// The state of a long-running operation.
 #[derive(Debug, Clone, PartialEq)]
@@ -251,19 +307,14 @@ impl Arm {
                         detail: e.to_string(),
                     })?
                 };
-                let operation_url = if status == 201 || status == 202 {
-                    header(&headers, "azure-asyncoperation")
-                        .or_else(|| header(&headers, "location"))
-                } else {
-                    None
-                };
+                let operation = operation_of(r.method, status, &headers, &body, &url);
                 return Ok(Reply {
                     status,
                     body,
                     request_id,
                     correlation_id: header(&headers, "x-ms-correlation-request-id")
                         .or(Some(correlation)),
-                    operation_url,
+                    operation,
                     retry_after: retry_after(&headers),
                 });
             }
@@ -353,9 +404,10 @@ impl Arm {
         }
     }
 
-    /// One poll of a long-running operation (`Azure-AsyncOperation` or `Location` URL).
-    pub async fn poll(&self, url: &str) -> Result<Poll, AzureError> {
-        let reply = self
+    /// One poll of a long-running operation, the way it was announced (`None`: persisted by a
+    /// version that did not record it; read as an `Azure-AsyncOperation` or `Location` URL).
+    pub async fn poll(&self, url: &str, via: Option<OperationVia>) -> Result<Poll, AzureError> {
+        let reply = match self
             .call(&ArmRequest {
                 method: "GET",
                 path: url,
@@ -363,31 +415,68 @@ impl Arm {
                 body: None,
                 idempotent: true,
             })
-            .await?;
+            .await
+        {
+            Err(e) if via == Some(OperationVia::Location) => return Err(location_failure(e)),
+            r => r?,
+        };
         let wait = reply.retry_after.unwrap_or(Duration::from_secs(10));
         if reply.status == 202 {
             return Ok(Poll::Running(wait));
         }
-        match reply.body.get("status").and_then(Value::as_str) {
+        let (status, error) = match via {
+            Some(OperationVia::Location) => return Ok(Poll::Done),
+            Some(OperationVia::ProvisioningState) => (
+                reply.body["properties"]["provisioningState"].as_str(),
+                &Value::Null,
+            ),
+            Some(OperationVia::AzureAsyncOperation) | None => {
+                (reply.body["status"].as_str(), &reply.body["error"])
+            }
+        };
+        match status {
             None | Some("Succeeded") => Ok(Poll::Done),
             Some(s @ ("Failed" | "Canceled")) => Err(AzureError::Operation {
                 status: s.to_string(),
-                code: reply.body["error"]["code"]
+                code: error["code"].as_str().map_or_else(
+                    || match via {
+                        Some(OperationVia::ProvisioningState) => "ProvisioningFailed".into(),
+                        _ => s.to_string(),
+                    },
+                    str::to_string,
+                ),
+                message: error["message"]
                     .as_str()
-                    .unwrap_or(s)
-                    .to_string(),
-                message: reply.body["error"]["message"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
+                    .map_or_else(|| format!("the operation ended {s}"), str::to_string),
             }),
-            Some(s) if RUNNING.iter().any(|r| r.eq_ignore_ascii_case(s)) => Ok(Poll::Running(wait)),
+            Some(s) if is_running(s) => Ok(Poll::Running(wait)),
             // Polling a status nobody documents would never end: stop and say so.
             Some(other) => Err(AzureError::Decode {
                 path: url.split('?').next().unwrap_or(url).to_string(),
                 detail: format!("long-running operation status {other:?} is not a documented one"),
             }),
         }
+    }
+}
+
+/// A `Location` URL answers a failed operation with the operation's own error (a 4xx): that is
+/// the operation's outcome, not a failed poll. 404 (the operation is unknown), timeouts,
+/// throttling and 5xx stay errors of the poll, to be retried.
+fn location_failure(e: AzureError) -> AzureError {
+    match e {
+        AzureError::Api {
+            status,
+            code,
+            message,
+            ..
+        } if (400..500).contains(&status) && !matches!(status, 404 | 408 | 429) => {
+            AzureError::Operation {
+                status: "Failed".into(),
+                code,
+                message,
+            }
+        }
+        e => e,
     }
 }
 

@@ -6,7 +6,7 @@ pub mod error;
 pub mod limiter;
 pub mod resource_id;
 
-pub use arm::{Arm, ArmRequest, Poll, Reply};
+pub use arm::{Arm, ArmRequest, Operation, OperationVia, Poll, Reply};
 pub use error::{AzureError, Class};
 pub use resource_id::ResourceId;
 

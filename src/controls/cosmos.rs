@@ -50,6 +50,8 @@ impl Control for CosmosKeyRotationControl {
     const ACTIONS: &'static [&'static str] = &[
         "Microsoft.DocumentDB/databaseAccounts/read",
         "Microsoft.DocumentDB/databaseAccounts/regenerateKey/action",
+        // Polling the operation (its URL is at subscription scope, outside the account).
+        "Microsoft.DocumentDB/locations/operationsStatus/read",
     ];
 
     async fn observe(
@@ -204,6 +206,7 @@ impl Control for CosmosPublicAccessLockdownControl {
     const ACTIONS: &'static [&'static str] = &[
         "Microsoft.DocumentDB/databaseAccounts/read",
         "Microsoft.DocumentDB/databaseAccounts/write",
+        "Microsoft.DocumentDB/locations/operationsStatus/read",
     ];
 
     /// Disabled over an allow-list; local auth off if any of them turns it off.

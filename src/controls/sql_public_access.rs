@@ -69,8 +69,15 @@ impl Control for SqlPublicAccessLockdownControl {
     const SHARED_OBSERVATION: bool = true;
     /// Every one of them wants the same (Disabled): they share the record, the last one restores.
     const COMPOSES: bool = true;
-    const ACTIONS: &'static [&'static str] =
-        &["Microsoft.Sql/servers/read", "Microsoft.Sql/servers/write"];
+    // The PATCH is long-running; SQL's operation status URLs
+    // (`…/resourceGroups/{rg}/providers/Microsoft.Sql/locations/{l}/serverAzureAsyncOperation/…`)
+    // have no action of their own in Microsoft's published list, so a custom role can only
+    // cover them with the wildcard the SQL built-in roles use.
+    const ACTIONS: &'static [&'static str] = &[
+        "Microsoft.Sql/servers/read",
+        "Microsoft.Sql/servers/write",
+        "Microsoft.Sql/locations/*/read",
+    ];
 
     async fn observe(
         &self,

@@ -59,6 +59,14 @@ impl Control for StorageKeyRotationControl {
         // Kerberos key evidence and publishTo only.
         "Microsoft.Storage/storageAccounts/listkeys/action",
     ];
+    // key1/key2 without publishTo never list keys.
+    const ACTION_VARIANTS: &'static [(&'static str, &'static [&'static str])] = &[(
+        "AccountKeysOnly",
+        &[
+            "Microsoft.Storage/storageAccounts/read",
+            "Microsoft.Storage/storageAccounts/regeneratekey/action",
+        ],
+    )];
 
     async fn observe(
         &self,

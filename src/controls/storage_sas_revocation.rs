@@ -105,6 +105,13 @@ impl Control for StorageSasRevocationControl {
         // rotateAccountKeys only.
         "Microsoft.Storage/storageAccounts/regeneratekey/action",
     ];
+    const ACTION_VARIANTS: &'static [(&'static str, &'static [&'static str])] = &[(
+        "DelegationKeysOnly",
+        &[
+            "Microsoft.Storage/storageAccounts/read",
+            "Microsoft.Storage/storageAccounts/revokeUserDelegationKeys/action",
+        ],
+    )];
 
     async fn observe(
         &self,

@@ -319,7 +319,7 @@ pub struct WafIpBlockControl {
 }
 
 fn key_of(obj: &WafIpBlock) -> String {
-    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+    crate::engine::composition::name_of(obj)
 }
 
 impl WafIpBlockControl {
@@ -359,6 +359,17 @@ fn put(f: Flavour, t: &ResourceId, body: Value, etag: Option<String>, what: Stri
     if f.front_door { s.lro() } else { s }
 }
 
+const APPGW_ACTIONS: &[&str] = &[
+    "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/read",
+    "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/write",
+];
+const FD_ACTIONS: &[&str] = &[
+    "Microsoft.Network/frontDoorWebApplicationFirewallPolicies/read",
+    "Microsoft.Network/frontDoorWebApplicationFirewallPolicies/write",
+    // The PUT is long-running; its status URL is at subscription scope.
+    "Microsoft.Network/frontdooroperationresults/read",
+];
+
 #[async_trait::async_trait]
 impl Control for WafIpBlockControl {
     type K = WafIpBlock;
@@ -368,11 +379,14 @@ impl Control for WafIpBlockControl {
     // The policy read depends on the target only (its type decides the API version).
     const SHARED_OBSERVATION: bool = true;
     const ACTIONS: &'static [&'static str] = &[
-        "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/read",
-        "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/write",
-        "Microsoft.Network/frontDoorWebApplicationFirewallPolicies/read",
-        "Microsoft.Network/frontDoorWebApplicationFirewallPolicies/write",
+        APPGW_ACTIONS[0],
+        APPGW_ACTIONS[1],
+        FD_ACTIONS[0],
+        FD_ACTIONS[1],
+        FD_ACTIONS[2],
     ];
+    const ACTION_VARIANTS: &'static [(&'static str, &'static [&'static str])] =
+        &[("AppGateway", APPGW_ACTIONS), ("FrontDoor", FD_ACTIONS)];
 
     fn resource_type(obj: &WafIpBlock) -> &'static str {
         if flavour(obj).front_door {
@@ -383,27 +397,9 @@ impl Control for WafIpBlockControl {
     }
 
     fn register(&self, obj: &WafIpBlock, t: &ResourceId, peers: &[std::sync::Arc<WafIpBlock>]) {
-        let now = jiff::Timestamp::now();
-        let mut wants: BTreeMap<String, Want> = peers
-            .iter()
-            .filter(|p| {
-                p.metadata.deletion_timestamp.is_none()
-                    && p.spec.common.mode == crate::api::common::Mode::Enforce
-                    && p.spec.common.expires_at.as_ref().is_none_or(|e| e.0 > now)
-                    && <Self as Control>::target(p)
-                        .is_ok_and(|pt| pt.id.eq_ignore_ascii_case(&t.id))
-            })
-            .map(|p| {
-                (
-                    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()),
-                    want_of(p),
-                )
-            })
-            .collect();
-        wants.insert(
-            format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
-            want_of(obj),
-        );
+        let mut wants: BTreeMap<String, Want> =
+            peers.iter().map(|p| (key_of(p), want_of(p))).collect();
+        wants.insert(key_of(obj), want_of(obj));
         let now = std::time::Instant::now();
         let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
         let seen = arrivals.entry(t.id.to_ascii_lowercase()).or_default();
@@ -427,11 +423,7 @@ impl Control for WafIpBlockControl {
         }
         let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = reg.get_mut(&t.id.to_ascii_lowercase()) {
-            m.remove(&format!(
-                "{}/{}",
-                obj.namespace().unwrap_or_default(),
-                obj.name_any()
-            ));
+            m.remove(&key_of(obj));
         }
     }
 

@@ -102,6 +102,9 @@ pub trait Control: Send + Sync + 'static {
     const SHARED_OBSERVATION: bool = false;
     /// Azure RBAC actions this kind needs (the `permissions` command prints their union).
     const ACTIONS: &'static [&'static str];
+    /// Named subsets of [`Control::ACTIONS`] for kinds whose targets come in several resource
+    /// types (`permissions --kinds WafIpBlock:FrontDoor` prints only what that one needs).
+    const ACTION_VARIANTS: &'static [(&'static str, &'static [&'static str])] = &[];
 
     /// Several Enforce resources of this kind on one target compose: each plans the state that
     /// satisfies them all (see [`Control::compose`]), they share one restore record, and only
@@ -138,9 +141,9 @@ pub trait Control: Send + Sync + 'static {
         serde_json::Map::new()
     }
 
-    /// Called before the per-target lock is taken, with every object of the kind the operator
-    /// knows (its watch cache), so that controls which coalesce writes (several resources on
-    /// one Azure object) know every resource that wants to write there.
+    /// Called before the per-target lock is taken, with the other Enforce resources of the kind
+    /// on the same target (from the watch cache, oldest first; see `composition::on_target`), so
+    /// that controls which coalesce writes know every resource that wants to write there.
     fn register(&self, _obj: &Self::K, _target: &ResourceId, _peers: &[std::sync::Arc<Self::K>]) {}
 
     /// The resource no longer wants its containment (deleted, expired, or not Enforce).

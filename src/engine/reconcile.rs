@@ -480,15 +480,14 @@ impl<'a, C: Control> Run<'a, C> {
             format!("{}: {} {}", step.what, step.method, step.path),
         )
         .await;
-        match reply.operation_url.filter(|_| step.lro) {
-            Some(url) => {
+        match reply.operation.filter(|_| step.lro) {
+            Some(op) => {
                 if tracked {
-                    ledger::operation(self.status.action.as_mut(), &step.what, &url);
+                    ledger::operation(self.status.action.as_mut(), &step.what, &op.url);
                 }
-                self.status
-                    .azure
-                    .get_or_insert_with(Default::default)
-                    .pending_operation = Some(url);
+                let az = self.status.azure.get_or_insert_with(Default::default);
+                az.pending_operation = Some(op.url);
+                az.pending_operation_via = Some(op.via);
                 conditions::apply(
                     &mut self.status.conditions,
                     &State::Progressing {
@@ -546,17 +545,16 @@ impl<'a, C: Control> Run<'a, C> {
     /// running: [`RunError::AwaitingOperation`], the URL kept, so the next reconcile resumes
     /// without holding the target's lock meanwhile. A failed poll keeps the URL too.
     async fn await_operation(&mut self) -> Result<(), RunError> {
-        let Some(url) = self
-            .status
-            .azure
-            .as_ref()
-            .and_then(|a| a.pending_operation.clone())
-        else {
+        let Some((url, via)) = self.status.azure.as_ref().and_then(|a| {
+            a.pending_operation
+                .clone()
+                .map(|url| (url, a.pending_operation_via))
+        }) else {
             return Ok(());
         };
         let deadline = Instant::now() + POLL_BUDGET;
         let outcome = loop {
-            match self.sh.cx.az.arm.poll(&url).await {
+            match self.sh.cx.az.arm.poll(&url, via).await {
                 Ok(Poll::Running(wait)) => {
                     let wait = wait.clamp(Duration::from_millis(200), Duration::from_secs(30));
                     if Instant::now() + wait > deadline {
@@ -579,6 +577,7 @@ impl<'a, C: Control> Run<'a, C> {
         }
         if let Some(a) = self.status.azure.as_mut() {
             a.pending_operation = None;
+            a.pending_operation_via = None;
         }
         self.save().await?;
         outcome.map(|_| ()).map_err(Into::into)
@@ -794,7 +793,8 @@ async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, Run
     // The cache is complete once the initial list is in; peers are read from it.
     cache_ready(&sh.store).await;
     if composition::enforcing(obj.as_ref(), Timestamp::now()) {
-        sh.control.register(&obj, &target, &sh.store.state());
+        let peers = composition::on_target::<C>(&sh.store.state(), &obj, &target);
+        sh.control.register(&obj, &target, &peers.enforcing);
     } else {
         sh.control.unregister(&obj, &target);
     }

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kubectl from k8s.io/kubernetes into the version-keyed cache
-# directory given as $1 (see testenv::default_cache_dir). A second run finds both binaries
-# there and costs nothing. Set K8S_BUILD_FORCE=1 to rebuild.
+# Builds the Kubernetes commands that a module directory's tools.go imports (kube-apiserver and
+# kubectl for this directory; kube-apiserver alone for floor/, the chart's oldest supported
+# release) into the version-keyed cache directory given as $1 (see testenv::default_cache_dir).
+# A second run finds the binaries there and costs nothing. Set K8S_BUILD_FORCE=1 to rebuild.
+# Usage: build.sh <out-dir> [module-dir]
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "${2:-$(dirname "$0")}"
 out="$1"
 version="$(cat K8S_VERSION)"
-if [ -z "${K8S_BUILD_FORCE:-}" ] && [ -x "$out/kube-apiserver" ] && [ -x "$out/kubectl" ]; then
+mapfile -t cmds < <(sed -n 's|^\s*_ "\(k8s.io/kubernetes/cmd/[a-z-]*\)"|\1|p' tools.go)
+[ "${#cmds[@]}" -gt 0 ] || { echo "build.sh: no k8s.io/kubernetes/cmd imports in $PWD/tools.go" >&2; exit 1; }
+bins=("${cmds[@]##*/}")
+cached=1
+for b in "${bins[@]}"; do [ -x "$out/$b" ] || cached=""; done
+if [ -z "${K8S_BUILD_FORCE:-}" ] && [ -n "$cached" ]; then
   echo "control plane ${version}: cached in ${out}"
   exit 0
 fi
@@ -18,12 +25,11 @@ ldflags="-s -w \
  -X k8s.io/component-base/version.gitMajor=1 \
  -X k8s.io/component-base/version.gitMinor=${minor} \
  -X k8s.io/client-go/pkg/version.gitVersion=${version}"
-echo "control plane ${version}: building kube-apiserver and kubectl into ${out} (first time: ~10 min on 2 cores)"
+echo "control plane ${version}: building ${bins[*]} into ${out} (first time: ~10 min on 2 cores)"
 start=$(date +%s)
 tmp="$(mktemp -d "${out}/.build.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/" \
-  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
-# Move into place only when both built, so an interrupted build never looks cached.
-mv -f "$tmp/kube-apiserver" "$tmp/kubectl" "$out/"
+CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${cmds[@]}"
+# Move into place only when all built, so an interrupted build never looks cached.
+for b in "${bins[@]}"; do mv -f "$tmp/$b" "$out/"; done
 echo "control plane ${version}: built in $(( $(date +%s) - start ))s"

@@ -13,6 +13,10 @@ use crate::{Error, Result};
 /// The Kubernetes release the control plane is built from (kept in `testenv/go/K8S_VERSION`).
 pub const K8S_VERSION: &str = include_str!("../go/K8S_VERSION").trim_ascii();
 
+/// The oldest Kubernetes release the chart supports (`kubeVersion` in Chart.yaml; kept in
+/// `testenv/go/floor/K8S_VERSION`): a test runs the operator on its kube-apiserver.
+pub const FLOOR_K8S_VERSION: &str = include_str!("../go/floor/K8S_VERSION").trim_ascii();
+
 /// Paths of the three binaries the control plane needs.
 #[derive(Debug, Clone)]
 pub struct Assets {
@@ -27,6 +31,10 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 fn cache_dir_with(lookup: &dyn Fn(&str) -> Option<OsString>) -> PathBuf {
+    cache_base(lookup).join(K8S_VERSION)
+}
+
+fn cache_base(lookup: &dyn Fn(&str) -> Option<OsString>) -> PathBuf {
     let base = lookup("CONTAINMENT_CACHE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -37,7 +45,7 @@ fn cache_dir_with(lookup: &dyn Fn(&str) -> Option<OsString>) -> PathBuf {
                 });
             cache.join("containment-operator")
         });
-    base.join("controlplane").join(K8S_VERSION)
+    base.join("controlplane")
 }
 
 impl Assets {
@@ -57,6 +65,35 @@ impl Assets {
                 etcd_bin_vendored::etcd_bin_path().ok(),
             )?,
             kubectl: find(env, "kubectl", "TEST_ASSET_KUBECTL", None)?,
+        })
+    }
+
+    /// [`Assets::locate`] with the kube-apiserver of the chart's oldest supported release
+    /// (`TEST_ASSET_FLOOR_KUBE_APISERVER`, else the cache `make controlplane` fills).
+    pub fn floor() -> Result<Self> {
+        Self::floor_with(&|name| std::env::var_os(name))
+    }
+
+    /// [`Assets::floor`] with an explicit environment.
+    pub fn floor_with(env: &dyn Fn(&str) -> Option<OsString>) -> Result<Self> {
+        let dir = cache_base(env).join(FLOOR_K8S_VERSION);
+        let kube_apiserver = match env("TEST_ASSET_FLOOR_KUBE_APISERVER") {
+            Some(p) => PathBuf::from(p),
+            None => dir.join("kube-apiserver"),
+        };
+        if !is_file(&kube_apiserver) {
+            return Err(Error::BinaryNotFound {
+                binary: "kube-apiserver",
+                hint: format!(
+                    "the {FLOOR_K8S_VERSION} (chart floor) build is not at {}; run `make controlplane` \
+                     to build it, or set TEST_ASSET_FLOOR_KUBE_APISERVER",
+                    kube_apiserver.display()
+                ),
+            });
+        }
+        Ok(Self {
+            kube_apiserver,
+            ..Self::locate_with(env)?
         })
     }
 }
@@ -162,6 +199,25 @@ mod tests {
         let a = Assets::locate_with(&e).unwrap();
         let cached = cache.path().join("controlplane").join(K8S_VERSION);
         assert_eq!(a.kube_apiserver, cached.join("kube-apiserver"));
+    }
+
+    #[test]
+    fn the_floor_release_swaps_in_its_own_kube_apiserver_or_says_how_to_build_it() {
+        let cache = tempfile::tempdir().unwrap();
+        let cached = cache.path().join("controlplane").join(K8S_VERSION);
+        std::fs::create_dir_all(&cached).unwrap();
+        touch(&cached, "kube-apiserver");
+        touch(&cached, "kubectl");
+        let e = env(&[("CONTAINMENT_CACHE_DIR", cache.path())]);
+        let err = Assets::floor_with(&e).unwrap_err().to_string();
+        assert!(err.contains(FLOOR_K8S_VERSION), "{err}");
+        assert!(err.contains("make controlplane"), "{err}");
+        let floor = cache.path().join("controlplane").join(FLOOR_K8S_VERSION);
+        std::fs::create_dir_all(&floor).unwrap();
+        touch(&floor, "kube-apiserver");
+        let a = Assets::floor_with(&e).unwrap();
+        assert_eq!(a.kube_apiserver, floor.join("kube-apiserver"));
+        assert_eq!(a.kubectl, cached.join("kubectl"));
     }
 
     #[test]

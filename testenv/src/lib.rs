@@ -10,7 +10,7 @@ mod controlplane;
 mod helpers;
 mod process;
 
-pub use assets::{Assets, K8S_VERSION, default_cache_dir};
+pub use assets::{Assets, FLOOR_K8S_VERSION, K8S_VERSION, default_cache_dir};
 pub use controlplane::{ControlPlane, StartOptions};
 pub use helpers::{install_crds, install_crds_from_dir, unique_name};
 pub use process::Managed;

@@ -430,6 +430,11 @@ impl Env {
 
     /// Server-side apply, as `kubectl apply --server-side` would.
     pub async fn apply(&self, kind: &str, name: &str, spec: Value) -> Instant {
+        self.try_apply(kind, name, spec).await.unwrap()
+    }
+
+    /// [`Env::apply`] that hands back the API server's refusal (e.g. a CEL rule's message).
+    pub async fn try_apply(&self, kind: &str, name: &str, spec: Value) -> Result<Instant, String> {
         let obj = json!({
             "apiVersion": "containment.defenderc2.io/v1alpha1", "kind": kind,
             "metadata": {"name": name}, "spec": spec
@@ -442,8 +447,8 @@ impl Env {
                 &Patch::Apply(&obj),
             )
             .await
-            .unwrap();
-        t
+            .map_err(|e| e.to_string())?;
+        Ok(t)
     }
 
     pub async fn delete(&self, kind: &str, name: &str) {
@@ -513,6 +518,21 @@ impl Env {
         .unwrap()
     }
 
+    /// Wait for the next drift check of the object (a `lastVerifiedTime` later than now's).
+    pub async fn wait_verified_again(&self, kind: &str, name: &str) -> Value {
+        let seen =
+            self.get(kind, name).await.expect("exists")["status"]["lastVerifiedTime"].clone();
+        self.wait(
+            kind,
+            name,
+            "a later verification",
+            Duration::from_secs(20),
+            |o| o.is_some_and(|o| o["status"]["lastVerifiedTime"] != seen),
+        )
+        .await
+        .expect("exists")
+    }
+
     pub async fn wait_ready(&self, kind: &str, name: &str) -> Value {
         self.wait_condition(kind, name, "Ready", "True", None).await
     }
@@ -554,4 +574,10 @@ pub fn condition<'a>(o: &'a Value, type_: &str) -> Option<&'a Value> {
 
 pub fn target(id: &str) -> Value {
     json!({"resourceId": id})
+}
+
+/// Whether a SQL server's firewall rules (`Sim::firewall_rules`) admit `ip`.
+pub fn admits(rules: &[(String, String, String)], ip: &str) -> bool {
+    let n = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+    rules.iter().any(|(_, a, b)| n(a) <= n(ip) && n(ip) <= n(b))
 }

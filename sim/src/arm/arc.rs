@@ -3,7 +3,7 @@
 use http::{Method, StatusCode};
 use serde_json::json;
 
-use super::lro::{self, Effect};
+use super::lro::{self, Effect, Shape};
 use super::{Ctx, bad_request, get_stored, key, now_str, ok_resource};
 use crate::State;
 use crate::http_util::Resp;
@@ -36,19 +36,23 @@ pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
     } else {
         StatusCode::CREATED
     };
+    // runCommands PUT: LRO, 200/201, final-state-via azure-async-operation [spec].
     lro::start(
         st,
         ctx,
+        Shape::AzureAsyncOperation,
         status,
-        Effect::RunCommand {
+        Effect::Apply {
             id: ctx.path.to_string(),
+            arg: String::new(),
+            apply: finish_run_command,
         },
         Some(ctx.path.to_string()),
         Some(r),
     )
 }
 
-pub fn finish_run_command(st: &mut State, id: &str) -> bool {
+fn finish_run_command(st: &mut State, id: &str, _: &str) -> bool {
     let Some(r) = st.resources.get_mut(&key(id)) else {
         return false;
     };

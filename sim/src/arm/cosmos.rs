@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::lro::{self, Effect};
+use super::lro::{self, Effect, Shape};
 use super::storage::new_key;
 use super::{
     Ctx, bad_request, get_stored, key, now_str, ok_resource, parent_of, parse_ipv4_or_cidr,
@@ -40,7 +40,7 @@ pub fn init_account(st: &mut State, id: &str, r: &mut Value) {
     }
 }
 
-pub fn regenerate(st: &mut State, id: &str, kind: &str) -> bool {
+fn regenerate(st: &mut State, id: &str, kind: &str) -> bool {
     let Some(field) = KINDS.iter().find(|(k, _)| *k == kind).map(|(_, f)| *f) else {
         return false;
     };
@@ -123,10 +123,12 @@ pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
                 }
             }
             let patch = json!({"properties": props});
+            // PATCH: LRO, only 200 declared, no final-state-via [spec].
             lro::start(
                 st,
                 ctx,
-                StatusCode::ACCEPTED,
+                Shape::OkWithHeader,
+                StatusCode::OK,
                 Effect::Merge {
                     id: ctx.path.to_string(),
                     patch,
@@ -157,13 +159,17 @@ pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
                     ),
                 );
             }
+            // regenerateKey: LRO, 200/202, no final-state-via; the 202 carries both headers
+            // [spec, facts §3.12].
             lro::start(
                 st,
                 ctx,
+                Shape::Both,
                 StatusCode::ACCEPTED,
-                Effect::CosmosRegen {
+                Effect::Apply {
                     id,
-                    key_kind: kind.to_string(),
+                    arg: kind.to_string(),
+                    apply: regenerate,
                 },
                 None,
                 None,

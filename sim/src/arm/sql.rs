@@ -4,7 +4,7 @@
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::lro::{self, Effect};
+use super::lro::{self, Effect, Shape};
 use super::{Ctx, bad_request, children, get_stored, key, ok_resource};
 use crate::State;
 use crate::http_util::Resp;
@@ -110,9 +110,11 @@ fn patch_server(st: &mut State, ctx: &Ctx) -> Resp {
     if let Some(tags) = body.get("tags") {
         patch["tags"] = tags.clone();
     }
+    // PATCH: LRO, 200/202, no final-state-via [spec].
     lro::start(
         st,
         ctx,
+        Shape::Both,
         StatusCode::ACCEPTED,
         Effect::Merge {
             id: ctx.path.to_string(),

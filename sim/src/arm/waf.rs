@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::lro::{self, Effect};
+use super::lro::{self, Effect, Shape};
 use super::{Ctx, bad_request, get_stored, key, ok_resource, parse_ipv4_or_cidr};
 use crate::State;
 use crate::http_util::{Resp, guid};
@@ -211,9 +211,11 @@ pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
     if flavour.front_door {
         let mut accepted = next.clone();
         accepted["properties"]["provisioningState"] = json!("Updating");
+        // Front Door PUT: LRO, 200/201/202, no final-state-via [spec].
         lro::start(
             st,
             ctx,
+            Shape::Both,
             StatusCode::ACCEPTED,
             Effect::Replace {
                 id: ctx.path.to_string(),
