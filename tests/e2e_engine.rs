@@ -710,3 +710,111 @@ async fn every_long_running_operation_shape_is_followed_to_its_outcome() {
         env.wait_gone("CosmosPublicAccessLockdown", &bad).await;
     }
 }
+
+/// `spec.suspend: true` pauses a containment (Flux's convention): no Azure request at all, not
+/// even a read; Reconciling=True with reason Suspended (kstatus InProgress, not Failed); a
+/// change made meanwhile in Azure is not corrected; setting it false resumes (and corrects).
+#[tokio::test]
+async fn a_suspended_containment_makes_no_azure_call_and_resumes() {
+    let env = Env::new("e2e-suspend").await;
+    let _op = env.operator();
+    let spec = |suspend: bool| json!({"target": target(SQL_PROD), "suspend": suspend});
+    env.apply("SqlPublicAccessLockdown", "s", spec(true)).await;
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "s",
+        "Reconciling",
+        "True",
+        Some("Suspended"),
+    )
+    .await;
+    // Several drift intervals (2 s here): still nothing sent, not even a read.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let to_sql = |log: &[serde_json::Value]| {
+        log.iter()
+            .filter(|r| {
+                r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("/Microsoft.Sql/"))
+            })
+            .count()
+    };
+    assert_eq!(
+        to_sql(&env.sim.requests().await),
+        0,
+        "a suspended containment calls nothing"
+    );
+    let o = env.get("SqlPublicAccessLockdown", "s").await.unwrap();
+    assert_eq!(
+        condition(&o, "Stalled").map(|c| c["status"].clone()),
+        Some(json!("False"))
+    );
+
+    env.apply("SqlPublicAccessLockdown", "s", spec(false)).await;
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "s",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    env.apply("SqlPublicAccessLockdown", "s", spec(true)).await;
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "s",
+        "Reconciling",
+        "True",
+        Some("Suspended"),
+    )
+    .await;
+    let before = to_sql(&env.sim.requests().await);
+    env.sim
+        .patch(
+            SQL_PROD,
+            json!({"properties": {"publicNetworkAccess": "Enabled"}}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        to_sql(&env.sim.requests().await),
+        before,
+        "no drift check while suspended"
+    );
+    assert_eq!(
+        env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
+        "Enabled",
+        "not corrected while suspended"
+    );
+    env.apply("SqlPublicAccessLockdown", "s", spec(false)).await;
+    // A new generation: re-applied as a fresh plan (Contained), not counted as drift.
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "s",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    assert_eq!(
+        env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
+        "Disabled"
+    );
+    // Deleting is an explicit instruction: a suspended containment is still released.
+    env.apply("SqlPublicAccessLockdown", "s", spec(true)).await;
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "s",
+        "Reconciling",
+        "True",
+        Some("Suspended"),
+    )
+    .await;
+    env.delete("SqlPublicAccessLockdown", "s").await;
+    env.wait_gone("SqlPublicAccessLockdown", "s").await;
+    assert_eq!(
+        env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
+        "Enabled",
+        "released"
+    );
+}

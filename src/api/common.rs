@@ -180,6 +180,10 @@ pub struct CommonSpec {
     /// Release automatically at this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+    /// Pause (Flux's convention): while true nothing is observed, applied, corrected or
+    /// expired; Reconciling=True with reason Suspended. Deleting the resource still releases.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
     /// Tenant for Graph and Defender for Endpoint calls (default: the operator's tenant).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 36))]

@@ -1,0 +1,650 @@
+//! One reconcile of a live (not deleted) containment, as a pipeline of named phases:
+//!
+//! resolve → lock (fresh read) → suspend → expiry → resume → observe → decide → plan → report
+//! (DryRun, Observe) | act → verify → complete.
+//!
+//! Each phase either hands the next one what it found or ends the reconcile with the action to
+//! requeue by ([`Next::Stop`]). Every status write goes through [`Run`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+
+use super::{
+    Run, Shared, composed, fresh, key_of, kind_of, now, observe_shared, release_or_hand_over,
+    resolve, schedule_of,
+};
+use crate::api::common::{ActionLedger, ActionPhase, CommonSpec, Mode};
+use crate::azure::ResourceId;
+use crate::engine::composition::{self, OnTarget};
+use crate::engine::conditions::{self, State};
+use crate::engine::ledger::{self, RunDecision};
+use crate::engine::{Assessment, Control, Kind, RunError, Step, TargetGuard, Wait, observations};
+use crate::metrics::KindLabel;
+
+/// What a phase hands on: go on with `T`, or end this reconcile with `Action`.
+enum Next<T> {
+    Go(T),
+    Stop(Action),
+}
+
+/// `let x = go!(phase)`: the phase's value, or return its requeue.
+macro_rules! go {
+    ($e:expr) => {
+        match $e {
+            Next::Go(v) => v,
+            Next::Stop(a) => return Ok(a),
+        }
+    };
+}
+
+/// A run's end (a stall, a failure) as a phase result.
+fn stop<T>(r: Result<Action, RunError>) -> Result<Next<T>, RunError> {
+    r.map(Next::Stop)
+}
+
+pub(super) async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, RunError> {
+    let target = go!(resolve_target(&obj, sh).await?);
+    let (obj, _lock) = go!(lock_and_read(obj, sh, &target).await?);
+    let mut p = Pipeline::new(obj, sh, target);
+    go!(p.suspend().await?);
+    go!(p.expiry().await?);
+    go!(p.resume().await?);
+    let observed = go!(p.observe().await?);
+    go!(p.decide(&observed).await?);
+    let (desired, assessment) = go!(p.plan(&observed).await?);
+    go!(p.report(&assessment).await?);
+    let outcome = go!(p.act(&desired, &observed, &assessment).await?);
+    p.complete(&assessment, outcome).await
+}
+
+/// resolve: the Azure target, and the resource registered among its peers (coalescing kinds).
+async fn resolve_target<C: Control>(
+    obj: &Arc<C::K>,
+    sh: &Shared<C>,
+) -> Result<Next<ResourceId>, RunError> {
+    let target = match resolve::<C>(obj) {
+        Ok(t) => t,
+        Err(msg) => {
+            return stop(
+                Run::new(obj.clone(), sh)
+                    .stalled("InvalidTarget", msg)
+                    .await,
+            );
+        }
+    };
+    // The cache is complete once the initial list is in; peers are read from it.
+    super::cache_ready(&sh.store).await;
+    if composition::enforcing(obj.as_ref(), Timestamp::now()) {
+        let peers = composition::on_target::<C>(&sh.store.state(), obj, &target);
+        sh.control.register(obj, &target, &peers.enforcing);
+    } else {
+        sh.control.unregister(obj, &target);
+    }
+    Ok(Next::Go(target))
+}
+
+/// lock: the target's lock, then the object as it is now (a peer that just left may have
+/// handed this one the target's restore record; a status write meanwhile is seen).
+async fn lock_and_read<'a, C: Control>(
+    obj: Arc<C::K>,
+    sh: &'a Shared<C>,
+    target: &ResourceId,
+) -> Result<Next<(Arc<C::K>, TargetGuard<'a>)>, RunError> {
+    let lock = sh.cx.lock_target(&target.id).await;
+    let api = Api::<C::K>::namespaced(sh.cx.client.clone(), &obj.namespace().unwrap_or_default());
+    match fresh(&api, obj.as_ref()).await? {
+        Some(obj) if obj.meta().deletion_timestamp.is_none() => Ok(Next::Go((obj, lock))),
+        _ => Ok(Next::Stop(Action::await_change())),
+    }
+}
+
+/// What act hands to complete.
+struct Outcome {
+    drifted: bool,
+    message: String,
+}
+
+/// The state one reconcile carries from phase to phase.
+struct Pipeline<'a, C: Control> {
+    run: Run<'a, C>,
+    sh: &'a Shared<C>,
+    obj: Arc<C::K>,
+    target: ResourceId,
+    common: CommonSpec,
+    on: OnTarget<C::K>,
+    /// The peers the last run saw: a change is a new plan, not drift.
+    shared_before: Vec<String>,
+    drift_after: Duration,
+    is_action: bool,
+}
+
+impl<'a, C: Control> Pipeline<'a, C> {
+    fn new(obj: Arc<C::K>, sh: &'a Shared<C>, target: ResourceId) -> Self {
+        let mut run = Run::new(obj.clone(), sh);
+        run.status.target = Some(target.id.clone());
+        let on = composition::on_target::<C>(&sh.store.state(), &obj, &target);
+        let shared_before = std::mem::take(&mut run.status.shared_with);
+        if C::COMPOSES {
+            run.status.shared_with = on
+                .enforcing
+                .iter()
+                .map(|p| composition::name_of(p.as_ref()))
+                .collect();
+        }
+        Self {
+            common: obj.common().into_owned(),
+            drift_after: sh.cx.drift_after(&kind_of::<C>()),
+            is_action: C::DEFAULT_RELEASE.is_none(),
+            run,
+            sh,
+            obj,
+            target,
+            on,
+            shared_before,
+        }
+    }
+
+    /// suspend: a suspended containment makes no Azure call at all (no observe, no correction,
+    /// no release at expiry) and waits for its spec to change.
+    async fn suspend(&mut self) -> Result<Next<()>, RunError> {
+        if !self.common.suspend {
+            return Ok(Next::Go(()));
+        }
+        self.run
+            .finish(State::Progressing {
+                reason: "Suspended".into(),
+                message: "spec.suspend is true: nothing is observed, applied or released until it is false (deleting still releases)".into(),
+                keep_ready: false,
+            })
+            .await?;
+        Ok(Next::Stop(Action::await_change()))
+    }
+
+    /// expiry: once `expiresAt` has passed, release what was applied (whatever the mode is now)
+    /// once, then stay released. Enforcing again re-arms the release.
+    async fn expiry(&mut self) -> Result<Next<()>, RunError> {
+        let Some(exp) = self
+            .common
+            .expires_at
+            .clone()
+            .filter(|e| e.0 <= Timestamp::now())
+        else {
+            if self.common.mode == Mode::Enforce {
+                self.run.status.released_time = None;
+            }
+            return Ok(Next::Go(()));
+        };
+        if self.run.status.released_time.is_none() {
+            if let Err(e) = release_or_hand_over::<C>(&mut self.run, &self.target, &self.on).await {
+                return stop(self.run.failed(e).await);
+            }
+            self.run.status.released_time = Some(now());
+            self.run
+                .event(
+                    EventType::Normal,
+                    "Expired",
+                    "Release",
+                    format!("expiresAt {} passed; released", exp.0),
+                )
+                .await;
+        }
+        self.run
+            .finish(State::Ready {
+                reason: "Expired".into(),
+                message: format!("expired at {}; containment released", exp.0),
+            })
+            .await?;
+        Ok(Next::Stop(Action::await_change()))
+    }
+
+    /// resume: a long-running operation from before a restart is polled to its end, never
+    /// re-issued.
+    async fn resume(&mut self) -> Result<Next<()>, RunError> {
+        match self.run.await_operation().await {
+            Ok(()) => Ok(Next::Go(())),
+            Err(e) => stop(self.run.failed(e).await),
+        }
+    }
+
+    /// observe: Azure's state. A converged resource's drift check may use what a sibling on the
+    /// same target read since this one was last verified (never its own last read); a new or
+    /// changed one only a read from the last moments.
+    async fn observe(&mut self) -> Result<Next<C::Observed>, RunError> {
+        let status = &self.run.status;
+        let converged = conditions::get(&status.conditions, conditions::READY)
+            .is_some_and(|c| c.status == "True" && c.observed_generation == self.run.generation);
+        let since_verified = status
+            .last_verified_time
+            .as_ref()
+            .and_then(|t| Duration::try_from(Timestamp::now().duration_since(t.0)).ok())
+            // The stored time has second precision: up to a second older than the real check.
+            .map(|d| d.saturating_sub(Duration::from_secs(1)))
+            .unwrap_or_default();
+        let max_age = if converged {
+            since_verified.min(self.sh.cx.drift_base(&kind_of::<C>()))
+        } else {
+            observations::BURST_REUSE
+        };
+        match observe_shared(self.sh, &self.obj, &self.target, Some(max_age)).await {
+            Ok(o) => Ok(Next::Go(o)),
+            Err(e) => stop(self.run.azure_failed(e).await),
+        }
+    }
+
+    /// decide (one-shot actions): whether a run is due, finished, or starts now; a new run's
+    /// intent and evidence are recorded before any call.
+    async fn decide(&mut self, observed: &C::Observed) -> Result<Next<()>, RunError> {
+        if !self.is_action {
+            return Ok(Next::Go(()));
+        }
+        let decision = ledger::decide(
+            self.obj.trigger(),
+            schedule_of(self.obj.as_ref()),
+            self.run.status.action.as_ref(),
+            Timestamp::now(),
+        );
+        match decision {
+            RunDecision::Done(next) => {
+                let when = self
+                    .run
+                    .status
+                    .action
+                    .as_ref()
+                    .and_then(|l| l.completed_time.as_ref())
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_default();
+                self.run
+                    .finish(State::Ready {
+                        reason: "Completed".into(),
+                        message: format!("completed at {when}"),
+                    })
+                    .await?;
+                self.succeeded();
+                Ok(Next::Stop(match next {
+                    Some(t) => Action::requeue(
+                        Duration::try_from(t.duration_since(Timestamp::now()))
+                            .unwrap_or(Duration::from_secs(1))
+                            .min(Duration::from_secs(3600)),
+                    ),
+                    None => Action::await_change(),
+                }))
+            }
+            RunDecision::Start(run_id) if self.common.mode == Mode::Enforce => {
+                // A new run starts clean: the kind's fields (a submission id, a verdict) belong
+                // to the run that wrote them.
+                self.run.extra.clear();
+                self.run.status.action = Some(ActionLedger {
+                    run_id: run_id.clone(),
+                    phase: ActionPhase::InProgress,
+                    started_time: now(),
+                    completed_time: None,
+                    evidence: Some(self.sh.control.evidence(observed)),
+                    done: Vec::new(),
+                    sent: Vec::new(),
+                });
+                self.progress("Running", format!("run {run_id} started"));
+                self.run.save().await?;
+                Ok(Next::Go(()))
+            }
+            _ => Ok(Next::Go(())),
+        }
+    }
+
+    /// plan: the state that satisfies every Enforce resource on the target, assessed against
+    /// Azure from the target's one restore record (adopted when Enforce, so the last one to go
+    /// restores). A kind that must wait for something in progress ends here.
+    async fn plan(
+        &mut self,
+        observed: &C::Observed,
+    ) -> Result<Next<(Arc<C::K>, Assessment)>, RunError> {
+        let desired = match composed::<C>(self.sh, &self.obj, &self.on) {
+            Ok(d) => d,
+            Err(c) => {
+                let message = format!(
+                    "conflicts with {} {} on {}: {}; it stays in force, this one waits until it goes",
+                    kind_of::<C>(),
+                    c.with,
+                    self.target.id,
+                    c.why
+                );
+                return stop(self.run.stalled("ConflictsWith", message).await);
+            }
+        };
+        let mut view = self.run.status.clone();
+        if C::COMPOSES {
+            view.restore = composition::shared_restore(
+                &self.sh.control,
+                &self.obj,
+                self.run.status.restore.as_ref(),
+                &self.on.holders,
+            );
+            if self.common.mode == Mode::Enforce {
+                self.run.status.restore = view.restore.clone();
+            }
+        }
+        let assessment = match self
+            .sh
+            .control
+            .assess(&desired, &self.target, observed, &view)
+        {
+            Ok(a) => a,
+            Err(stall) => return stop(self.run.stalled(&stall.reason, stall.message).await),
+        };
+        self.run.extra.extend(assessment.extra.clone());
+        if let Some(w) = assessment.wait.clone()
+            && assessment.steps.is_empty()
+        {
+            return self.waiting(w).await.map(Next::Stop);
+        }
+        Ok(Next::Go((desired, assessment)))
+    }
+
+    /// report (DryRun, Observe): the plan is published, nothing is sent.
+    async fn report(&mut self, assessment: &Assessment) -> Result<Next<()>, RunError> {
+        if self.common.mode == Mode::Enforce {
+            self.run.status.plan.clear();
+            return Ok(Next::Go(()));
+        }
+        self.run.status.plan = assessment.steps.iter().map(Step::render).collect();
+        self.run.status.last_verified_time = Some(now());
+        let state = match (self.common.mode, assessment.steps.is_empty()) {
+            (_, true) => State::Ready {
+                reason: "Compliant".into(),
+                message: assessment.message.clone(),
+            },
+            (Mode::DryRun, false) => State::Ready {
+                reason: "DryRun".into(),
+                message: format!(
+                    "{} request(s) planned, none sent: {}",
+                    self.run.status.plan.len(),
+                    assessment.message
+                ),
+            },
+            _ => State::NotReady {
+                reason: "NotCompliant".into(),
+                message: assessment.message.clone(),
+            },
+        };
+        self.run.finish(state).await?;
+        self.succeeded();
+        Ok(Next::Stop(Action::requeue(self.drift_after)))
+    }
+
+    /// act: calls whose answer was lost are resolved from evidence first; the prior state is
+    /// recorded before the first write; a write on a contained target is drift; then each step
+    /// is sent (and its operation followed) and the result verified.
+    async fn act(
+        &mut self,
+        desired: &Arc<C::K>,
+        observed: &C::Observed,
+        assessment: &Assessment,
+    ) -> Result<Next<Outcome>, RunError> {
+        if self.is_action
+            && let Some(wait) = self.run.unconfirmed(&assessment.steps).await
+        {
+            return self.waiting(wait).await.map(Next::Stop);
+        }
+        // Also when another resource's coalesced write already did the work, so that this
+        // one's release still knows what it owns.
+        if let Some(record) = assessment.record.clone() {
+            self.run.status.restore = Some(record);
+        }
+        let mut outcome = Outcome {
+            drifted: false,
+            message: assessment.message.clone(),
+        };
+        if assessment.steps.is_empty() {
+            return Ok(Next::Go(outcome));
+        }
+        outcome.drifted = self.drift(assessment).await;
+        let n = assessment.steps.len();
+        self.progress("Applying", format!("{n} request(s) to send"));
+        self.run.save().await?;
+        for step in &assessment.steps {
+            if let Err(e) = self.run.execute(step).await {
+                return stop(self.run.failed(e).await);
+            }
+        }
+        outcome.message = match self.verify(desired, observed, assessment).await? {
+            Next::Go(message) => message,
+            Next::Stop(a) => return Ok(Next::Stop(a)),
+        };
+        Ok(Next::Go(outcome))
+    }
+
+    /// A write on a target this resource had contained (same generation, same peers) means
+    /// someone undid it: count it, and say so.
+    async fn drift(&mut self, assessment: &Assessment) -> bool {
+        // Peers arriving or leaving change what is wanted: that is a new plan, not drift.
+        let drifted = !self.is_action
+            && conditions::was_contained(&self.run.status.conditions, self.run.generation)
+            && self.shared_before == self.run.status.shared_with;
+        if drifted {
+            let kind = kind_of::<C>();
+            self.run.status.drift_count += 1;
+            self.run.status.last_drift_time = Some(now());
+            self.sh
+                .cx
+                .metrics
+                .drifts
+                .get_or_create(&KindLabel { kind })
+                .inc();
+            self.run
+                .event(
+                    EventType::Warning,
+                    "DriftDetected",
+                    "Verify",
+                    format!(
+                        "containment was undone on {}: {}",
+                        self.target.id, assessment.message
+                    ),
+                )
+                .await;
+        }
+        drifted
+    }
+
+    /// verify: from Azure's acknowledgements where the kind can derive the result from them
+    /// (offered to siblings on the target), otherwise by reading back (observing with the
+    /// status as it is now, ledger and ids included). Returns the Ready message.
+    async fn verify(
+        &mut self,
+        desired: &Arc<C::K>,
+        observed: &C::Observed,
+        assessment: &Assessment,
+    ) -> Result<Next<String>, RunError> {
+        let derived = if C::SHARED_OBSERVATION {
+            self.sh.control.after_steps(observed, &assessment.steps)
+        } else {
+            None
+        };
+        let observed = match derived {
+            Some(o) => {
+                let cache = &self.sh.cx.observations;
+                let epoch = cache.epoch(&self.target.id);
+                cache.put(
+                    std::any::type_name::<C>(),
+                    &self.target.id,
+                    epoch,
+                    o.clone(),
+                );
+                o
+            }
+            None => {
+                let now = self
+                    .run
+                    .current_object()
+                    .unwrap_or_else(|| self.obj.as_ref().clone());
+                match observe_shared(self.sh, &now, &self.target, None).await {
+                    Ok(o) => o,
+                    Err(e) => return self.run.azure_failed(e).await.map(Next::Stop),
+                }
+            }
+        };
+        match self
+            .sh
+            .control
+            .assess(desired, &self.target, &observed, &self.run.status)
+        {
+            Ok(a) if a.steps.is_empty() && a.wait.is_none() => {
+                self.run.extra.extend(a.extra);
+                Ok(Next::Go(a.message))
+            }
+            Ok(a) if a.steps.is_empty() => {
+                self.run.extra.extend(a.extra);
+                self.waiting(a.wait.unwrap_or_default())
+                    .await
+                    .map(Next::Stop)
+            }
+            Ok(a) => {
+                self.run
+                    .finish(State::Progressing {
+                        reason: "AwaitingAzure".into(),
+                        message: format!("applied; Azure does not show it yet: {}", a.message),
+                        keep_ready: false,
+                    })
+                    .await?;
+                Ok(Next::Stop(Action::requeue(Duration::from_secs(5))))
+            }
+            Err(stall) => self
+                .run
+                .stalled(&stall.reason, stall.message)
+                .await
+                .map(Next::Stop),
+        }
+    }
+
+    /// complete: an action's run is Completed (its after-run hook done); a containment is Ready
+    /// (Contained, or DriftCorrected until the spec changes), re-checked at the drift interval
+    /// or at expiry, whichever is first.
+    async fn complete(
+        mut self,
+        assessment: &Assessment,
+        outcome: Outcome,
+    ) -> Result<Action, RunError> {
+        if self.is_action {
+            return self.complete_action(assessment, outcome.message).await;
+        }
+        self.run.status.last_verified_time = Some(now());
+        let corrected_before = conditions::get(&self.run.status.conditions, conditions::READY)
+            .is_some_and(|c| {
+                c.reason == "DriftCorrected" && c.observed_generation == self.run.generation
+            });
+        let reason = if outcome.drifted || corrected_before {
+            "DriftCorrected"
+        } else {
+            "Contained"
+        };
+        if outcome.drifted {
+            self.run
+                .event(
+                    EventType::Normal,
+                    "DriftCorrected",
+                    "Apply",
+                    format!("re-applied on {}", self.target.id),
+                )
+                .await;
+        }
+        self.run
+            .finish(State::Ready {
+                reason: reason.into(),
+                message: outcome.message,
+            })
+            .await?;
+        self.succeeded();
+        let until_expiry = self
+            .common
+            .expires_at
+            .as_ref()
+            .and_then(|t| Duration::try_from(t.0.duration_since(Timestamp::now())).ok());
+        Ok(Action::requeue(match until_expiry {
+            Some(d) => d.min(self.drift_after),
+            None => self.drift_after,
+        }))
+    }
+
+    async fn complete_action(
+        mut self,
+        assessment: &Assessment,
+        message: String,
+    ) -> Result<Action, RunError> {
+        let in_progress = self
+            .run
+            .status
+            .action
+            .as_ref()
+            .is_some_and(|l| l.phase == ActionPhase::InProgress);
+        if in_progress {
+            let sh = self.sh;
+            if let Err(e) = sh
+                .control
+                .after_run(&sh.cx, &sh.cx.az, &self.obj, &self.target)
+                .await
+            {
+                return self.run.failed(e).await;
+            }
+            if let Some(l) = self.run.status.action.as_mut() {
+                l.phase = ActionPhase::Completed;
+                l.completed_time = Some(now());
+                l.sent.clear();
+            }
+            self.run
+                .event(
+                    EventType::Normal,
+                    "Completed",
+                    "Action",
+                    assessment.message.clone(),
+                )
+                .await;
+        }
+        self.run.status.last_verified_time = Some(now());
+        self.run
+            .finish(State::Ready {
+                reason: "Completed".into(),
+                message,
+            })
+            .await?;
+        self.succeeded();
+        let next = schedule_of(self.obj.as_ref()).map(|d| d.min(Duration::from_secs(3600)));
+        Ok(next
+            .map(Action::requeue)
+            .unwrap_or_else(Action::await_change))
+    }
+
+    /// Reconciling with `reason` (the status is saved with the next write).
+    fn progress(&mut self, reason: &str, message: String) {
+        conditions::apply(
+            &mut self.run.status.conditions,
+            &State::Progressing {
+                reason: reason.into(),
+                message,
+                keep_ready: false,
+            },
+            self.run.generation,
+            &now(),
+        );
+    }
+
+    /// Nothing to send now, not done either: Reconciling, re-checked after the wait.
+    async fn waiting(&mut self, w: Wait) -> Result<Action, RunError> {
+        self.run
+            .finish(State::Progressing {
+                reason: w.reason,
+                message: w.message,
+                keep_ready: false,
+            })
+            .await?;
+        Ok(Action::requeue(w.recheck))
+    }
+
+    /// The run went through: the failure backoff of this resource starts over.
+    fn succeeded(&self) {
+        self.sh.cx.failure(&key_of(self.obj.as_ref()), false);
+    }
+}
