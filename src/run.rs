@@ -9,6 +9,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use futures::StreamExt;
+use kube::Api;
+use kube::runtime::WatchStreamExt;
 
 use crate::azure::arm::USER_AGENT;
 use crate::azure::auth::{self, CredentialConfig, CredentialKind};
@@ -142,6 +145,15 @@ pub struct RunArgs {
     pub lease_duration: Duration,
     /// How long a one-shot call (e.g. regenerateKey) sent without an answer is given to show its
     /// effect in Azure before it is considered lost and sent again.
+    /// The kill switch: while a ConfigMap of this name exists in the operator's namespace
+    /// (POD_NAMESPACE, else --namespace, else `default`), no Azure call is started, releases
+    /// included (`data.frozen: "false"` lifts it without deleting it).
+    #[arg(
+        long,
+        env = "FREEZE_CONFIGMAP",
+        default_value = "containment-operator-freeze"
+    )]
+    pub freeze_configmap: String,
     #[arg(long, env = "UNCONFIRMED_ACTION_WAIT", default_value = "10m", value_parser = parse_duration)]
     pub unconfirmed_action_wait: Duration,
 }
@@ -290,6 +302,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         overrides,
     );
     cx.unconfirmed_wait = args.unconfirmed_action_wait;
+    let own_ns = args
+        .lease_namespace
+        .clone()
+        .or(args.namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    freeze_switch(
+        Api::namespaced(client.clone(), &own_ns),
+        args.freeze_configmap.clone(),
+        cx.frozen.clone(),
+    )
+    .await?;
     let cx = Arc::new(cx);
     metrics.ready.store(true, Ordering::Relaxed);
 
@@ -420,6 +443,69 @@ async fn lease_fence(
 /// `/healthz` would still say ok: exit, so that Kubernetes restarts the pod.
 fn controller_ended(r: Result<(), tokio::task::JoinError>) -> anyhow::Result<()> {
     r.map_err(|e| anyhow::anyhow!("a controller stopped unexpectedly ({e}); exiting"))
+}
+
+/// Watches the kill-switch ConfigMap and keeps `frozen` in step with it. Returns once its state
+/// is known (the controllers must not start before), or fails when it cannot be read: a kill
+/// switch that silently does not work is worse than none.
+async fn freeze_switch(
+    api: Api<k8s_openapi::api::core::v1::ConfigMap>,
+    name: String,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
+    use kube::runtime::watcher::{self, Event};
+    let is_on = |cm: &k8s_openapi::api::core::v1::ConfigMap| {
+        cm.data
+            .as_ref()
+            .and_then(|d| d.get("frozen"))
+            .is_none_or(|v| v != "false")
+    };
+    let set = move |on: bool, frozen: &std::sync::atomic::AtomicBool| {
+        if frozen.swap(on, Ordering::SeqCst) != on {
+            if on {
+                tracing::warn!("kill switch ON: no Azure call is started until it is lifted");
+            } else {
+                tracing::warn!("kill switch lifted: Azure calls resume");
+            }
+        }
+    };
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut ready_tx = Some(ready_tx);
+    let ns_name = name.clone();
+    tokio::spawn(async move {
+        let mut seen = false;
+        while let Some(ev) = events.next().await {
+            match ev {
+                Ok(Event::Init) => seen = false,
+                Ok(Event::InitApply(cm)) | Ok(Event::Apply(cm)) => {
+                    seen = true;
+                    set(is_on(&cm), &frozen);
+                }
+                Ok(Event::InitDone) => {
+                    if !seen {
+                        set(false, &frozen);
+                    }
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(Event::Delete(_)) => set(false, &frozen),
+                Err(e) => {
+                    tracing::warn!(configmap = %ns_name, error = %e, "watching the kill switch failed")
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(30), ready_rx)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "cannot read the kill-switch ConfigMap {name} (RBAC: get/list/watch configmaps with resourceNames [{name}] in the operator's namespace)"
+            )
+        })?
+        .context("kill-switch watch ended")
 }
 
 #[cfg(test)]

@@ -335,6 +335,17 @@ async fn chart_rbac_is_sufficient_and_no_wider_and_gitops_health_reads_our_statu
             .await,
         "list Namespaces",
     );
+    // The kill switch: its own ConfigMap only (absent here: NotFound, not Forbidden).
+    let own_cms = Api::<ConfigMap>::namespaced(sa.clone(), &release_ns);
+    match own_cms.get(&format!("{fullname}-freeze")).await {
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        other => panic!("reading the kill switch: expected 404, got {other:?}"),
+    }
+    forbidden(
+        own_cms.list(&ListParams::default()).await,
+        "list the ConfigMaps of its own namespace",
+    );
+    forbidden(own_cms.get("kube-root-ca.crt").await, "read another ConfigMap");
     let other: Api<Lease> = Api::namespaced(sa.clone(), &release_ns);
     let lease: Lease =
         serde_json::from_value(json!({"metadata": {"name": "someone-else"}, "spec": {}})).unwrap();

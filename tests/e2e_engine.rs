@@ -818,3 +818,100 @@ async fn a_suspended_containment_makes_no_azure_call_and_resumes() {
         "released"
     );
 }
+
+/// The kill switch (one command: `kubectl -n <operator namespace> create configmap
+/// containment-operator-freeze`): while it exists no Azure call is started — no apply, no drift
+/// check, no release (a deletion keeps its finalizer and waits), Reconciling reason Suspended —
+/// and deleting it resumes everything cleanly.
+#[tokio::test]
+async fn the_kill_switch_freezes_every_azure_call_and_lifts_cleanly() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let env = Env::new("e2e-freeze").await;
+    let _op = env.operator();
+    env.apply(
+        "SqlPublicAccessLockdown",
+        "x",
+        json!({"target": target(SQL_PROD)}),
+    )
+    .await;
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "x",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    // The operator's namespace is the watched one here (--namespace, no POD_NAMESPACE).
+    let cms: kube::Api<ConfigMap> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let switch: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "containment-operator-freeze"}, "data": {"reason": "INC-1"}}),
+    )
+    .unwrap();
+    cms.create(&Default::default(), &switch).await.unwrap();
+    env.apply(
+        "StoragePublicAccessLockdown",
+        "y",
+        json!({"target": target(STORAGE)}),
+    )
+    .await;
+    env.wait_condition(
+        "StoragePublicAccessLockdown",
+        "y",
+        "Reconciling",
+        "True",
+        Some("Suspended"),
+    )
+    .await;
+    env.delete("SqlPublicAccessLockdown", "x").await;
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "x",
+        "Reconciling",
+        "True",
+        Some("Suspended"),
+    )
+    .await;
+    let to_arm = |log: Vec<serde_json::Value>| {
+        log.iter()
+            .filter(|r| {
+                r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/subscriptions/"))
+            })
+            .count()
+    };
+    let before = to_arm(env.sim.requests().await);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        to_arm(env.sim.requests().await),
+        before,
+        "nothing sent while frozen"
+    );
+    assert!(
+        env.get("SqlPublicAccessLockdown", "x").await.is_some(),
+        "the deletion waits"
+    );
+    assert_eq!(
+        env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
+        "Disabled"
+    );
+
+    cms.delete("containment-operator-freeze", &Default::default())
+        .await
+        .unwrap();
+    env.wait_gone("SqlPublicAccessLockdown", "x").await;
+    assert_eq!(
+        env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
+        "Enabled",
+        "released once lifted"
+    );
+    env.wait_condition(
+        "StoragePublicAccessLockdown",
+        "y",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+}

@@ -236,6 +236,9 @@ pub enum RunError {
     /// A status write met a newer version of the object: re-read it and decide again.
     #[error("the object changed while it was reconciled: {0}")]
     Conflict(String),
+    /// The kill switch is on: nothing may be sent (a release keeps its finalizer and waits).
+    #[error("Azure calls are frozen by the kill switch")]
+    Frozen,
     #[error("{0}")]
     Other(String),
 }
@@ -248,6 +251,7 @@ impl RunError {
             RunError::Azure(e) => e.reason(),
             RunError::AwaitingOperation(_) => "AwaitingOperation".into(),
             RunError::Conflict(_) => "Conflict".into(),
+            RunError::Frozen => "Frozen".into(),
             RunError::Other(_) => "Other".into(),
         }
     }
@@ -291,6 +295,9 @@ pub struct Ctx {
     /// How long a non-idempotent call sent without an answer is given to show its effect in
     /// Azure before it is considered lost and sent again.
     pub unconfirmed_wait: Duration,
+    /// The process-wide kill switch (set while the freeze ConfigMap exists): no Azure call is
+    /// started, release included, until it is lifted.
+    pub frozen: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Ctx {
@@ -313,7 +320,13 @@ impl Ctx {
             failures: Mutex::new(HashMap::new()),
             observations: Default::default(),
             unconfirmed_wait: Duration::from_secs(600),
+            frozen: Default::default(),
         }
+    }
+
+    /// Whether the kill switch is on.
+    pub fn frozen(&self) -> bool {
+        self.frozen.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Serialise work on one Azure target. The entry (and the target's read epoch, when no

@@ -279,6 +279,10 @@ fn error_policy<C: Control>(obj: Arc<C::K>, err: &RunError, sh: Arc<Shared<C>>) 
     if let RunError::AwaitingOperation(wait) = err {
         return Action::requeue(*wait);
     }
+    // Frozen is an instruction, not a failure: no backoff, re-check the switch.
+    if let RunError::Frozen = err {
+        return Action::requeue(FROZEN_RECHECK);
+    }
     let n = sh.cx.failure(&key_of(obj.as_ref()), true);
     sh.cx
         .metrics
@@ -301,6 +305,10 @@ fn requeue_backoff(n: u32) -> Duration {
 /// How long one reconcile polls a long-running operation before it lets go of the target and
 /// requeues (the URL is in status; the next reconcile resumes).
 const POLL_BUDGET: Duration = Duration::from_secs(20);
+
+/// How often a frozen containment re-checks the kill switch.
+const FROZEN_RECHECK: Duration = Duration::from_secs(5);
+const FROZEN: &str = "Azure calls are frozen process-wide (the kill switch: the freeze ConfigMap exists in the operator's namespace); nothing is observed, applied or released until it is deleted";
 
 fn now() -> Time {
     Time(Timestamp::now())
@@ -951,6 +959,16 @@ async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, R
         return Ok(Action::await_change());
     };
     let mut run = Run::new(obj.clone(), sh);
+    if sh.cx.frozen() {
+        // Keep the finalizer: the release happens once the switch is lifted.
+        run.finish(State::Progressing {
+            reason: "Suspended".into(),
+            message: format!("deletion waits: {FROZEN}"),
+            keep_ready: false,
+        })
+        .await?;
+        return Err(RunError::Frozen);
+    }
     let policy = release_policy::<C>(&obj);
     // What was applied and not yet released, whatever the mode says now (Enforce → DryRun →
     // delete must still put the prior state back).

@@ -150,20 +150,31 @@ impl<'a, C: Control> Pipeline<'a, C> {
         }
     }
 
-    /// suspend: a suspended containment makes no Azure call at all (no observe, no correction,
-    /// no release at expiry) and waits for its spec to change.
+    /// suspend: a suspended containment, or any while the kill switch is on, makes no Azure
+    /// call at all (no observe, no correction, no release at expiry). A suspended one waits for
+    /// its spec to change; a frozen one re-checks the switch.
     async fn suspend(&mut self) -> Result<Next<()>, RunError> {
-        if !self.common.suspend {
+        let (message, next) = if self.sh.cx.frozen() {
+            (
+                super::FROZEN.to_string(),
+                Action::requeue(super::FROZEN_RECHECK),
+            )
+        } else if self.common.suspend {
+            (
+                "spec.suspend is true: nothing is observed, applied or released until it is false (deleting still releases)".to_string(),
+                Action::await_change(),
+            )
+        } else {
             return Ok(Next::Go(()));
-        }
+        };
         self.run
             .finish(State::Progressing {
                 reason: "Suspended".into(),
-                message: "spec.suspend is true: nothing is observed, applied or released until it is false (deleting still releases)".into(),
+                message,
                 keep_ready: false,
             })
             .await?;
-        Ok(Next::Stop(Action::await_change()))
+        Ok(Next::Stop(next))
     }
 
     /// expiry: once `expiresAt` has passed, release what was applied (whatever the mode is now)
