@@ -345,7 +345,10 @@ async fn chart_rbac_is_sufficient_and_no_wider_and_gitops_health_reads_our_statu
         own_cms.list(&ListParams::default()).await,
         "list the ConfigMaps of its own namespace",
     );
-    forbidden(own_cms.get("kube-root-ca.crt").await, "read another ConfigMap");
+    forbidden(
+        own_cms.get("kube-root-ca.crt").await,
+        "read another ConfigMap",
+    );
     let other: Api<Lease> = Api::namespaced(sa.clone(), &release_ns);
     let lease: Lease =
         serde_json::from_value(json!({"metadata": {"name": "someone-else"}, "spec": {}})).unwrap();

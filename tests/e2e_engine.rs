@@ -915,3 +915,74 @@ async fn the_kill_switch_freezes_every_azure_call_and_lifts_cleanly() {
     )
     .await;
 }
+
+/// Reconcile now (Flux's convention): a new value of
+/// `containment.defenderc2.io/reconcile-requested-at` reconciles at once — here a drift made in
+/// Azure is corrected in seconds though the drift interval is 10 minutes — and the value handled
+/// is echoed in `status.lastHandledReconcileAt`.
+#[tokio::test]
+async fn a_reconcile_request_is_handled_at_once_and_echoed() {
+    let env = Env::new("e2e-reconcile-now").await;
+    let _op = Operator::start_with(
+        &env,
+        &["--drift-interval-for", "SqlPublicAccessLockdown=10m"],
+        &[],
+    );
+    env.apply(
+        "SqlPublicAccessLockdown",
+        "now",
+        json!({"target": target(SQL_PROD)}),
+    )
+    .await;
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "now",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    env.sim
+        .patch(
+            SQL_PROD,
+            json!({"properties": {"publicNetworkAccess": "Enabled"}}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
+        "Enabled",
+        "not yet checked: the drift interval is 10 min"
+    );
+    let requested = "2026-12-02T10:00:00Z";
+    env.api("SqlPublicAccessLockdown")
+        .patch(
+            "now",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
+                "containment.defenderc2.io/reconcile-requested-at": requested}}})),
+        )
+        .await
+        .unwrap();
+    env.wait(
+        "SqlPublicAccessLockdown",
+        "now",
+        "the request echoed",
+        Duration::from_secs(15),
+        |o| o.is_some_and(|o| o["status"]["lastHandledReconcileAt"] == requested),
+    )
+    .await;
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "now",
+        "Ready",
+        "True",
+        Some("DriftCorrected"),
+    )
+    .await;
+    assert_eq!(
+        env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
+        "Disabled",
+        "corrected by the requested reconcile"
+    );
+}

@@ -95,6 +95,10 @@ pub struct CommonStatus {
     /// When the containment was released because `expiresAt` passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released_time: Option<Time>,
+    /// The last value of the `containment.defenderc2.io/reconcile-requested-at` annotation a
+    /// reconcile handled (Flux's convention), so that scripts can wait for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
 }
 
 #[derive(

@@ -31,6 +31,9 @@ use crate::metrics::Metrics;
 
 pub const FINALIZER: &str = "containment.defenderc2.io/release";
 pub const FIELD_MANAGER: &str = "containment-operator";
+/// Any new value of this annotation reconciles the resource at once (bypassing drift-interval
+/// and backoff waits); the value handled is echoed in `status.lastHandledReconcileAt`.
+pub const RECONCILE_REQUESTED_AT: &str = "containment.defenderc2.io/reconcile-requested-at";
 
 /// A custom resource kind the engine can drive.
 pub trait Kind:

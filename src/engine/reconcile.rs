@@ -180,6 +180,10 @@ fn trigger_hash<K: Kind>(obj: &K) -> Option<u64> {
     obj.meta().generation.hash(&mut h);
     obj.meta().finalizers.hash(&mut h);
     obj.meta().deletion_timestamp.is_some().hash(&mut h);
+    // Reconcile now: any new value of the annotation is a change worth a reconcile.
+    obj.annotations()
+        .get(super::RECONCILE_REQUESTED_AT)
+        .hash(&mut h);
     Some(h.finish())
 }
 
@@ -347,7 +351,14 @@ impl<'a, C: Control> Run<'a, C> {
             sh,
             api: Api::namespaced(sh.cx.client.clone(), &ns),
             recorder: Recorder::new(sh.cx.client.clone(), sh.cx.reporter.clone()),
-            status: obj.common_status().cloned().unwrap_or_default(),
+            status: CommonStatus {
+                // This run handles the reconcile request it sees (echoed with its status write).
+                last_handled_reconcile_at: obj
+                    .annotations()
+                    .get(super::RECONCILE_REQUESTED_AT)
+                    .cloned(),
+                ..obj.common_status().cloned().unwrap_or_default()
+            },
             extra,
             published,
             generation: obj.meta().generation,
@@ -779,6 +790,7 @@ const COMMON_KEYS: &[&str] = &[
     "azure",
     "action",
     "releasedTime",
+    "lastHandledReconcileAt",
 ];
 
 fn release_policy<C: Control>(obj: &C::K) -> Option<ReleasePolicy> {
