@@ -471,7 +471,8 @@ async fn freeze_switch(
     };
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    // The first outcome: its state is known, or the first read failed.
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
     let mut ready_tx = Some(ready_tx);
     let ns_name = name.clone();
     tokio::spawn(async move {
@@ -488,24 +489,32 @@ async fn freeze_switch(
                         set(false, &frozen);
                     }
                     if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(());
+                        let _ = tx.send(Ok(()));
                     }
                 }
                 Ok(Event::Delete(_)) => set(false, &frozen),
-                Err(e) => {
-                    tracing::warn!(configmap = %ns_name, error = %e, "watching the kill switch failed")
-                }
+                // A refusal before the state is known fails the start at once.
+                Err(e) => match ready_tx.take() {
+                    Some(tx) => {
+                        let _ = tx.send(Err(e.to_string()));
+                    }
+                    None => {
+                        tracing::warn!(configmap = %ns_name, error = %e, "watching the kill switch failed")
+                    }
+                },
             }
         }
     });
+    let cannot = |why: String| {
+        anyhow::anyhow!(
+            "cannot read the kill-switch ConfigMap {name} ({why}; RBAC: get/list/watch configmaps with resourceNames [{name}] in the operator's namespace)"
+        )
+    };
     tokio::time::timeout(Duration::from_secs(30), ready_rx)
         .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "cannot read the kill-switch ConfigMap {name} (RBAC: get/list/watch configmaps with resourceNames [{name}] in the operator's namespace)"
-            )
-        })?
-        .context("kill-switch watch ended")
+        .map_err(|_| cannot("no answer in 30 s".into()))?
+        .context("kill-switch watch ended")?
+        .map_err(cannot)
 }
 
 #[cfg(test)]

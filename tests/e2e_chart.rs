@@ -545,3 +545,46 @@ async fn cluster_wide_chart_rbac_reads_containments_everywhere_but_no_secrets() 
         None,
     );
 }
+
+/// A kill switch the operator cannot read stops its start: here the chart's Role names the
+/// chart's ConfigMap but the process is told to watch another one, so the API server refuses
+/// and the operator exits at once saying why, rather than run with a switch that does nothing.
+#[tokio::test]
+async fn an_unreadable_kill_switch_stops_the_start() {
+    let env = Env::new("e2e-chart-freeze").await;
+    let release_ns = format!("{}-sys", env.ns);
+    ensure_namespace(&env, &release_ns).await;
+    let fullname = format!("co-{}", env.ns);
+    let values = vec![
+        format!("fullnameOverride={fullname}"),
+        format!("watchNamespace={}", env.ns),
+        "azure.credential=client-secret".into(),
+        "azure.clientSecret.existingSecret=azure-credentials".into(),
+        format!("azure.tenantId={TENANT}"),
+        format!("azure.clientId={CLIENT_ID}"),
+    ];
+    let mut objs = render(&release_ns, &values);
+    install(&env, &objs);
+    for o in objs.iter_mut().filter(|o| o["kind"] == "Deployment") {
+        for e in o["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array_mut()
+            .unwrap()
+        {
+            if e["name"] == "FREEZE_CONFIGMAP" {
+                e["value"] = json!("someone-elses");
+            }
+        }
+    }
+    let kubeconfig = service_account_kubeconfig(&env, &release_ns, &fullname).await;
+    let mut op = start_as_chart(&env, &objs, &kubeconfig, &release_ns);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !op.exited() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(op.exited(), "the operator started without its kill switch");
+    let logs = op.logs();
+    assert!(
+        logs.contains("cannot read the kill-switch ConfigMap someone-elses"),
+        "{logs}"
+    );
+}

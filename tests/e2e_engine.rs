@@ -897,15 +897,57 @@ async fn the_kill_switch_freezes_every_azure_call_and_lifts_cleanly() {
         "Disabled"
     );
 
-    cms.delete("containment-operator-freeze", &Default::default())
-        .await
-        .unwrap();
+    // `data.frozen: "false"` lifts it without deleting it.
+    let frozen = |v: &str| kube::api::Patch::Merge(json!({"data": {"frozen": v}}));
+    cms.patch(
+        "containment-operator-freeze",
+        &Default::default(),
+        &frozen("false"),
+    )
+    .await
+    .unwrap();
     env.wait_gone("SqlPublicAccessLockdown", "x").await;
     assert_eq!(
         env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
         "Enabled",
         "released once lifted"
     );
+    env.wait_condition(
+        "StoragePublicAccessLockdown",
+        "y",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    // On again, then lifted by deleting the ConfigMap.
+    cms.patch(
+        "containment-operator-freeze",
+        &Default::default(),
+        &frozen("true"),
+    )
+    .await
+    .unwrap();
+    env.api("StoragePublicAccessLockdown")
+        .patch(
+            "y",
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
+                "containment.defenderc2.io/reconcile-requested-at": "frozen-again"}}})),
+        )
+        .await
+        .unwrap();
+    env.wait_condition(
+        "StoragePublicAccessLockdown",
+        "y",
+        "Reconciling",
+        "True",
+        Some("Suspended"),
+    )
+    .await;
+    cms.delete("containment-operator-freeze", &Default::default())
+        .await
+        .unwrap();
     env.wait_condition(
         "StoragePublicAccessLockdown",
         "y",
