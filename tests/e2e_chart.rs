@@ -179,6 +179,19 @@ fn start_as_chart(env: &Env, objs: &[Value], kubeconfig: &Path, release_ns: &str
     Operator::spawn(env, cmd)
 }
 
+/// Chart values for a release watching only this test's namespace (so it never touches the
+/// other tests'), with a client secret from the Secret `azure-credentials`.
+fn scoped_values(env: &Env, fullname: &str) -> Vec<String> {
+    vec![
+        format!("fullnameOverride={fullname}"),
+        format!("watchNamespace={}", env.ns),
+        "azure.credential=client-secret".into(),
+        "azure.clientSecret.existingSecret=azure-credentials".into(),
+        format!("azure.tenantId={TENANT}"),
+        format!("azure.clientId={CLIENT_ID}"),
+    ]
+}
+
 fn forbidden<T: std::fmt::Debug>(r: Result<T, kube::Error>, what: &str) {
     match r {
         Err(kube::Error::Api(s)) if s.code == 403 => {}
@@ -202,17 +215,9 @@ async fn chart_rbac_is_sufficient_and_no_wider_and_gitops_health_reads_our_statu
     let release_ns = format!("{}-sys", env.ns);
     ensure_namespace(&env, &release_ns).await;
     let fullname = format!("co-{}", env.ns);
-    let values = vec![
-        format!("fullnameOverride={fullname}"),
-        // Namespace-scoped, so this operator never touches the other tests' namespaces.
-        format!("watchNamespace={}", env.ns),
-        format!("secretNamespaces={{{}}}", env.ns),
-        "azure.credential=client-secret".into(),
-        "azure.clientSecret.existingSecret=azure-credentials".into(),
-        format!("azure.tenantId={TENANT}"),
-        format!("azure.clientId={CLIENT_ID}"),
-        "driftInterval=2s".into(),
-    ];
+    let mut values = scoped_values(&env, &fullname);
+    values.push(format!("secretNamespaces={{{}}}", env.ns));
+    values.push("driftInterval=2s".into());
     let objs = render(&release_ns, &values);
     install(&env, &objs);
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &release_ns);
@@ -555,15 +560,7 @@ async fn an_unreadable_kill_switch_stops_the_start() {
     let release_ns = format!("{}-sys", env.ns);
     ensure_namespace(&env, &release_ns).await;
     let fullname = format!("co-{}", env.ns);
-    let values = vec![
-        format!("fullnameOverride={fullname}"),
-        format!("watchNamespace={}", env.ns),
-        "azure.credential=client-secret".into(),
-        "azure.clientSecret.existingSecret=azure-credentials".into(),
-        format!("azure.tenantId={TENANT}"),
-        format!("azure.clientId={CLIENT_ID}"),
-    ];
-    let mut objs = render(&release_ns, &values);
+    let mut objs = render(&release_ns, &scoped_values(&env, &fullname));
     install(&env, &objs);
     for o in objs.iter_mut().filter(|o| o["kind"] == "Deployment") {
         for e in o["spec"]["template"]["spec"]["containers"][0]["env"]

@@ -208,6 +208,18 @@ async fn fresh<K: Kind>(api: &Api<K>, obj: &K) -> Result<Option<Arc<K>>, RunErro
     Ok(Some(Arc::new(o)))
 }
 
+/// The target's lock, then the object as it is now under it (a peer that just left may have
+/// handed it the target's restore record; a status write meanwhile is seen). None: gone.
+async fn locked_fresh<'a, C: Control>(
+    obj: &C::K,
+    sh: &'a Shared<C>,
+    target: &ResourceId,
+) -> Result<Option<(Arc<C::K>, super::TargetGuard<'a>)>, RunError> {
+    let lock = sh.cx.lock_target(&target.id).await;
+    let api = Api::<C::K>::namespaced(sh.cx.client.clone(), &obj.namespace().unwrap_or_default());
+    Ok(fresh(&api, obj).await?.map(|o| (o, lock)))
+}
+
 fn kind_of<C: Control>() -> String {
     C::K::kind(&()).to_string()
 }
@@ -965,9 +977,7 @@ async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, R
         return Ok(Action::await_change());
     };
     sh.control.unregister(&obj, &target);
-    let _guard = sh.cx.lock_target(&target.id).await;
-    let api = Api::<C::K>::namespaced(sh.cx.client.clone(), &obj.namespace().unwrap_or_default());
-    let Some(obj) = fresh(&api, obj.as_ref()).await? else {
+    let Some((obj, _guard)) = locked_fresh(obj.as_ref(), sh, &target).await? else {
         return Ok(Action::await_change());
     };
     let mut run = Run::new(obj.clone(), sh);

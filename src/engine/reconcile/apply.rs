@@ -10,14 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::api::Api;
+use kube::Resource;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
 
 use super::{
-    Run, Shared, composed, fresh, key_of, kind_of, now, observe_shared, release_or_hand_over,
-    resolve, schedule_of,
+    Run, Shared, composed, key_of, kind_of, now, observe_shared, release_or_hand_over, resolve,
+    schedule_of,
 };
 use crate::api::common::{ActionLedger, ActionPhase, CommonSpec, Mode};
 use crate::azure::ResourceId;
@@ -89,17 +88,14 @@ async fn resolve_target<C: Control>(
     Ok(Next::Go(target))
 }
 
-/// lock: the target's lock, then the object as it is now (a peer that just left may have
-/// handed this one the target's restore record; a status write meanwhile is seen).
+/// lock: the target's lock and a fresh read; one being deleted is cleanup's business.
 async fn lock_and_read<'a, C: Control>(
     obj: Arc<C::K>,
     sh: &'a Shared<C>,
     target: &ResourceId,
 ) -> Result<Next<(Arc<C::K>, TargetGuard<'a>)>, RunError> {
-    let lock = sh.cx.lock_target(&target.id).await;
-    let api = Api::<C::K>::namespaced(sh.cx.client.clone(), &obj.namespace().unwrap_or_default());
-    match fresh(&api, obj.as_ref()).await? {
-        Some(obj) if obj.meta().deletion_timestamp.is_none() => Ok(Next::Go((obj, lock))),
+    match super::locked_fresh(obj.as_ref(), sh, target).await? {
+        Some((obj, lock)) if obj.meta().deletion_timestamp.is_none() => Ok(Next::Go((obj, lock))),
         _ => Ok(Next::Stop(Action::await_change())),
     }
 }
