@@ -42,6 +42,14 @@ export AZURE_GRAPH_ENDPOINT=$url
 export AZURE_MDE_ENDPOINT=$url
 export AZURE_CA_FILE=$local_dir/sim/ca.pem
 ENV
+# Deny by default: the demo namespace's ContainmentPolicy (examples/policy/), so that the
+# examples can be applied there at once.
+(
+  # shellcheck disable=SC1091
+  source "$local_dir/env"
+  kubectl apply -f examples/policy/ >/dev/null
+)
 echo "control plane: $local_dir/kubeconfig"
 echo "azure-sim:     $url (CA $local_dir/sim/ca.pem)"
+echo "policy:        ContainmentPolicy containment-demo allows namespace containment-demo"
 echo "ready: source .local/env"

@@ -4,6 +4,7 @@ pub mod api;
 pub mod azure;
 pub mod controls;
 pub mod engine;
+pub mod guard;
 pub mod metrics;
 pub mod permissions;
 pub mod run;

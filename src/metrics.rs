@@ -45,6 +45,9 @@ pub struct Metrics {
     pub azure_throttled: Counter,
     pub azure_writes: Counter,
     pub drifts: Family<KindLabel, Counter>,
+    /// Containments the guard refused, by kind and reason (OutOfScope, Protected,
+    /// BlastRadiusExceeded).
+    pub guard_denials: Family<KindReason, Counter>,
     pub reconcile_duration: Family<KindLabel, Histogram>,
     pub in_flight: Gauge,
     pub ready: AtomicBool,
@@ -61,6 +64,7 @@ impl Default for Metrics {
         let azure_throttled = Counter::default();
         let azure_writes = Counter::default();
         let drifts = Family::<KindLabel, Counter>::default();
+        let guard_denials = Family::<KindReason, Counter>::default();
         let reconcile_duration = Family::<KindLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
         });
@@ -91,6 +95,11 @@ impl Default for Metrics {
             azure_writes.clone(),
         );
         registry.register(
+            "guard_denials",
+            "Containments refused by the guard (scope, protection, blast radius) by kind and reason",
+            guard_denials.clone(),
+        );
+        registry.register(
             "drifts",
             "Containments found undone and re-applied",
             drifts.clone(),
@@ -113,6 +122,7 @@ impl Default for Metrics {
             azure_throttled,
             azure_writes,
             drifts,
+            guard_denials,
             reconcile_duration,
             in_flight,
             ready: AtomicBool::new(false),

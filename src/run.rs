@@ -288,6 +288,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         instance: Some(identity.clone()),
     };
     let overrides: HashMap<String, Duration> = args.drift_interval_for.iter().cloned().collect();
+    let guard = crate::guard::Guard::start(
+        client.clone(),
+        args.namespace.clone(),
+        args.tenant_id.clone().unwrap_or_default(),
+    )
+    .await?;
     let mut cx = Ctx::new(
         client.clone(),
         Clients {
@@ -300,6 +306,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         reporter,
         args.drift_interval,
         overrides,
+        guard.clone(),
     );
     cx.unconfirmed_wait = args.unconfirmed_action_wait;
     let own_ns = args
@@ -353,6 +360,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         leadership = Some((rx, task, fence));
     }
 
+    if args.namespace.is_none() {
+        tokio::spawn(guard.publish_status(client.clone()));
+    }
     let ns = args.namespace.clone();
     let n = args.max_concurrent_reconciles;
     let mut tasks = tokio::task::JoinSet::new();

@@ -218,7 +218,20 @@ async fn chart_rbac_is_sufficient_and_no_wider_and_gitops_health_reads_our_statu
     let mut values = scoped_values(&env, &fullname);
     values.push(format!("secretNamespaces={{{}}}", env.ns));
     values.push("driftInterval=2s".into());
+    // The release's own ContainmentPolicy (values `policies`) is what allows this namespace.
+    env.remove_policy().await;
+    let chart_policy = format!("{}-chart", env.ns);
+    values.extend([
+        format!("policies[0].name={chart_policy}"),
+        format!("policies[0].namespaces.names[0]={}", env.ns),
+        "policies[0].allow[0].kinds[0]=*".into(),
+        format!("policies[0].allow[0].subscriptions[0]={SUB}"),
+    ]);
     let objs = render(&release_ns, &values);
+    assert_eq!(
+        find(&objs, "ContainmentPolicy")["metadata"]["name"],
+        json!(chart_policy)
+    );
     install(&env, &objs);
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &release_ns);
     let s: Secret = serde_json::from_value(json!({"metadata": {"name": "azure-credentials"},
@@ -236,7 +249,8 @@ async fn chart_rbac_is_sufficient_and_no_wider_and_gitops_health_reads_our_statu
         json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]}),
     )
     .await;
-    env.wait_ready("SqlIpBlock", "ready").await;
+    let o = env.wait_ready("SqlIpBlock", "ready").await;
+    assert_eq!(o["status"]["policy"], json!(chart_policy));
     env.apply(
         "StorageKeyRotation",
         "rotate",
@@ -334,11 +348,49 @@ async fn chart_rbac_is_sufficient_and_no_wider_and_gitops_health_reads_our_statu
             .await,
         "list ConfigMaps",
     );
-    forbidden(
+    // The guard reads namespaces' labels and the policies; it can change neither.
+    assert!(
         Api::<Namespace>::all(sa.clone())
             .list(&ListParams::default())
+            .await
+            .is_ok()
+    );
+    forbidden(
+        Api::<Namespace>::all(sa.clone())
+            .patch(
+                &env.ns,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+            )
             .await,
-        "list Namespaces",
+        "label a namespace",
+    );
+    let policies = Api::<kube::api::DynamicObject>::all_with(sa.clone(), &gvk("ContainmentPolicy"));
+    assert!(
+        policies.get(&chart_policy).await.is_ok(),
+        "reads its policy"
+    );
+    forbidden(
+        policies
+            .patch(
+                &chart_policy,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"spec": {"allow": [{"kinds": ["*"], "subscriptions": ["*"]}]}}),
+                ),
+            )
+            .await,
+        "widen a policy",
+    );
+    forbidden(
+        policies
+            .patch_status(
+                &chart_policy,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"coveredNamespaces": ["x"]}})),
+            )
+            .await,
+        "write a policy's status (a namespace-scoped release)",
     );
     // The kill switch: its own ConfigMap only (absent here: NotFound, not Forbidden).
     let own_cms = Api::<ConfigMap>::namespaced(sa.clone(), &release_ns);

@@ -407,7 +407,9 @@ async fn works_on_the_charts_oldest_supported_kubernetes() {
         .await
         .unwrap_err();
     assert!(refused.contains("ipAddresses"), "{refused}");
-    let op = env.operator();
+    // Alone on this control plane, the operator may watch every namespace: it then also
+    // reports which namespaces each ContainmentPolicy covers.
+    let op = Operator::cluster_wide(&env);
     env.apply(
         "SqlPublicAccessLockdown",
         "old",
@@ -422,6 +424,22 @@ async fn works_on_the_charts_oldest_supported_kubernetes() {
         Some("Contained"),
     )
     .await;
+    let o = env.get("SqlPublicAccessLockdown", "old").await.unwrap();
+    assert_eq!(o["status"]["policy"], json!(env.ns));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = env.policies().get(&env.ns).await.unwrap();
+        let status = &p.data["status"];
+        if status["coveredNamespaces"] == json!([env.ns]) {
+            assert_eq!(status["conditions"][0]["reason"], "Accepted", "{status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "coveredNamespaces never written: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let ready = reqwest::get(format!("http://{}/readyz", op.metrics_addr().await))
         .await
         .unwrap();

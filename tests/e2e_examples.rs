@@ -47,4 +47,15 @@ async fn every_example_converges() {
     for (kind, name) in &applied {
         env.wait_ready(kind, name).await;
     }
+    // The demo's ContainmentPolicy (make up / make demo apply it) is admitted as written.
+    let text = std::fs::read_to_string(format!("{dir}/policy/containment-demo.yaml")).unwrap();
+    let policy: DynamicObject = serde_yaml::from_str(&text).unwrap();
+    env.policies()
+        .patch(
+            "containment-demo",
+            &PatchParams::apply("kubectl").force(),
+            &Patch::Apply(&policy),
+        )
+        .await
+        .expect("the demo policy is admitted");
 }

@@ -99,6 +99,9 @@ pub struct CommonStatus {
     /// reconcile handled (Flux's convention), so that scripts can wait for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+    /// The ContainmentPolicy that allowed this containment (none: not allowed, nothing sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 #[derive(

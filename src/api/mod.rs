@@ -26,6 +26,7 @@ pub mod common;
 pub mod cosmos;
 pub mod graph;
 pub mod network;
+pub mod policy;
 pub mod security;
 pub mod sql;
 pub mod storage;
@@ -47,5 +48,6 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         network::WafIpBlock::crd(),
         arc::ArcIsolation::crd(),
         graph::ThreatSubmission::crd(),
+        policy::ContainmentPolicy::crd(),
     ]
 }

@@ -98,6 +98,18 @@ impl Control for StorageKeyRotationControl {
         super::rotation::evidence(observed)
     }
 
+    /// `publishTo` in another namespace needs the policy's `secretNamespaces` (and the chart's
+    /// `secretNamespaces` for RBAC).
+    fn secret_namespaces(&self, obj: &Self::K) -> Vec<String> {
+        obj.spec
+            .publish_to
+            .as_ref()
+            .map(|p| p.namespace.clone().or_else(|| obj.namespace()))
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     fn assess(
         &self,
         obj: &Self::K,
@@ -105,19 +117,6 @@ impl Control for StorageKeyRotationControl {
         o: &Observed,
         status: &CommonStatus,
     ) -> Result<Assessment, Stall> {
-        if let Some(p) = &obj.spec.publish_to
-            && p.namespace
-                .as_deref()
-                .is_some_and(|ns| Some(ns) != obj.namespace().as_deref())
-        {
-            return Err(Stall::new(
-                "OutOfScope",
-                format!(
-                    "spec.publishTo.namespace {:?}: the new key can only be published in this resource's namespace",
-                    p.namespace.as_deref().unwrap_or_default()
-                ),
-            ));
-        }
         let names: Vec<&str> = obj.spec.keys.iter().map(|k| key_name(*k)).collect();
         let todo = super::rotation::pending(&names, o, status, regenerate_what);
         let steps: Vec<Step> = todo

@@ -427,6 +427,10 @@ impl Control for WafIpBlockControl {
         }
     }
 
+    fn tags(&self, observed: &Value) -> Option<serde_json::Map<String, Value>> {
+        Some(observed["tags"].as_object().cloned().unwrap_or_default())
+    }
+
     async fn observe(
         &self,
         az: &Clients,

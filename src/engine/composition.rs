@@ -53,6 +53,12 @@ pub fn enforcing<K: Kind>(k: &K, now: Timestamp) -> bool {
         && k.meta().deletion_timestamp.is_none()
 }
 
+/// The guard admitted it (`status.policy`): only admitted resources' wants are folded into
+/// what is written, so a refused one can never ride on a peer's write.
+pub fn admitted<K: Kind>(k: &K) -> bool {
+    k.common_status().is_some_and(|s| s.policy.is_some())
+}
+
 fn holds_record<K: Kind>(k: &K) -> bool {
     k.common_status()
         .is_some_and(|s| s.restore.is_some() && s.released_time.is_none())
@@ -70,7 +76,7 @@ pub fn on_target<C: Control>(all: &[Arc<C::K>], obj: &C::K, target: &ResourceId)
     OnTarget {
         enforcing: others
             .iter()
-            .filter(|p| enforcing(p.as_ref(), now))
+            .filter(|p| enforcing(p.as_ref(), now) && admitted(p.as_ref()))
             .cloned()
             .collect(),
         holders: others
@@ -153,7 +159,8 @@ mod tests {
         let mut v = json!({
             "apiVersion": "containment.defenderc2.io/v1alpha1", "kind": "SqlIpBlock",
             "metadata": {"name": name, "namespace": "soc", "uid": name, "creationTimestamp": at(created)},
-            "spec": {"target": {"resourceId": SERVER}, "ipAddresses": ips}});
+            "spec": {"target": {"resourceId": SERVER}, "ipAddresses": ips},
+            "status": {"policy": "soc"}});
         for (k, x) in extra.as_object().unwrap() {
             v[k.as_str()] = x.clone();
         }
@@ -165,7 +172,8 @@ mod tests {
             serde_json::from_value(json!({
                 "apiVersion": "containment.defenderc2.io/v1alpha1", "kind": "DefenderAlertState",
                 "metadata": {"name": name, "namespace": "soc", "uid": name, "creationTimestamp": at(created)},
-                "spec": {"target": {"resourceId": ALERT}, "state": state}}))
+                "spec": {"target": {"resourceId": ALERT}, "state": state},
+                "status": {"policy": "soc"}}))
             .unwrap(),
         )
     }
@@ -193,6 +201,8 @@ mod tests {
                 &["203.0.113.8"],
                 json!({"spec": {"target": {"resourceId": format!("{SERVER}-b")}, "ipAddresses": ["203.0.113.8"]}}),
             ),
+            // The guard refused it: its wants never join a write.
+            block("refused", 3, &["203.0.113.3"], json!({"status": {}})),
             block(
                 "expired",
                 4,

@@ -199,6 +199,18 @@ pub trait Control: Send + Sync + 'static {
         None
     }
 
+    /// Namespaces of the Secrets this resource writes or reads (the guard allows its own
+    /// namespace; others need the policy's `secretNamespaces`).
+    fn secret_namespaces(&self, _obj: &Self::K) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The Azure tags of the target as observed (the guard refuses a target carrying the
+    /// policy's protected tag), for kinds whose observation holds them.
+    fn tags(&self, _observed: &Self::Observed) -> Option<serde_json::Map<String, Value>> {
+        None
+    }
+
     /// Actions: what Azure shows before the first call, recorded with the intent.
     fn evidence(&self, _observed: &Self::Observed) -> Value {
         Value::Null
@@ -301,6 +313,8 @@ pub struct Ctx {
     /// The process-wide kill switch (set while the freeze ConfigMap exists): no Azure call is
     /// started, release included, until it is lifted.
     pub frozen: Arc<std::sync::atomic::AtomicBool>,
+    /// Who may contain what: the policies, and the blast-radius bookkeeping.
+    pub guard: Arc<crate::guard::Guard>,
 }
 
 impl Ctx {
@@ -311,6 +325,7 @@ impl Ctx {
         reporter: kube::runtime::events::Reporter,
         drift_interval: Duration,
         drift_overrides: HashMap<String, Duration>,
+        guard: Arc<crate::guard::Guard>,
     ) -> Self {
         Self {
             client,
@@ -324,6 +339,7 @@ impl Ctx {
             observations: Default::default(),
             unconfirmed_wait: Duration::from_secs(600),
             frozen: Default::default(),
+            guard,
         }
     }
 

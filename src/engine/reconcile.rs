@@ -96,8 +96,11 @@ pub async fn run<C: Control>(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(trigger_hash::<C::K>, Default::default());
+    // A policy change re-evaluates every resource (a revoked allowance stops further writes).
+    let policy_changes = shared.cx.guard.changes();
     Controller::for_stream(stream, reader)
         .reconcile_on(woken)
+        .reconcile_all_on(policy_changes)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(reconcile::<C>, error_policy::<C>, shared)
@@ -803,6 +806,7 @@ const COMMON_KEYS: &[&str] = &[
     "action",
     "releasedTime",
     "lastHandledReconcileAt",
+    "policy",
 ];
 
 fn release_policy<C: Control>(obj: &C::K) -> Option<ReleasePolicy> {
@@ -991,6 +995,11 @@ async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, R
         .await?;
         return Err(RunError::Frozen);
     }
+    // Being deleted, it no longer counts against its policy's blast radius.
+    sh.cx
+        .guard
+        .ledger
+        .forget(&kind_of::<C>(), &key_of(obj.as_ref()));
     let policy = release_policy::<C>(&obj);
     // What was applied and not yet released, whatever the mode says now (Enforce → DryRun →
     // delete must still put the prior state back).

@@ -276,11 +276,21 @@ impl Operator {
 
     /// With extra environment (an empty value removes the variable).
     pub fn start_with(env: &Env, extra: &[&str], vars: &[(&str, &str)]) -> Operator {
+        Operator::launch(env, Some(&env.ns), extra, vars)
+    }
+
+    /// Watching every namespace: only on a control plane of the test's own.
+    pub fn cluster_wide(env: &Env) -> Operator {
+        Operator::launch(env, None, &[], &[])
+    }
+
+    fn launch(env: &Env, ns: Option<&str>, extra: &[&str], vars: &[(&str, &str)]) -> Operator {
         let mut cmd = Command::new(BIN);
+        cmd.arg("run");
+        if let Some(ns) = ns {
+            cmd.args(["--namespace", ns]);
+        }
         cmd.args([
-            "run",
-            "--namespace",
-            &env.ns,
             "--metrics-addr",
             "127.0.0.1:0",
             "--leader-elect=false",
@@ -410,14 +420,54 @@ impl Env {
             .await
             .unwrap();
         let ns = cp.namespace(&client, prefix).await.unwrap();
-        Env {
+        let env = Env {
             sim,
             client,
             ns,
             kubeconfig: cp.kubeconfig_path().to_path_buf(),
             dir: tempfile::tempdir().unwrap(),
             starts: Default::default(),
-        }
+        };
+        // Deny by default: the test's namespace may use every kind in the operator's tenant.
+        env.policy(json!({"namespaces": {"names": [env.ns]}, "allow": [{"kinds": ["*"]}]}))
+            .await;
+        env
+    }
+
+    /// This test's ContainmentPolicy (named after its namespace), created or replaced.
+    pub async fn policy(&self, spec: Value) {
+        self.named_policy(&self.ns, spec).await;
+    }
+
+    /// A ContainmentPolicy of this name (cluster-scoped: name it after the test), created or
+    /// replaced.
+    pub async fn named_policy(&self, name: &str, spec: Value) {
+        let obj = json!({
+            "apiVersion": "containment.defenderc2.io/v1alpha1",
+            "kind": "ContainmentPolicy",
+            "metadata": {"name": name},
+            "spec": spec,
+        });
+        self.policies()
+            .patch(
+                name,
+                &kube::api::PatchParams::apply("e2e").force(),
+                &kube::api::Patch::Apply(&obj),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Removes this test's ContainmentPolicy (its namespace is then allowed nothing).
+    pub async fn remove_policy(&self) {
+        let _ = self
+            .policies()
+            .delete(&self.ns, &kube::api::DeleteParams::default())
+            .await;
+    }
+
+    pub fn policies(&self) -> Api<DynamicObject> {
+        Api::all_with(self.client.clone(), &gvk("ContainmentPolicy"))
     }
 
     pub fn operator(&self) -> Operator {

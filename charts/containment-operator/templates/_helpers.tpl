@@ -43,3 +43,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "co.workloadIdentity" -}}
 {{- eq .Values.azure.credential "workload-identity" -}}
 {{- end -}}
+
+{{- /* The containment kinds' plurals (a test keeps this in step with crds/): the operator's
+RBAC names them, so that it never gains write access to ContainmentPolicies. */ -}}
+{{- define "co.kindResources" -}}
+sqlipblocks sqlpublicaccesslockdowns storagekeyrotations storagepublicaccesslockdowns storagesasrevocations cosmoskeyrotations cosmospublicaccesslockdowns defenderalertstates wafipblocks arcisolations threatsubmissions
+{{- end -}}

@@ -1,7 +1,7 @@
 //! One reconcile of a live (not deleted) containment, as a pipeline of named phases:
 //!
-//! resolve → lock (fresh read) → suspend → expiry → resume → observe → decide → plan → report
-//! (DryRun, Observe) | act → verify → complete.
+//! resolve → lock (fresh read) → suspend → guard → expiry → resume → observe (+ protected tag)
+//! → decide → plan → report (DryRun, Observe) | act → verify → complete.
 //!
 //! Each phase either hands the next one what it found or ends the reconcile with the action to
 //! requeue by ([`Next::Stop`]). Every status write goes through [`Run`].
@@ -24,7 +24,9 @@ use crate::engine::composition::{self, OnTarget};
 use crate::engine::conditions::{self, State};
 use crate::engine::ledger::{self, RunDecision};
 use crate::engine::{Assessment, Control, Kind, RunError, Step, TargetGuard, Wait, observations};
+use crate::guard;
 use crate::metrics::KindLabel;
+use kube::ResourceExt;
 
 /// What a phase hands on: go on with `T`, or end this reconcile with `Action`.
 enum Next<T> {
@@ -52,9 +54,11 @@ pub(super) async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<
     let (obj, _lock) = go!(lock_and_read(obj, sh, &target).await?);
     let mut p = Pipeline::new(obj, sh, target);
     go!(p.suspend().await?);
+    go!(p.guard().await?);
     go!(p.expiry().await?);
     go!(p.resume().await?);
     let observed = go!(p.observe().await?);
+    go!(p.protected_tag(&observed).await?);
     go!(p.decide(&observed).await?);
     let (desired, assessment) = go!(p.plan(&observed).await?);
     go!(p.report(&assessment).await?);
@@ -79,7 +83,8 @@ async fn resolve_target<C: Control>(
     };
     // The cache is complete once the initial list is in; peers are read from it.
     super::cache_ready(&sh.store).await;
-    if composition::enforcing(obj.as_ref(), Timestamp::now()) {
+    if composition::enforcing(obj.as_ref(), Timestamp::now()) && composition::admitted(obj.as_ref())
+    {
         let peers = composition::on_target::<C>(&sh.store.state(), obj, &target);
         sh.control.register(obj, &target, &peers.enforcing);
     } else {
@@ -118,6 +123,8 @@ struct Pipeline<'a, C: Control> {
     shared_before: Vec<String>,
     drift_after: Duration,
     is_action: bool,
+    /// The policy that allowed this run (its writes count against its limits).
+    policy: Option<String>,
 }
 
 impl<'a, C: Control> Pipeline<'a, C> {
@@ -143,6 +150,7 @@ impl<'a, C: Control> Pipeline<'a, C> {
             target,
             on,
             shared_before,
+            policy: None,
         }
     }
 
@@ -171,6 +179,134 @@ impl<'a, C: Control> Pipeline<'a, C> {
             })
             .await?;
         Ok(Next::Stop(next))
+    }
+
+    /// guard: a policy must allow this namespace, kind, tenant and target (deny by default),
+    /// the target must not be protected, and a new Enforce containment must fit the policy's
+    /// blast radius. Nothing is sent to Azure otherwise. Expiry comes after: a containment whose
+    /// allowance was revoked is released by deleting it, not by the operator on its own.
+    async fn guard(&mut self) -> Result<Next<()>, RunError> {
+        let cx = &self.sh.cx;
+        let kind = kind_of::<C>();
+        let ns = self.obj.namespace().unwrap_or_default();
+        let labels = cx.guard.labels(&ns);
+        let tenant = self
+            .common
+            .tenant_id
+            .clone()
+            .unwrap_or_else(|| cx.guard.default_tenant.clone());
+        let req = guard::Request {
+            namespace: &ns,
+            namespace_labels: &labels,
+            kind: &kind,
+            tenant: &tenant,
+            default_tenant: &cx.guard.default_tenant,
+            target: &self.target,
+            secret_namespaces: self.sh.control.secret_namespaces(&self.obj),
+        };
+        let (policy, limits) = match cx.guard.evaluate(&req) {
+            guard::Verdict::Denied { reason, message } => {
+                return self.denied(reason, message, Duration::from_secs(300)).await;
+            }
+            guard::Verdict::Allowed {
+                policy,
+                suspended: true,
+                ..
+            } => {
+                self.run.status.policy = Some(policy.clone());
+                self.run
+                    .finish(State::Progressing {
+                        reason: "Suspended".into(),
+                        message: format!("ContainmentPolicy {policy} is suspended (spec.suspend): nothing is observed, applied or released until it is resumed (deleting still releases)"),
+                        keep_ready: false,
+                    })
+                    .await?;
+                return Ok(Next::Stop(Action::await_change()));
+            }
+            guard::Verdict::Allowed { policy, limits, .. } => (policy, limits),
+        };
+        let key = key_of(self.obj.as_ref());
+        if self.common.mode != Mode::Enforce {
+            cx.guard.ledger.forget(&kind, &key);
+        } else if self.run.status.policy.as_deref() != Some(policy.as_str()) {
+            // Admitted ones are counted from the cache (and from this process's own admissions,
+            // which the cache may not show yet); an admitted one is never limited again.
+            let store = self.sh.store.state();
+            let cached = store
+                .iter()
+                .filter(|o| {
+                    o.common().mode == Mode::Enforce
+                        && o.common_status().and_then(|s| s.policy.as_deref())
+                            == Some(policy.as_str())
+                })
+                .map(|o| key_of(o.as_ref()))
+                .collect();
+            let present = |k: &str| store.iter().any(|o| key_of(o.as_ref()) == k);
+            if let Err(message) = cx
+                .guard
+                .ledger
+                .admit(&policy, &kind, &key, &limits, &cached, present)
+            {
+                return self
+                    .denied(guard::BLAST_RADIUS, message, Duration::from_secs(15))
+                    .await;
+            }
+        }
+        if self.run.status.policy.is_none()
+            && composition::enforcing(self.obj.as_ref(), Timestamp::now())
+        {
+            // Newly admitted: its wants may now join a coalesced write.
+            self.sh
+                .control
+                .register(&self.obj, &self.target, &self.on.enforcing);
+        }
+        self.run.status.policy = Some(policy.clone());
+        self.policy = Some(policy);
+        Ok(Next::Go(()))
+    }
+
+    /// protected tag: a target whose observed tags carry a policy's protected tag is refused
+    /// before anything is planned or sent.
+    async fn protected_tag(&mut self, observed: &C::Observed) -> Result<Next<()>, RunError> {
+        let Some(tags) = self.sh.control.tags(observed) else {
+            return Ok(Next::Go(()));
+        };
+        match guard::protected_by_tag(&self.sh.cx.guard.policies(), &self.target.id, &tags) {
+            // Tags change in Azure, unseen by any watch: re-read at the drift interval.
+            Some(message) => {
+                self.denied(guard::PROTECTED, message, self.drift_after)
+                    .await
+            }
+            None => Ok(Next::Go(())),
+        }
+    }
+
+    /// The guard refused: Stalled with its reason, counted, no longer admitted anywhere.
+    async fn denied(
+        &mut self,
+        reason: &str,
+        message: String,
+        recheck: Duration,
+    ) -> Result<Next<()>, RunError> {
+        let kind = kind_of::<C>();
+        self.sh
+            .cx
+            .guard
+            .ledger
+            .forget(&kind, &key_of(self.obj.as_ref()));
+        self.sh
+            .cx
+            .metrics
+            .guard_denials
+            .get_or_create(&crate::metrics::KindReason {
+                kind,
+                reason: reason.to_string(),
+            })
+            .inc();
+        self.run.status.policy = None;
+        self.sh.control.unregister(&self.obj, &self.target);
+        self.run.stalled(reason, message).await?;
+        Ok(Next::Stop(Action::requeue(recheck)))
     }
 
     /// expiry: once `expiresAt` has passed, release what was applied (whatever the mode is now)
@@ -416,6 +552,9 @@ impl<'a, C: Control> Pipeline<'a, C> {
         for step in &assessment.steps {
             if let Err(e) = self.run.execute(step).await {
                 return stop(self.run.failed(e).await);
+            }
+            if let Some(p) = &self.policy {
+                self.sh.cx.guard.ledger.wrote(p);
             }
         }
         outcome.message = match self.verify(desired, observed, assessment).await? {

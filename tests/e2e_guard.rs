@@ -1,0 +1,413 @@
+//! End to end, the guard (design §6): ContainmentPolicy scope (deny by default), protected
+//! assets, blast radius, policy-level suspend. Policies are cluster-scoped and the control
+//! plane is shared, so each test names what it protects or limits after its own namespace.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+
+/// Requests to Azure proper (not the token endpoint).
+async fn azure_calls(env: &Env) -> Vec<Value> {
+    env.sim
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| !r["path"].as_str().unwrap_or_default().contains("/oauth2/"))
+        .collect()
+}
+
+fn message(o: &Value, type_: &str) -> String {
+    condition(o, type_).unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Deny by default, zero Azure requests; an allowance admits it (re-evaluated when the policy
+/// changes, no restart, no wait for a backoff); a revoked allowance stops further writes (drift
+/// is no longer corrected) but deleting still releases what was applied.
+#[tokio::test]
+async fn no_policy_no_azure_call_and_a_revoked_allowance_stops_writes_but_releases() {
+    let env = Env::new("e2e-guard-scope").await;
+    env.remove_policy().await;
+    let _op = env.operator();
+    env.apply(
+        "SqlIpBlock",
+        "b",
+        json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]}),
+    )
+    .await;
+    let o = env
+        .wait_condition("SqlIpBlock", "b", "Stalled", "True", Some("OutOfScope"))
+        .await;
+    let m = message(&o, "Stalled");
+    assert!(
+        m.contains(&format!("namespace {}", env.ns))
+            && m.contains("SqlIpBlock")
+            && m.contains(SQL_PROD),
+        "{m}"
+    );
+    assert!(o["status"]["policy"].is_null());
+    assert_eq!(
+        azure_calls(&env).await,
+        Vec::<Value>::new(),
+        "nothing sent to Azure"
+    );
+
+    // Allowed: SqlIpBlock in this subscription only.
+    env.policy(json!({"namespaces": {"names": [env.ns]},
+        "allow": [{"kinds": ["SqlIpBlock"], "subscriptions": [SUB]}]}))
+        .await;
+    let o = env.wait_ready("SqlIpBlock", "b").await;
+    assert_eq!(o["status"]["policy"], json!(env.ns));
+    assert!(
+        env.sim
+            .firewall_rules(SQL_PROD)
+            .await
+            .iter()
+            .any(|(n, _, _)| n.contains("-cx")),
+        "the allow-all rule was split around the address"
+    );
+
+    // Revoked: another subscription only. No further writes, even when undone.
+    env.policy(json!({"namespaces": {"names": [env.ns]},
+        "allow": [{"kinds": ["SqlIpBlock"], "subscriptions": ["00000000-0000-4000-8000-0000000000bb"]}]}))
+        .await;
+    let o = env
+        .wait_condition("SqlIpBlock", "b", "Stalled", "True", Some("OutOfScope"))
+        .await;
+    assert!(message(&o, "Stalled").contains("not subscription"), "{o}");
+    // A spec change while out of scope: nothing more is written.
+    let writes = env.sim.writes().await.len();
+    env.apply(
+        "SqlIpBlock",
+        "b",
+        json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7", "203.0.113.8"]}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        env.sim.writes().await.len(),
+        writes,
+        "no write once the allowance is revoked"
+    );
+    let o = env.get("SqlIpBlock", "b").await.unwrap();
+    assert_eq!(
+        condition(&o, "Stalled").unwrap()["reason"],
+        "OutOfScope",
+        "{o}"
+    );
+    // Deleting still releases what was applied.
+    env.delete("SqlIpBlock", "b").await;
+    env.wait_gone("SqlIpBlock", "b").await;
+    assert!(
+        env.sim
+            .firewall_rules(SQL_PROD)
+            .await
+            .iter()
+            .all(|(n, _, _)| !n.contains("-cx")),
+        "released although out of scope"
+    );
+}
+
+/// A policy for subscription A, resource group rg-prod and SqlIpBlock does not allow another
+/// subscription, resource group, kind or tenant — each refused naming what is missing, with
+/// zero Azure requests.
+#[tokio::test]
+async fn a_policy_allows_its_subscription_resource_group_kind_and_tenant_only() {
+    let env = Env::new("e2e-guard-dims").await;
+    env.policy(json!({"namespaces": {"names": [env.ns]},
+        "allow": [{"kinds": ["SqlIpBlock"], "subscriptions": [SUB], "resourceGroups": ["rg-prod"]}]}))
+        .await;
+    let _op = env.operator();
+    let sql = |sub: &str, rg: &str| json!({"subscriptionId": sub, "resourceGroup": rg, "name": "sql-prod-01"});
+    let cases = [
+        (
+            "other-sub",
+            "SqlIpBlock",
+            json!({"target": sql("00000000-0000-4000-8000-0000000000bb", "rg-prod"), "ipAddresses": ["203.0.113.7"]}),
+            "not subscription",
+        ),
+        (
+            "other-rg",
+            "SqlIpBlock",
+            json!({"target": sql(SUB, "rg-dev"), "ipAddresses": ["203.0.113.7"]}),
+            "not resource group rg-dev",
+        ),
+        (
+            "other-kind",
+            "SqlPublicAccessLockdown",
+            json!({"target": target(SQL_PROD)}),
+            "do not include SqlPublicAccessLockdown",
+        ),
+        (
+            "other-tenant",
+            "SqlIpBlock",
+            json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"],
+            "tenantId": "99999999-0000-4000-8000-000000000009"}),
+            "not tenant 99999999",
+        ),
+    ];
+    for (name, kind, spec, _) in &cases {
+        env.apply(kind, name, spec.clone()).await;
+    }
+    for (name, kind, _, why) in &cases {
+        let o = env
+            .wait_condition(kind, name, "Stalled", "True", Some("OutOfScope"))
+            .await;
+        assert!(message(&o, "Stalled").contains(why), "{name}: {o}");
+    }
+    assert_eq!(
+        azure_calls(&env).await,
+        Vec::<Value>::new(),
+        "nothing sent to Azure"
+    );
+    // The allowed one goes through.
+    env.apply(
+        "SqlIpBlock",
+        "allowed",
+        json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]}),
+    )
+    .await;
+    env.wait_ready("SqlIpBlock", "allowed").await;
+}
+
+/// Protected resources (by id, from any policy, children included) and targets carrying a
+/// policy's protected Azure tag are refused, whatever the namespace's own allowance says.
+#[tokio::test]
+async fn protected_resources_and_tagged_targets_are_never_contained() {
+    let env = Env::new("e2e-guard-protected").await;
+    // Unique to this test: protection is global.
+    let crown = format!("/subscriptions/{SUB}/resourceGroups/rg-{}", env.ns);
+    let tag = format!("protected-{}", env.ns);
+    env.named_policy(
+        &format!("{}-shield", env.ns),
+        json!({"namespaces": {"names": ["nobody"]},
+               "protected": {"resourceIds": [crown], "azureTag": tag}}),
+    )
+    .await;
+    let _op = env.operator();
+    env.apply(
+        "SqlIpBlock",
+        "crown",
+        json!({"target": {"resourceId": format!("{crown}/providers/Microsoft.Sql/servers/sql-crown")},
+               "ipAddresses": ["203.0.113.7"]}),
+    )
+    .await;
+    let o = env
+        .wait_condition("SqlIpBlock", "crown", "Stalled", "True", Some("Protected"))
+        .await;
+    assert!(message(&o, "Stalled").contains("-shield"), "{o}");
+    assert_eq!(
+        azure_calls(&env).await,
+        Vec::<Value>::new(),
+        "nothing sent to Azure"
+    );
+
+    env.sim
+        .patch(WAF, json!({"tags": {tag.clone(): "true"}}))
+        .await;
+    env.apply(
+        "WafIpBlock",
+        "tagged",
+        json!({"target": target(WAF), "ipAddresses": ["203.0.113.7"]}),
+    )
+    .await;
+    let o = env
+        .wait_condition("WafIpBlock", "tagged", "Stalled", "True", Some("Protected"))
+        .await;
+    assert!(message(&o, "Stalled").contains(&tag), "{o}");
+    assert_eq!(
+        env.sim.writes().await,
+        vec![],
+        "a tagged target is only read"
+    );
+    // The tag removed: contained.
+    env.sim
+        .patch(WAF, json!({"tags": {tag.clone(): "false"}}))
+        .await;
+    env.wait(
+        "WafIpBlock",
+        "tagged",
+        "Ready after the tag went",
+        Duration::from_secs(30),
+        |o| {
+            o.and_then(|o| condition(o, "Ready"))
+                .is_some_and(|c| c["status"] == "True")
+        },
+    )
+    .await;
+}
+
+/// A burst of 200 under `maxActivePerKind: 10`: exactly 10 are admitted and contained, the rest
+/// wait as BlastRadiusExceeded with nothing sent for them; when admitted ones go, waiting ones
+/// take their place; the denials are counted in the metrics.
+#[tokio::test]
+async fn the_blast_radius_holds_under_a_burst_and_the_excess_waits() {
+    let env = Env::new("e2e-guard-blast").await;
+    env.policy(
+        json!({"namespaces": {"names": [env.ns]}, "allow": [{"kinds": ["*"]}],
+        "limits": {"maxActivePerKind": 10}}),
+    )
+    .await;
+    let op = env.operator();
+    let n = 200;
+    let env = &env;
+    let applies = (0..n).map(|i| async move {
+        env.apply(
+            "SqlIpBlock",
+            &format!("b{i}"),
+            json!({"target": target(SQL_PROD), "ipAddresses": [format!("198.51.{}.{}", i / 250, i % 250 + 1)]}),
+        )
+        .await
+    });
+    futures::future::join_all(applies).await;
+    let api = env.api("SqlIpBlock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let (ready, waiting) = loop {
+        let list = api.list(&Default::default()).await.unwrap();
+        let reason = |o: &kube::api::DynamicObject, t: &str| {
+            let v = serde_json::to_value(o).unwrap();
+            condition(&v, t)
+                .filter(|c| c["status"] == "True")
+                .map(|c| c["reason"].as_str().unwrap().to_string())
+        };
+        let ready = list
+            .items
+            .iter()
+            .filter(|o| reason(o, "Ready").is_some())
+            .count();
+        let waiting = list
+            .items
+            .iter()
+            .filter(|o| reason(o, "Stalled").as_deref() == Some("BlastRadiusExceeded"))
+            .count();
+        if ready + waiting == n || std::time::Instant::now() > deadline {
+            break (ready, waiting);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        (ready, waiting),
+        (10, n - 10),
+        "exactly the limit is admitted"
+    );
+    let rules = env.sim.firewall_rules(SQL_PROD).await;
+    let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().map(u32::from).unwrap();
+    let allowed = |a: u32| rules.iter().any(|(_, s, e)| ip(s) <= a && a <= ip(e));
+    let blocked = (0..n)
+        .filter(|i| !allowed(ip(&format!("198.51.0.{}", i % 250 + 1))))
+        .count();
+    assert_eq!(
+        blocked, 10,
+        "only the admitted ones were applied: {rules:?}"
+    );
+    let list = api.list(&Default::default()).await.unwrap();
+    let o = list
+        .items
+        .iter()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .find(|v| condition(v, "Stalled").is_some_and(|c| c["status"] == "True"))
+        .unwrap();
+    assert!(message(&o, "Stalled").contains("maxActivePerKind"), "{o}");
+
+    // Two admitted ones go: two waiting ones take their place within the re-check (15 s).
+    let list = api.list(&Default::default()).await.unwrap();
+    let admitted: Vec<String> = list
+        .items
+        .iter()
+        .filter(|o| {
+            let v = serde_json::to_value(o).unwrap();
+            condition(&v, "Ready").is_some_and(|c| c["status"] == "True")
+        })
+        .map(|o| o.metadata.name.clone().unwrap())
+        .take(2)
+        .collect();
+    for a in &admitted {
+        env.delete("SqlIpBlock", a).await;
+    }
+    for a in &admitted {
+        env.wait_gone("SqlIpBlock", a).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = api.list(&Default::default()).await.unwrap();
+        let ready = list
+            .items
+            .iter()
+            .filter(|o| {
+                let v = serde_json::to_value(o).unwrap();
+                condition(&v, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+            .count();
+        assert!(ready <= 10, "over the limit: {ready}");
+        if ready == 10 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no waiting one was admitted ({ready} ready)"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", op.metrics_addr().await))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("containment_guard_denials_total{")
+                && l.contains("reason=\"BlastRadiusExceeded\"")),
+        "{metrics}"
+    );
+}
+
+/// `suspend: true` on a policy pauses everything it allows (no Azure call, Reconciling
+/// Suspended naming the policy), and resuming it carries on.
+#[tokio::test]
+async fn a_suspended_policy_pauses_what_it_allows_and_resumes() {
+    let env = Env::new("e2e-guard-suspend").await;
+    let policy = |suspend: bool| json!({"namespaces": {"names": [env.ns]}, "allow": [{"kinds": ["*"]}], "suspend": suspend});
+    env.policy(policy(true)).await;
+    let _op = env.operator();
+    env.apply(
+        "SqlPublicAccessLockdown",
+        "s",
+        json!({"target": target(SQL_PROD)}),
+    )
+    .await;
+    let o = env
+        .wait_condition(
+            "SqlPublicAccessLockdown",
+            "s",
+            "Reconciling",
+            "True",
+            Some("Suspended"),
+        )
+        .await;
+    assert!(
+        message(&o, "Reconciling").contains(&format!("ContainmentPolicy {}", env.ns)),
+        "{o}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        azure_calls(&env).await,
+        Vec::<Value>::new(),
+        "nothing sent while suspended"
+    );
+    env.policy(policy(false)).await;
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "s",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+}
