@@ -41,7 +41,10 @@ export AZURE_ARM_ENDPOINT=$url
 export AZURE_GRAPH_ENDPOINT=$url
 export AZURE_MDE_ENDPOINT=$url
 export AZURE_CA_FILE=$local_dir/sim/ca.pem
+export RESTORE_KEY_FILE=$local_dir/restore-key
 ENV
+# The key sealing status records, generated once per checkout.
+[ -s "$local_dir/restore-key" ] || (umask 077 && head -c 48 /dev/urandom | base64 > "$local_dir/restore-key")
 # Deny by default: the demo namespace's ContainmentPolicy (examples/policy/), so that the
 # examples can be applied there at once.
 (

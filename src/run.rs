@@ -143,8 +143,6 @@ pub struct RunArgs {
     pub lease_namespace: Option<String>,
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
-    /// How long a one-shot call (e.g. regenerateKey) sent without an answer is given to show its
-    /// effect in Azure before it is considered lost and sent again.
     /// The kill switch: while a ConfigMap of this name exists in the operator's namespace
     /// (POD_NAMESPACE, else --namespace, else `default`), no Azure call is started, releases
     /// included (`data.frozen: "false"` lifts it without deleting it).
@@ -154,6 +152,13 @@ pub struct RunArgs {
         default_value = "containment-operator-freeze"
     )]
     pub freeze_configmap: String,
+    /// A file holding the secret (at least 32 bytes) that seals status.restore, status.action and
+    /// status.policy, so that whoever can write a containment's status cannot forge what release
+    /// or an action does (the chart mounts a generated Secret). Unset: records are not sealed.
+    #[arg(long, env = "RESTORE_KEY_FILE")]
+    pub restore_key_file: Option<PathBuf>,
+    /// How long a one-shot call (e.g. regenerateKey) sent without an answer is given to show its
+    /// effect in Azure before it is considered lost and sent again.
     #[arg(long, env = "UNCONFIRMED_ACTION_WAIT", default_value = "10m", value_parser = parse_duration)]
     pub unconfirmed_action_wait: Duration,
 }
@@ -309,6 +314,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         guard.clone(),
     );
     cx.unconfirmed_wait = args.unconfirmed_action_wait;
+    cx.seal = restore_seal(args.restore_key_file.as_deref())?;
     let own_ns = args
         .lease_namespace
         .clone()
@@ -453,6 +459,27 @@ async fn lease_fence(
 /// `/healthz` would still say ok: exit, so that Kubernetes restarts the pod.
 fn controller_ended(r: Result<(), tokio::task::JoinError>) -> anyhow::Result<()> {
     r.map_err(|e| anyhow::anyhow!("a controller stopped unexpectedly ({e}); exiting"))
+}
+
+/// The seal of status records, from the key file (trailing whitespace ignored).
+fn restore_seal(path: Option<&std::path::Path>) -> anyhow::Result<crate::engine::seal::Seal> {
+    let Some(path) = path else {
+        tracing::warn!(
+            "no --restore-key-file: status records are not sealed, so whoever can write a containment's status can change what its release does"
+        );
+        return Ok(crate::engine::seal::Seal::new(None));
+    };
+    let raw = std::fs::read(path)
+        .with_context(|| format!("reading --restore-key-file {}", path.display()))?;
+    let key = raw.trim_ascii_end();
+    if key.len() < 32 {
+        bail!(
+            "--restore-key-file {}: the key must be at least 32 bytes (it has {})",
+            path.display(),
+            key.len()
+        );
+    }
+    Ok(crate::engine::seal::Seal::new(Some(key)))
 }
 
 /// Watches the kill-switch ConfigMap and keeps `frozen` in step with it. Returns once its state

@@ -162,7 +162,20 @@ fn start_as_chart(env: &Env, objs: &[Value], kubeconfig: &Path, release_ns: &str
     cmd.args(&args).env_clear().env("PATH", "/usr/bin:/bin");
     for e in c["env"].as_array().unwrap() {
         let name = e["name"].as_str().unwrap();
-        let value = if let Some(v) = e["value"].as_str() {
+        let value = if name == "RESTORE_KEY_FILE" {
+            // The kubelet would mount the chart's generated Secret there.
+            use base64::Engine as _;
+            let key = find(objs, "Secret")["data"]["key"].as_str().unwrap();
+            let path = env.dir.path().join("chart-restore-key");
+            std::fs::write(
+                &path,
+                base64::engine::general_purpose::STANDARD
+                    .decode(key)
+                    .unwrap(),
+            )
+            .unwrap();
+            path.display().to_string()
+        } else if let Some(v) = e["value"].as_str() {
             v.to_string()
         } else if e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace" {
             release_ns.to_string()
@@ -251,6 +264,10 @@ async fn chart_rbac_is_sufficient_and_no_wider_and_gitops_health_reads_our_statu
     .await;
     let o = env.wait_ready("SqlIpBlock", "ready").await;
     assert_eq!(o["status"]["policy"], json!(chart_policy));
+    assert!(
+        o["status"]["recordSeal"].is_string(),
+        "the chart's generated key seals the records: {o}"
+    );
     env.apply(
         "StorageKeyRotation",
         "rotate",

@@ -411,3 +411,151 @@ async fn a_suspended_policy_pauses_what_it_allows_and_resumes() {
     )
     .await;
 }
+
+async fn patch_status(env: &Env, kind: &str, name: &str, status: Value) {
+    env.api(kind)
+        .patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn reconcile_now(env: &Env, kind: &str, name: &str, value: &str) {
+    env.api(kind)
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
+                "containment.defenderc2.io/reconcile-requested-at": value}}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// Whoever can write a containment's status cannot choose what its release does: a
+/// `status.restore` the operator did not seal stalls the resource (RestoreRecordTampered) and
+/// deleting it releases nothing and keeps the finalizer; the record put back as the operator
+/// wrote it, the release goes through. A record copied from another resource does not verify
+/// either (the seal is bound to the object).
+#[tokio::test]
+async fn an_edited_restore_record_releases_nothing_and_stalls() {
+    let env = Env::new("e2e-guard-tamper").await;
+    let _op = env.operator();
+    env.apply(
+        "SqlIpBlock",
+        "t",
+        json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]}),
+    )
+    .await;
+    let o = env.wait_ready("SqlIpBlock", "t").await;
+    assert!(o["status"]["recordSeal"].is_string(), "{o}");
+    assert!(o["status"]["restore"].is_object(), "{o}");
+    // A forged record: release would re-create an allow-all rule.
+    patch_status(
+        &env,
+        "SqlIpBlock",
+        "t",
+        json!({"restore": {"forged": {"name": "AllowEveryone",
+        "startIpAddress": "0.0.0.0", "endIpAddress": "255.255.255.255"}}}),
+    )
+    .await;
+    reconcile_now(&env, "SqlIpBlock", "t", "1").await;
+    let o = env
+        .wait_condition(
+            "SqlIpBlock",
+            "t",
+            "Stalled",
+            "True",
+            Some("RestoreRecordTampered"),
+        )
+        .await;
+    assert!(
+        message(&o, "Stalled").contains("not written by the operator"),
+        "{o}"
+    );
+    let writes = env.sim.writes().await.len();
+    env.delete("SqlIpBlock", "t").await;
+    env.wait(
+        "SqlIpBlock",
+        "t",
+        "the deletion held",
+        Duration::from_secs(30),
+        |o| {
+            o.and_then(|o| condition(o, "Stalled"))
+                .and_then(|c| c["message"].as_str())
+                .is_some_and(|m| m.contains("deletion waits"))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        env.get("SqlIpBlock", "t").await.is_some(),
+        "the finalizer is kept"
+    );
+    assert_eq!(
+        env.sim.writes().await.len(),
+        writes,
+        "nothing released from a forged record"
+    );
+    assert!(
+        env.sim
+            .firewall_rules(SQL_PROD)
+            .await
+            .iter()
+            .all(|(n, _, _)| n != "AllowEveryone"),
+    );
+    // Put back as the operator wrote it: released.
+    patch_status(
+        &env,
+        "SqlIpBlock",
+        "t",
+        json!({"restore": {"forged": null}}),
+    )
+    .await;
+    reconcile_now(&env, "SqlIpBlock", "t", "2").await;
+    env.wait_gone("SqlIpBlock", "t").await;
+    assert!(
+        env.sim
+            .firewall_rules(SQL_PROD)
+            .await
+            .iter()
+            .all(|(n, _, _)| !n.contains("-cx")),
+        "released once the record was the operator's again"
+    );
+
+    // A sealed record copied onto another resource does not verify there.
+    env.apply(
+        "SqlIpBlock",
+        "a",
+        json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]}),
+    )
+    .await;
+    let a = env.wait_ready("SqlIpBlock", "a").await;
+    env.apply(
+        "SqlIpBlock",
+        "b",
+        json!({"target": target(SQL_LEGACY), "ipAddresses": ["203.0.113.9"]}),
+    )
+    .await;
+    env.wait_ready("SqlIpBlock", "b").await;
+    patch_status(
+        &env,
+        "SqlIpBlock",
+        "b",
+        json!({"restore": a["status"]["restore"],
+        "recordSeal": a["status"]["recordSeal"]}),
+    )
+    .await;
+    reconcile_now(&env, "SqlIpBlock", "b", "1").await;
+    env.wait_condition(
+        "SqlIpBlock",
+        "b",
+        "Stalled",
+        "True",
+        Some("RestoreRecordTampered"),
+    )
+    .await;
+}

@@ -102,6 +102,10 @@ pub struct CommonStatus {
     /// The ContainmentPolicy that allowed this containment (none: not allowed, nothing sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// The operator's seal over `restore`, `action` and `policy` (an HMAC only it can make):
+    /// a record it did not write is never acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_seal: Option<String>,
 }
 
 #[derive(

@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod observations;
 pub mod plan;
 mod reconcile;
+pub mod seal;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -254,6 +255,9 @@ pub enum RunError {
     /// The kill switch is on: nothing may be sent (a release keeps its finalizer and waits).
     #[error("Azure calls are frozen by the kill switch")]
     Frozen,
+    /// The status records fail the operator's seal: nothing is released or run from them.
+    #[error("{0}")]
+    RecordTampered(String),
     #[error("{0}")]
     Other(String),
 }
@@ -267,6 +271,7 @@ impl RunError {
             RunError::AwaitingOperation(_) => "AwaitingOperation".into(),
             RunError::Conflict(_) => "Conflict".into(),
             RunError::Frozen => "Frozen".into(),
+            RunError::RecordTampered(_) => seal::TAMPERED.into(),
             RunError::Other(_) => "Other".into(),
         }
     }
@@ -315,6 +320,8 @@ pub struct Ctx {
     pub frozen: Arc<std::sync::atomic::AtomicBool>,
     /// Who may contain what: the policies, and the blast-radius bookkeeping.
     pub guard: Arc<crate::guard::Guard>,
+    /// Seals the records release and actions act on (tamper-proof status).
+    pub seal: seal::Seal,
 }
 
 impl Ctx {
@@ -340,6 +347,7 @@ impl Ctx {
             unconfirmed_wait: Duration::from_secs(600),
             frozen: Default::default(),
             guard,
+            seal: Default::default(),
         }
     }
 

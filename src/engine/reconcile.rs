@@ -227,6 +227,21 @@ fn kind_of<C: Control>() -> String {
     C::K::kind(&()).to_string()
 }
 
+fn uid_of<K: Kind>(obj: &K) -> String {
+    obj.meta().uid.clone().unwrap_or_default()
+}
+
+/// Peers on the target, keeping as record holders only those whose records verify (a forged
+/// record must not flow into this one's through the shared restore).
+fn on_target_sealed<C: Control>(sh: &Shared<C>, obj: &C::K, target: &ResourceId) -> OnTarget<C::K> {
+    let mut on = composition::on_target::<C>(&sh.store.state(), obj, target);
+    on.holders.retain(|h| {
+        let status = h.common_status().cloned().unwrap_or_default();
+        sh.cx.seal.verify(&uid_of(h.as_ref()), &status).is_ok()
+    });
+    on
+}
+
 fn key_of<K: Kind>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
@@ -346,6 +361,8 @@ struct Run<'a, C: Control> {
     /// The version this run read: every status write is conditional on it (a conflict means
     /// someone else wrote since, so re-read, never act on what this run decided).
     resource_version: Option<String>,
+    /// Why the records read fail the seal: nothing is acted on, and they are never re-sealed.
+    tampered: Option<String>,
 }
 
 impl<'a, C: Control> Run<'a, C> {
@@ -362,18 +379,21 @@ impl<'a, C: Control> Run<'a, C> {
             .into_iter()
             .filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()))
             .collect();
+        let status = CommonStatus {
+            // This run handles the reconcile request it sees (echoed with its status write).
+            last_handled_reconcile_at: obj
+                .annotations()
+                .get(super::RECONCILE_REQUESTED_AT)
+                .cloned(),
+            ..obj.common_status().cloned().unwrap_or_default()
+        };
+        let tampered = sh.cx.seal.verify(&uid_of(obj.as_ref()), &status).err();
         Self {
             sh,
+            tampered,
             api: Api::namespaced(sh.cx.client.clone(), &ns),
             recorder: Recorder::new(sh.cx.client.clone(), sh.cx.reporter.clone()),
-            status: CommonStatus {
-                // This run handles the reconcile request it sees (echoed with its status write).
-                last_handled_reconcile_at: obj
-                    .annotations()
-                    .get(super::RECONCILE_REQUESTED_AT)
-                    .cloned(),
-                ..obj.common_status().cloned().unwrap_or_default()
-            },
+            status,
             extra,
             published,
             generation: obj.meta().generation,
@@ -384,6 +404,13 @@ impl<'a, C: Control> Run<'a, C> {
 
     /// Publish the status if it changed (merge patch; keys we dropped are nulled).
     async fn save(&mut self) -> Result<(), RunError> {
+        if self.tampered.is_none() {
+            self.status.record_seal = self
+                .sh
+                .cx
+                .seal
+                .sign(&uid_of(self.obj.as_ref()), &self.status);
+        }
         let mut next =
             serde_json::to_value(&self.status).map_err(|e| RunError::Other(e.to_string()))?;
         if let Some(m) = next.as_object_mut() {
@@ -807,6 +834,7 @@ const COMMON_KEYS: &[&str] = &[
     "releasedTime",
     "lastHandledReconcileAt",
     "policy",
+    "recordSeal",
 ];
 
 fn release_policy<C: Control>(obj: &C::K) -> Option<ReleasePolicy> {
@@ -875,7 +903,11 @@ async fn hand_over<C: Control>(
     );
     let heir_name = composition::name_of(heir.as_ref());
     if let Some(h) = fresh(&api, heir.as_ref()).await? {
-        let theirs = h.common_status().and_then(|s| s.restore.clone());
+        let mut heir_status = h.common_status().cloned().unwrap_or_default();
+        let seal = &run.sh.cx.seal;
+        seal.verify(&uid_of(h.as_ref()), &heir_status)
+            .map_err(|why| RunError::RecordTampered(format!("the heir {heir_name}: {why}")))?;
+        let theirs = heir_status.restore.clone();
         let merged = composition::shared_restore(
             &run.sh.control,
             h.as_ref(),
@@ -883,12 +915,14 @@ async fn hand_over<C: Control>(
             std::slice::from_ref(&run.obj),
         );
         if merged.is_some() && merged != theirs {
+            heir_status.restore = merged.clone();
+            let sealed = seal.sign(&uid_of(h.as_ref()), &heir_status);
             api.patch_status(
                 &h.name_any(),
                 &PatchParams::apply(FIELD_MANAGER),
                 &Patch::Merge(serde_json::json!({
                     "metadata": {"resourceVersion": h.meta().resource_version},
-                    "status": {"restore": merged},
+                    "status": {"restore": merged, "recordSeal": sealed},
                 })),
             )
             .await
@@ -985,6 +1019,12 @@ async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, R
         return Ok(Action::await_change());
     };
     let mut run = Run::new(obj.clone(), sh);
+    if let Some(why) = run.tampered.clone() {
+        // Keep the finalizer: releasing from a forged record is what the seal prevents.
+        run.stalled(super::seal::TAMPERED, format!("deletion waits: {why}"))
+            .await?;
+        return Err(RunError::RecordTampered(why));
+    }
     if sh.cx.frozen() {
         // Keep the finalizer: the release happens once the switch is lifted.
         run.finish(State::Progressing {
@@ -1005,7 +1045,7 @@ async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, R
     // delete must still put the prior state back).
     let applied = (run.status.restore.is_some() || sh.control.implicit_restore(&obj).is_some())
         && run.status.released_time.is_none();
-    let on = composition::on_target::<C>(&sh.store.state(), &obj, &target);
+    let on = on_target_sealed(sh, &obj, &target);
     if !applied || policy == Some(ReleasePolicy::Retain) {
         // Peers planned with this one's wants folded in: they re-plan without them.
         wake(sh, &on.enforcing);

@@ -304,6 +304,7 @@ impl Operator {
         .env("AZURE_CLIENT_SECRET", CLIENT_SECRET)
         .env("AZURE_CREDENTIAL", "client-secret")
         .env("RUST_LOG", "info")
+        .env("RESTORE_KEY_FILE", env.restore_key())
         .env_remove("AZURE_FEDERATED_TOKEN_FILE");
         for (k, v) in vars {
             if v.is_empty() {
@@ -432,6 +433,19 @@ impl Env {
         env.policy(json!({"namespaces": {"names": [env.ns]}, "allow": [{"kinds": ["*"]}]}))
             .await;
         env
+    }
+
+    /// The key file sealing status records, the same for every operator this test starts.
+    pub fn restore_key(&self) -> PathBuf {
+        let path = self.dir.path().join("restore-key");
+        if !path.exists() {
+            std::fs::write(
+                &path,
+                format!("test-key-{}-0123456789abcdef0123456789\n", self.ns),
+            )
+            .unwrap();
+        }
+        path
     }
 
     /// This test's ContainmentPolicy (named after its namespace), created or replaced.

@@ -49,3 +49,7 @@ RBAC names them, so that it never gains write access to ContainmentPolicies. */ 
 {{- define "co.kindResources" -}}
 sqlipblocks sqlpublicaccesslockdowns storagekeyrotations storagepublicaccesslockdowns storagesasrevocations cosmoskeyrotations cosmospublicaccesslockdowns defenderalertstates wafipblocks arcisolations threatsubmissions
 {{- end -}}
+
+{{- define "co.restoreKeySecret" -}}
+{{- default (printf "%s-restore-key" (include "co.fullname" .)) .Values.restoreKey.existingSecret -}}
+{{- end -}}

@@ -1,6 +1,6 @@
 //! One reconcile of a live (not deleted) containment, as a pipeline of named phases:
 //!
-//! resolve → lock (fresh read) → suspend → guard → expiry → resume → observe (+ protected tag)
+//! resolve → lock (fresh read) → records (sealed) → suspend → guard → expiry → resume → observe (+ protected tag)
 //! → decide → plan → report (DryRun, Observe) | act → verify → complete.
 //!
 //! Each phase either hands the next one what it found or ends the reconcile with the action to
@@ -53,6 +53,7 @@ pub(super) async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<
     let target = go!(resolve_target(&obj, sh).await?);
     let (obj, _lock) = go!(lock_and_read(obj, sh, &target).await?);
     let mut p = Pipeline::new(obj, sh, target);
+    go!(p.records().await?);
     go!(p.suspend().await?);
     go!(p.guard().await?);
     go!(p.expiry().await?);
@@ -131,7 +132,7 @@ impl<'a, C: Control> Pipeline<'a, C> {
     fn new(obj: Arc<C::K>, sh: &'a Shared<C>, target: ResourceId) -> Self {
         let mut run = Run::new(obj.clone(), sh);
         run.status.target = Some(target.id.clone());
-        let on = composition::on_target::<C>(&sh.store.state(), &obj, &target);
+        let on = super::on_target_sealed(sh, &obj, &target);
         let shared_before = std::mem::take(&mut run.status.shared_with);
         if C::COMPOSES {
             run.status.shared_with = on
@@ -151,6 +152,14 @@ impl<'a, C: Control> Pipeline<'a, C> {
             on,
             shared_before,
             policy: None,
+        }
+    }
+
+    /// records: the status this run acts on is the operator's own (its seal verifies).
+    async fn records(&mut self) -> Result<Next<()>, RunError> {
+        match self.run.tampered.clone() {
+            None => Ok(Next::Go(())),
+            Some(why) => stop(self.run.stalled(crate::engine::seal::TAMPERED, why).await),
         }
     }
 
