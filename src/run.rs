@@ -120,6 +120,11 @@ pub struct RunArgs {
     /// Default tenant.
     #[arg(long, env = "AZURE_TENANT_ID")]
     pub tenant_id: Option<String>,
+    /// More tenants the identity (a multi-tenant application) may act in, comma-separated:
+    /// containments naming one in `spec.tenantId` get that tenant's tokens; any other tenant is
+    /// Stalled/TenantNotConfigured.
+    #[arg(long, env = "AZURE_ADDITIONAL_TENANTS", value_delimiter = ',')]
+    pub additional_tenants: Vec<String>,
     /// Application (client) id, or the user-assigned managed identity's client id.
     #[arg(long, env = "AZURE_CLIENT_ID")]
     pub client_id: Option<String>,
@@ -183,24 +188,17 @@ fn http_client(ca_file: Option<&PathBuf>) -> anyhow::Result<reqwest::Client> {
     Ok(b.build()?)
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let kinds = permissions::select(&args.kinds).map_err(anyhow::Error::msg)?;
-    let metrics = Arc::new(Metrics::default());
-    let addr = crate::metrics::serve(args.metrics_addr, metrics.clone())
-        .await
-        .with_context(|| format!("--metrics-addr {}", args.metrics_addr))?;
-    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
-    client
-        .apiserver_version()
-        .await
-        .context("reading the Kubernetes API server version")?;
-
-    let http = http_client(args.ca_file.as_ref())?;
-    let tenant = args.tenant_id.clone().unwrap_or_default();
+/// The Azure clients of one tenant: its own credential (tokens for that tenant) and limiters.
+fn tenant_clients(
+    args: &RunArgs,
+    tenant: &str,
+    http: &reqwest::Client,
+    metrics: &Arc<Metrics>,
+    write_fence: &Arc<std::sync::atomic::AtomicBool>,
+    client: &kube::Client,
+) -> anyhow::Result<Clients> {
+    let tenant = tenant.to_string();
+    let http = http.clone();
     let cred = auth::credential(
         &CredentialConfig {
             kind: args.credential,
@@ -221,8 +219,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         write: args.arm_write_bucket,
         delete: args.arm_delete_bucket,
     }));
-    // Closed by the lease fence (leader election): every client refuses writes from then on.
-    let write_fence = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let arm = Arc::new(
         Arm::new(
             http.clone(),
@@ -285,6 +281,55 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
         .with_write_fence(write_fence.clone()),
     );
+    Ok(Clients {
+        arm,
+        mde,
+        graph,
+        kube: client.clone(),
+    })
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let kinds = permissions::select(&args.kinds).map_err(anyhow::Error::msg)?;
+    let metrics = Arc::new(Metrics::default());
+    let addr = crate::metrics::serve(args.metrics_addr, metrics.clone())
+        .await
+        .with_context(|| format!("--metrics-addr {}", args.metrics_addr))?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+    client
+        .apiserver_version()
+        .await
+        .context("reading the Kubernetes API server version")?;
+
+    let http = http_client(args.ca_file.as_ref())?;
+    // Closed by the lease fence (leader election): every client refuses writes from then on.
+    let write_fence = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let default_tenant = args.tenant_id.clone().unwrap_or_default();
+    let az = tenant_clients(
+        &args,
+        &default_tenant,
+        &http,
+        &metrics,
+        &write_fence,
+        &client,
+    )?;
+    // A multi-tenant application: the same identity, tokens (and rate limits) per tenant.
+    let mut tenants = HashMap::new();
+    for t in &args.additional_tenants {
+        if args.credential == CredentialKind::ManagedIdentity {
+            bail!(
+                "--additional-tenants {t}: a managed identity lives in one tenant; use workload identity or a client secret of a multi-tenant application"
+            );
+        }
+        tenants.insert(
+            t.to_ascii_lowercase(),
+            tenant_clients(&args, t, &http, &metrics, &write_fence, &client)?,
+        );
+    }
     let identity = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "containment-operator".into());
@@ -301,12 +346,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     .await?;
     let mut cx = Ctx::new(
         client.clone(),
-        Clients {
-            arm,
-            mde,
-            graph,
-            kube: client.clone(),
-        },
+        az,
         metrics.clone(),
         reporter,
         args.drift_interval,
@@ -314,6 +354,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         guard.clone(),
     );
     cx.unconfirmed_wait = args.unconfirmed_action_wait;
+    cx.tenants = tenants;
     cx.seal = restore_seal(args.restore_key_file.as_deref())?;
     let own_ns = args
         .lease_namespace

@@ -559,3 +559,157 @@ async fn an_edited_restore_record_releases_nothing_and_stalls() {
     )
     .await;
 }
+
+const TENANT_B: &str = "72f988bf-0000-4000-8000-0000000000b2";
+const SUB_B: &str = "00000000-0000-4000-8000-0000000000b2";
+const OID_B: &str = "11111111-0000-4000-8000-0000000000b2";
+
+/// An MSSP's operator: one multi-tenant application, a service principal in each customer
+/// tenant. Two tenants contained side by side, each with its own tenant's token (the simulator,
+/// like ARM, refuses a token from the wrong tenant); a tenant the operator was not given is
+/// Stalled/TenantNotConfigured with nothing sent; a policy without the tenant refuses it.
+#[tokio::test]
+async fn two_tenants_side_by_side_with_their_own_tokens() {
+    let env = Env::with_world("e2e-guard-tenants", printed_actions(&[]), |w| {
+        w.tenants.push(azure_sim::world::Tenant {
+            id: TENANT_B.into(),
+            domain: Some("fabrikam.example".into()),
+        });
+        w.subscriptions.push(azure_sim::world::Subscription {
+            id: SUB_B.into(),
+            tenant_id: TENANT_B.into(),
+        });
+        let mut p = w
+            .principals
+            .iter()
+            .find(|p| p.client_id == CLIENT_ID)
+            .unwrap()
+            .clone();
+        p.name = "containment-operator-fabrikam".into();
+        p.tenant_id = TENANT_B.into();
+        p.object_id = OID_B.into();
+        for r in &mut p.role_assignments {
+            r.scope = r.scope.replace(SUB, SUB_B);
+        }
+        w.principals.push(p);
+        let mut server = w
+            .resources
+            .iter()
+            .find(|r| r["id"] == SQL_PROD)
+            .unwrap()
+            .clone();
+        server["id"] = json!(SQL_PROD.replace(SUB, SUB_B));
+        w.resources.push(server);
+    })
+    .await;
+    let sql_b = SQL_PROD.replace(SUB, SUB_B);
+    // Only the operator's own tenant at first.
+    env.policy(json!({"namespaces": {"names": [env.ns]}, "allow": [{"kinds": ["*"]}]}))
+        .await;
+    let _op = Operator::start(&env, &["--additional-tenants", TENANT_B]);
+    env.apply(
+        "SqlPublicAccessLockdown",
+        "b",
+        json!({"target": target(&sql_b), "tenantId": TENANT_B}),
+    )
+    .await;
+    let o = env
+        .wait_condition(
+            "SqlPublicAccessLockdown",
+            "b",
+            "Stalled",
+            "True",
+            Some("OutOfScope"),
+        )
+        .await;
+    assert!(
+        message(&o, "Stalled").contains(&format!("not tenant {TENANT_B}")),
+        "{o}"
+    );
+    env.policy(json!({"namespaces": {"names": [env.ns]},
+        "allow": [{"kinds": ["*"], "tenants": [TENANT, TENANT_B]}, {"kinds": ["*"], "tenants": ["*"], "subscriptions": ["00000000-0000-4000-8000-0000000000cc"]}]}))
+        .await;
+    env.apply(
+        "SqlPublicAccessLockdown",
+        "a",
+        json!({"target": target(SQL_PROD)}),
+    )
+    .await;
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "b",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "a",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    assert_eq!(
+        env.sim.resource(&sql_b).await["properties"]["publicNetworkAccess"],
+        "Disabled"
+    );
+    assert_eq!(
+        env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
+        "Disabled"
+    );
+    let calls = azure_calls(&env).await;
+    let by = |sub: &str| -> Vec<String> {
+        calls
+            .iter()
+            .filter(|r| r["path"].as_str().unwrap().contains(sub))
+            .map(|r| r["principal"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (a, b) = (by(SUB), by(SUB_B));
+    assert!(
+        !b.is_empty() && b.iter().all(|p| p == OID_B),
+        "tenant B's calls used tenant B's principal: {b:?}"
+    );
+    assert!(
+        !a.is_empty() && a.iter().all(|p| p != OID_B),
+        "the default tenant's calls did not: {a:?}"
+    );
+
+    // A tenant the operator was not given (though a policy allows it): nothing sent.
+    let before = azure_calls(&env).await.len();
+    env.apply(
+        "SqlPublicAccessLockdown",
+        "c",
+        json!({"target": {"resourceId":
+        SQL_PROD.replace(SUB, "00000000-0000-4000-8000-0000000000cc")},
+        "tenantId": "72f988bf-0000-4000-8000-0000000000c3"}),
+    )
+    .await;
+    let o = env
+        .wait_condition(
+            "SqlPublicAccessLockdown",
+            "c",
+            "Stalled",
+            "True",
+            Some("TenantNotConfigured"),
+        )
+        .await;
+    assert!(
+        message(&o, "Stalled").contains("--additional-tenants"),
+        "{o}"
+    );
+    assert_eq!(
+        azure_calls(&env).await.len(),
+        before,
+        "nothing sent for an unknown tenant"
+    );
+    // Release in the other tenant uses its token too.
+    env.delete("SqlPublicAccessLockdown", "b").await;
+    env.wait_gone("SqlPublicAccessLockdown", "b").await;
+    assert_ne!(
+        env.sim.resource(&sql_b).await["properties"]["publicNetworkAccess"],
+        "Disabled"
+    );
+}

@@ -195,7 +195,8 @@ pub struct CommonSpec {
     /// expired; Reconciling=True with reason Suspended. Deleting the resource still releases.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
-    /// Tenant for Graph and Defender for Endpoint calls (default: the operator's tenant).
+    /// The tenant every call for this containment is made in (default: the operator's own);
+    /// another one must be among the operator's --additional-tenants and a policy's tenants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 36))]
     #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')").message("spec.tenantId must be a GUID"))]

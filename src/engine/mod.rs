@@ -322,6 +322,8 @@ pub struct Ctx {
     pub guard: Arc<crate::guard::Guard>,
     /// Seals the records release and actions act on (tamper-proof status).
     pub seal: seal::Seal,
+    /// Clients of the additional tenants (lowercase id); `az` is the default tenant's.
+    pub tenants: HashMap<String, Clients>,
 }
 
 impl Ctx {
@@ -348,6 +350,17 @@ impl Ctx {
             frozen: Default::default(),
             guard,
             seal: Default::default(),
+            tenants: HashMap::new(),
+        }
+    }
+
+    /// The clients for a containment's `spec.tenantId` (none: the default tenant); `None`
+    /// when that tenant is not configured.
+    pub fn clients_for(&self, tenant: Option<&str>) -> Option<&Clients> {
+        match tenant {
+            None => Some(&self.az),
+            Some(t) if t.eq_ignore_ascii_case(&self.guard.default_tenant) => Some(&self.az),
+            Some(t) => self.tenants.get(&t.to_ascii_lowercase()),
         }
     }
 

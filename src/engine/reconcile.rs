@@ -227,6 +227,25 @@ fn kind_of<C: Control>() -> String {
     C::K::kind(&()).to_string()
 }
 
+/// The clients of the object's tenant (`spec.tenantId`; the guard and cleanup refuse a tenant
+/// that is not configured before any call, so the default is never used in its place).
+fn az<'a, C: Control>(sh: &'a Shared<C>, obj: &C::K) -> &'a crate::azure::Clients {
+    sh.cx
+        .clients_for(obj.common().tenant_id.as_deref())
+        .unwrap_or(&sh.cx.az)
+}
+
+/// Why the object's tenant cannot be acted in, if it cannot.
+fn tenant_not_configured<C: Control>(sh: &Shared<C>, obj: &C::K) -> Option<String> {
+    let tenant = obj.common().tenant_id.clone()?;
+    sh.cx.clients_for(Some(&tenant)).is_none().then(|| {
+        format!(
+            "spec.tenantId {tenant} is not configured: the operator acts in its own tenant {} and in --additional-tenants (AZURE_ADDITIONAL_TENANTS) only",
+            sh.cx.guard.default_tenant
+        )
+    })
+}
+
 fn uid_of<K: Kind>(obj: &K) -> String {
     obj.meta().uid.clone().unwrap_or_default()
 }
@@ -301,7 +320,7 @@ async fn observe_shared<C: Control>(
         return Ok(o);
     }
     let epoch = cache.epoch(&target.id);
-    let o = sh.control.observe(&sh.cx.az, obj, target).await?;
+    let o = sh.control.observe(az(sh, obj), obj, target).await?;
     if C::SHARED_OBSERVATION {
         cache.put(key, &target.id, epoch, o.clone());
     }
@@ -339,6 +358,8 @@ fn requeue_backoff(n: u32) -> Duration {
 /// How long one reconcile polls a long-running operation before it lets go of the target and
 /// requeues (the URL is in status; the next reconcile resumes).
 const POLL_BUDGET: Duration = Duration::from_secs(20);
+
+const TENANT_NOT_CONFIGURED: &str = "TenantNotConfigured";
 
 /// How often a frozen containment re-checks the kill switch.
 const FROZEN_RECHECK: Duration = Duration::from_secs(5);
@@ -484,10 +505,7 @@ impl<'a, C: Control> Run<'a, C> {
             ledger::sent(self.status.action.as_mut(), &step.what, now());
             self.save().await?;
         }
-        let reply = self
-            .sh
-            .cx
-            .az
+        let reply = az(self.sh, self.obj.as_ref())
             .get(step.service)
             .call(&ArmRequest {
                 method: step.method,
@@ -577,10 +595,7 @@ impl<'a, C: Control> Run<'a, C> {
 
     /// Whole-object writes: re-read just before sending; someone else's write means re-plan.
     async fn check_etag(&self, step: &Step, expected: &str) -> Result<(), RunError> {
-        let now = self
-            .sh
-            .cx
-            .az
+        let now = az(self.sh, self.obj.as_ref())
             .get(step.service)
             .get(&step.path, step.api_version)
             .await?;
@@ -618,7 +633,7 @@ impl<'a, C: Control> Run<'a, C> {
         };
         let deadline = Instant::now() + POLL_BUDGET;
         let outcome = loop {
-            match self.sh.cx.az.arm.poll(&url, via).await {
+            match az(self.sh, self.obj.as_ref()).arm.poll(&url, via).await {
                 Ok(Poll::Running(wait)) => {
                     let wait = wait.clamp(Duration::from_millis(200), Duration::from_secs(30));
                     if Instant::now() + wait > deadline {
@@ -966,7 +981,7 @@ async fn release_steps<C: Control>(
         return Ok(());
     };
     run.await_operation().await?;
-    let observed = match run.sh.control.observe(&run.sh.cx.az, &obj, target).await {
+    let observed = match run.sh.control.observe(az(run.sh, &obj), &obj, target).await {
         Ok(o) => o,
         // The target is gone: nothing left to restore.
         Err(e) if e.status() == Some(404) => {
@@ -1024,6 +1039,12 @@ async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, R
         run.stalled(super::seal::TAMPERED, format!("deletion waits: {why}"))
             .await?;
         return Err(RunError::RecordTampered(why));
+    }
+    if let Some(why) = tenant_not_configured(sh, obj.as_ref()) {
+        // Keep the finalizer: a release with another tenant's token cannot work.
+        run.stalled(TENANT_NOT_CONFIGURED, format!("deletion waits: {why}"))
+            .await?;
+        return Err(RunError::Other(why));
     }
     if sh.cx.frozen() {
         // Keep the finalizer: the release happens once the switch is lifted.

@@ -234,6 +234,11 @@ impl<'a, C: Control> Pipeline<'a, C> {
             }
             guard::Verdict::Allowed { policy, limits, .. } => (policy, limits),
         };
+        if let Some(why) = super::tenant_not_configured(self.sh, self.obj.as_ref()) {
+            return self
+                .denied(super::TENANT_NOT_CONFIGURED, why, Duration::from_secs(300))
+                .await;
+        }
         let key = key_of(self.obj.as_ref());
         if self.common.mode != Mode::Enforce {
             cx.guard.ledger.forget(&kind, &key);
@@ -739,7 +744,12 @@ impl<'a, C: Control> Pipeline<'a, C> {
             let sh = self.sh;
             if let Err(e) = sh
                 .control
-                .after_run(&sh.cx, &sh.cx.az, &self.obj, &self.target)
+                .after_run(
+                    &sh.cx,
+                    super::az(sh, self.obj.as_ref()),
+                    &self.obj,
+                    &self.target,
+                )
                 .await
             {
                 return self.run.failed(e).await;
