@@ -443,6 +443,24 @@ async fn chart_rbac_is_sufficient_and_no_wider_and_gitops_health_reads_our_statu
         mine.delete("stalled", &DeleteParams::default()).await,
         "delete a containment (only users do)",
     );
+    let approvals = Api::<kube::api::DynamicObject>::namespaced_with(
+        sa.clone(),
+        &env.ns,
+        &gvk("ContainmentApproval"),
+    );
+    assert!(
+        approvals.list(&ListParams::default()).await.is_ok(),
+        "reads approvals"
+    );
+    let forged: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "containment.defenderc2.io/v1alpha1", "kind": "ContainmentApproval",
+        "metadata": {"name": "by-the-operator"},
+        "spec": {"target": {"kind": "SqlIpBlock", "name": "ready", "generation": 1}, "approver": "x"}}))
+    .unwrap();
+    forbidden(
+        approvals.create(&PostParams::default(), &forged).await,
+        "approve a containment itself",
+    );
     let elsewhere = Api::<kube::api::DynamicObject>::namespaced_with(
         sa.clone(),
         &release_ns,
@@ -653,4 +671,276 @@ async fn an_unreadable_kill_switch_stops_the_start() {
         logs.contains("cannot read the kill-switch ConfigMap someone-elses"),
         "{logs}"
     );
+}
+
+/// A client acting as `user` (impersonation by the test's administrator).
+async fn as_user(env: &Env, user: &str) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(&env.kubeconfig).unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    cfg.auth_info.impersonate = Some(user.to_string());
+    kube::Client::try_from(cfg).unwrap()
+}
+
+fn dynamic(client: &kube::Client, ns: &str, kind: &str) -> Api<kube::api::DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &gvk(kind))
+}
+
+async fn create_as(
+    client: &kube::Client,
+    ns: &str,
+    kind: &str,
+    obj: Value,
+) -> Result<kube::api::DynamicObject, String> {
+    let mut obj = obj;
+    obj["apiVersion"] = json!("containment.defenderc2.io/v1alpha1");
+    obj["kind"] = json!(kind);
+    let o: kube::api::DynamicObject = serde_json::from_value(obj).unwrap();
+    dynamic(client, ns, kind)
+        .create(&PostParams::default(), &o)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Four eyes, enforced by the API server with the chart's ValidatingAdmissionPolicies and by
+/// the operator: the requester annotation must be the writer; an approval's approver must be its
+/// creator; the requester's own approval does not count; a second user's approval starts the
+/// containment; a spec change needs a new approval; a GitOps service account applying and a
+/// human approving works.
+#[tokio::test]
+async fn four_eyes_approval_is_enforced_by_the_api_server_and_the_operator() {
+    let env = Env::new("e2e-approval").await;
+    let fullname = format!("co-{}", env.ns);
+    let objs = render(&format!("{}-sys", env.ns), &scoped_values(&env, &fullname));
+    let admission: Vec<Value> = objs
+        .iter()
+        .filter(|o| {
+            o["kind"]
+                .as_str()
+                .unwrap()
+                .starts_with("ValidatingAdmissionPolicy")
+        })
+        .cloned()
+        .collect();
+    assert_eq!(admission.len(), 4, "two policies and their bindings");
+    install(&env, &admission);
+    env.policy(
+        json!({"namespaces": {"names": [env.ns]}, "allow": [{"kinds": ["*"]}],
+        "approval": {"kinds": ["SqlPublicAccessLockdown", "SqlIpBlock"]}}),
+    )
+    .await;
+    let (alice, bob) = (format!("alice-{}", env.ns), format!("bob-{}", env.ns));
+    let flux = format!("system:serviceaccount:{}:flux", env.ns);
+    // Everyone here may write containments; approving is its own ClusterRole from the chart.
+    let approver_role = objs
+        .iter()
+        .find(|o| {
+            o["kind"] == "ClusterRole"
+                && o["metadata"]["name"] == json!(format!("{fullname}-approver"))
+        })
+        .unwrap()
+        .clone();
+    let mut rbac = vec![approver_role];
+    rbac.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "soc", "namespace": env.ns},
+        "rules": [{"apiGroups": ["containment.defenderc2.io"], "resources": ["*"], "verbs": ["*"]}]}));
+    for (name, role_kind, role) in [
+        ("soc", "Role", "soc".to_string()),
+        ("approvers", "ClusterRole", format!("{fullname}-approver")),
+    ] {
+        rbac.push(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": env.ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+            "subjects": [{"kind": "User", "name": alice}, {"kind": "User", "name": bob},
+                         {"kind": "User", "name": flux}]}),
+        );
+    }
+    install(&env, &rbac);
+    let _op = env.operator();
+    let (a, b, f) = (
+        as_user(&env, &alice).await,
+        as_user(&env, &bob).await,
+        as_user(&env, &flux).await,
+    );
+    let lockdown = |requester: &str| {
+        json!({"metadata": {"name": "lock", "annotations": {"containment.defenderc2.io/requested-by": requester}},
+               "spec": {"target": target(SQL_PROD)}})
+    };
+    // The API server: the annotation must be the writer.
+    let e = create_as(&a, &env.ns, "SqlPublicAccessLockdown", lockdown(&bob))
+        .await
+        .unwrap_err();
+    assert!(e.contains("requested-by") && e.contains(&alice), "{e}");
+    create_as(&a, &env.ns, "SqlPublicAccessLockdown", lockdown(&alice))
+        .await
+        .unwrap();
+    let o = env
+        .wait_condition(
+            "SqlPublicAccessLockdown",
+            "lock",
+            "Reconciling",
+            "True",
+            Some("AwaitingApproval"),
+        )
+        .await;
+    assert!(
+        o["status"]["conditions"]
+            .to_string()
+            .contains("no ContainmentApproval"),
+        "{o}"
+    );
+    let approval = |name: &str, approver: &str, generation: i64| {
+        json!({"metadata": {"name": name}, "spec": {"target": {"kind": "SqlPublicAccessLockdown",
+            "name": "lock", "generation": generation}, "approver": approver}})
+    };
+    // The API server: an approval names its creator.
+    let e = create_as(
+        &a,
+        &env.ns,
+        "ContainmentApproval",
+        approval("forged", &bob, 1),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("spec.approver must be the user creating"), "{e}");
+    // The operator: the requester's own approval does not count.
+    create_as(
+        &a,
+        &env.ns,
+        "ContainmentApproval",
+        approval("self", &alice, 1),
+    )
+    .await
+    .unwrap();
+    env.wait(
+        "SqlPublicAccessLockdown",
+        "lock",
+        "the self-approval seen and refused",
+        std::time::Duration::from_secs(30),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["conditions"]
+                    .to_string()
+                    .contains("by the requester")
+            })
+        },
+    )
+    .await;
+    let sql_calls = |log: &[Value]| {
+        log.iter()
+            .filter(|r| {
+                r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("/Microsoft.Sql/"))
+            })
+            .count()
+    };
+    assert_eq!(
+        sql_calls(&env.sim.requests().await),
+        0,
+        "nothing sent before approval"
+    );
+    // Approvals are immutable.
+    let e = dynamic(&a, &env.ns, "ContainmentApproval")
+        .patch(
+            "self",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"approver": bob}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("immutable"), "{e}");
+    // A second person approves: contained.
+    create_as(
+        &b,
+        &env.ns,
+        "ContainmentApproval",
+        approval("bob-1", &bob, 1),
+    )
+    .await
+    .unwrap();
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "lock",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+
+    // Bob may not change Alice's spec under her name; a spec change by her needs a new approval.
+    let e = dynamic(&b, &env.ns, "SqlPublicAccessLockdown")
+        .patch(
+            "lock",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"reason": "bob"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("requested-by"), "{e}");
+    dynamic(&a, &env.ns, "SqlPublicAccessLockdown")
+        .patch(
+            "lock",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"reason": "INC-2"}})),
+        )
+        .await
+        .unwrap();
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "lock",
+        "Reconciling",
+        "True",
+        Some("AwaitingApproval"),
+    )
+    .await;
+    create_as(
+        &b,
+        &env.ns,
+        "ContainmentApproval",
+        approval("bob-2", &bob, 2),
+    )
+    .await
+    .unwrap();
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "lock",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+
+    // GitOps: the service account applies (its name in the annotation), a human approves.
+    create_as(
+        &f,
+        &env.ns,
+        "SqlIpBlock",
+        json!({"metadata": {"name": "git",
+        "annotations": {"containment.defenderc2.io/requested-by": flux}},
+        "spec": {"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]}}),
+    )
+    .await
+    .unwrap();
+    env.wait_condition(
+        "SqlIpBlock",
+        "git",
+        "Reconciling",
+        "True",
+        Some("AwaitingApproval"),
+    )
+    .await;
+    create_as(
+        &b,
+        &env.ns,
+        "ContainmentApproval",
+        json!({"metadata": {"name": "git-1"},
+        "spec": {"target": {"kind": "SqlIpBlock", "name": "git", "generation": 1}, "approver": bob,
+                 "comment": "INC-4711 reviewed"}}),
+    )
+    .await
+    .unwrap();
+    env.wait_ready("SqlIpBlock", "git").await;
 }

@@ -272,14 +272,8 @@ async fn prevention_mode_outlives_no_block_and_unrecorded_rules_are_released() {
     // recorded anything.
     let second = env.get("WafIpBlock", "second").await.unwrap();
     let rule = second["status"]["ruleName"].as_str().unwrap().to_string();
-    env.api("WafIpBlock")
-        .patch_status(
-            "second",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"status": {"restore": null}})),
-        )
-        .await
-        .unwrap();
+    env.patch_status_sealed("WafIpBlock", "second", json!({"restore": null}))
+        .await;
     env.wait(
         "WafIpBlock",
         "second",

@@ -21,6 +21,7 @@ macro_rules! containment_kind {
     };
 }
 
+pub mod approval;
 pub mod arc;
 pub mod common;
 pub mod cosmos;
@@ -49,5 +50,6 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         arc::ArcIsolation::crd(),
         graph::ThreatSubmission::crd(),
         policy::ContainmentPolicy::crd(),
+        approval::ContainmentApproval::crd(),
     ]
 }

@@ -39,6 +39,11 @@ pub struct ContainmentPolicySpec {
     /// Blast radius: beyond these, new containments wait (existing ones stay enforced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// Four eyes: containments of these kinds (or `"*"`) wait, Reconciling/AwaitingApproval,
+    /// until a ContainmentApproval by someone other than the requester approves their current
+    /// generation (Enforce only: DryRun and Observe send no write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
     /// Pause everything this policy allows: no Azure call until false (deleting still releases).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
@@ -126,6 +131,13 @@ impl Protected {
             && self.identities.is_empty()
             && self.devices.is_empty()
     }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    #[schemars(length(min = 1, max = 64))]
+    pub kinds: Vec<String>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]

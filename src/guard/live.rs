@@ -18,11 +18,13 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::{Ledger, Request, Verdict, covers, evaluate};
+use crate::api::approval::ContainmentApproval;
 use crate::api::policy::{ContainmentPolicy, ContainmentPolicyStatus};
 
 pub struct Guard {
     policies: Store<ContainmentPolicy>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
+    approvals: Store<ContainmentApproval>,
     pub ledger: Ledger,
     /// `spec.tenantId` when unset, and what an allowance without `tenants` means.
     pub default_tenant: String,
@@ -40,10 +42,12 @@ impl Guard {
     ) -> anyhow::Result<Arc<Guard>> {
         let (policies, pw) = reflector::store::<ContainmentPolicy>();
         let (namespaces, nw) = reflector::store::<PartialObjectMeta<Namespace>>();
+        let (approvals, aw) = reflector::store::<ContainmentApproval>();
         let (changed, _) = tokio::sync::watch::channel(0);
         let guard = Arc::new(Guard {
             policies,
             namespaces,
+            approvals,
             ledger: Ledger::default(),
             default_tenant,
             changed,
@@ -59,14 +63,29 @@ impl Guard {
         .default_backoff()
         .reflect(pw)
         .map(|e| e.map(|_| ()).map_err(|e| e.to_string()));
-        let ns_events = watcher(Api::<PartialObjectMeta<Namespace>>::all(client), ns_config)
+        let ns_events = watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            ns_config,
+        )
+        .default_backoff()
+        .reflect(nw)
+        .map(|e| e.map(|_| ()).map_err(|e| e.to_string()));
+        let approvals_api: Api<ContainmentApproval> = match &watch_namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let approval_events = watcher(approvals_api, Default::default())
             .default_backoff()
-            .reflect(nw)
+            .reflect(aw)
             .map(|e| e.map(|_| ()).map_err(|e| e.to_string()));
         let (err_tx, mut err_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let g = guard.clone();
         tokio::spawn(async move {
-            let mut events = futures::stream::select(policy_events.boxed(), ns_events.boxed());
+            let mut events = futures::stream::select_all([
+                policy_events.boxed(),
+                ns_events.boxed(),
+                approval_events.boxed(),
+            ]);
             let mut last = None;
             while let Some(ev) = events.next().await {
                 if let Err(e) = ev {
@@ -83,7 +102,8 @@ impl Guard {
         });
         let ready = async {
             guard.policies.wait_until_ready().await?;
-            guard.namespaces.wait_until_ready().await
+            guard.namespaces.wait_until_ready().await?;
+            guard.approvals.wait_until_ready().await
         };
         let outcome: anyhow::Result<()> = tokio::select! {
             r = tokio::time::timeout(Duration::from_secs(30), ready) => match r {
@@ -94,7 +114,7 @@ impl Guard {
         };
         outcome.map_err(|e| {
             anyhow::anyhow!(
-                "cannot read ContainmentPolicies and namespaces ({e}; RBAC: get/list/watch containmentpolicies.containment.defenderc2.io and namespaces, cluster-wide)"
+                "cannot read ContainmentPolicies, namespaces and ContainmentApprovals ({e}; RBAC: get/list/watch containmentpolicies.containment.defenderc2.io and namespaces cluster-wide, containmentapprovals where containments are watched)"
             )
         })?;
         Ok(guard)
@@ -132,7 +152,21 @@ impl Guard {
             .map(|n| (n.name_any(), n.metadata.labels.clone().unwrap_or_default()))
             .collect();
         labels.sort();
-        format!("{relevant:?}{labels:?}")
+        let mut approvals: Vec<String> = self
+            .approvals
+            .state()
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}/{}:{:?}",
+                    a.namespace().unwrap_or_default(),
+                    a.name_any(),
+                    a.spec
+                )
+            })
+            .collect();
+        approvals.sort();
+        format!("{relevant:?}{labels:?}{approvals:?}")
     }
 
     /// Fires whenever a verdict may have changed.
@@ -159,6 +193,16 @@ impl Guard {
             .find(|n| n.name_any() == namespace)
             .and_then(|n| n.metadata.labels.clone())
             .unwrap_or_default()
+    }
+
+    /// The approvals in `namespace`.
+    pub fn approvals(&self, namespace: &str) -> Vec<ContainmentApproval> {
+        self.approvals
+            .state()
+            .iter()
+            .filter(|a| a.namespace().as_deref() == Some(namespace))
+            .map(|a| a.as_ref().clone())
+            .collect()
     }
 
     pub fn evaluate(&self, req: &Request) -> Verdict {

@@ -36,6 +36,8 @@ pub enum Verdict {
         limits: Limits,
         /// The allowing policy is suspended: nothing may be sent.
         suspended: bool,
+        /// The allowing policy requires four-eyes approval for this kind.
+        approval: bool,
     },
     Denied {
         /// `OutOfScope` or `Protected`.
@@ -100,6 +102,11 @@ pub fn evaluate(policies: &[ContainmentPolicy], req: &Request) -> Verdict {
                 policy: name,
                 limits: p.spec.limits.unwrap_or_default(),
                 suspended: p.spec.suspend,
+                approval: p.spec.approval.as_ref().is_some_and(|a| {
+                    a.kinds
+                        .iter()
+                        .any(|k| k == "*" || k.eq_ignore_ascii_case(req.kind))
+                }),
             };
             // A suspended allowing policy wins: suspension is the safe answer.
             if p.spec.suspend {
@@ -183,6 +190,51 @@ fn mismatch(a: &Allowance, req: &Request) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The requester annotation (checked by the chart's ValidatingAdmissionPolicy to be the user
+/// who wrote the spec).
+pub const REQUESTED_BY: &str = "containment.defenderc2.io/requested-by";
+pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
+
+/// The approver of `kind/name` at `generation` among `approvals` (same namespace), or why it
+/// still waits. The requester's own approval never counts.
+pub fn approved(
+    approvals: &[crate::api::approval::ContainmentApproval],
+    kind: &str,
+    name: &str,
+    generation: i64,
+    requester: Option<&str>,
+) -> Result<String, String> {
+    let Some(requester) = requester.filter(|r| !r.is_empty()) else {
+        return Err(format!(
+            "approval is required for {kind} and the annotation {REQUESTED_BY} (the user who wrote the spec) is missing: set it to your user name"
+        ));
+    };
+    let mine: Vec<_> = approvals
+        .iter()
+        .filter(|a| a.spec.target.kind == kind && a.spec.target.name == name)
+        .collect();
+    if let Some(a) = mine
+        .iter()
+        .find(|a| a.spec.target.generation == generation && a.spec.approver != requester)
+    {
+        return Ok(a.spec.approver.clone());
+    }
+    let why = if mine.iter().any(|a| a.spec.target.generation == generation) {
+        format!(
+            "the only approval of generation {generation} is by the requester {requester}, which does not count"
+        )
+    } else if mine.is_empty() {
+        format!("no ContainmentApproval for {kind} {name} yet")
+    } else {
+        format!(
+            "approvals exist for other generations only; the spec changed, generation {generation} needs a new one"
+        )
+    };
+    Err(format!(
+        "waiting for a ContainmentApproval of {kind} {name} generation {generation} by someone other than {requester}: {why}"
+    ))
 }
 
 /// Why `id` is protected (it or a parent scope is listed by some policy), if it is.
@@ -439,7 +491,8 @@ mod tests {
             Verdict::Allowed {
                 policy: "soc".into(),
                 limits: Limits::default(),
-                suspended: false
+                suspended: false,
+                approval: false,
             }
         );
         let other_sub = target(SUB_B, "rg-prod");
@@ -635,5 +688,43 @@ mod tests {
         assert_eq!(l.writes_last_hour("q"), 2);
         let e = l.admit("q", "K", "ns/n", &w, &none, |_| true).unwrap_err();
         assert!(e.contains("maxWritesPerHour"), "{e}");
+    }
+
+    #[test]
+    fn an_approval_counts_for_its_generation_and_never_from_the_requester() {
+        use crate::api::approval::{ApprovedTarget, ContainmentApproval, ContainmentApprovalSpec};
+        let by = |who: &str, generation: i64| {
+            ContainmentApproval::new(
+                &format!("{who}-{generation}"),
+                ContainmentApprovalSpec {
+                    target: ApprovedTarget {
+                        kind: "ArcIsolation".into(),
+                        name: "web".into(),
+                        generation,
+                    },
+                    approver: who.into(),
+                    comment: None,
+                },
+            )
+        };
+        let e = approved(&[], "ArcIsolation", "web", 1, None).unwrap_err();
+        assert!(e.contains(REQUESTED_BY), "{e}");
+        let e = approved(&[by("alice", 1)], "ArcIsolation", "web", 1, Some("alice")).unwrap_err();
+        assert!(e.contains("by the requester alice"), "{e}");
+        assert_eq!(
+            approved(
+                &[by("alice", 1), by("bob", 1)],
+                "ArcIsolation",
+                "web",
+                1,
+                Some("alice")
+            )
+            .unwrap(),
+            "bob"
+        );
+        let e = approved(&[by("bob", 1)], "ArcIsolation", "web", 2, Some("alice")).unwrap_err();
+        assert!(e.contains("generation 2 needs a new one"), "{e}");
+        assert!(approved(&[by("bob", 1)], "ArcIsolation", "other", 1, Some("alice")).is_err());
+        assert!(approved(&[by("bob", 1)], "DeviceIsolation", "web", 1, Some("alice")).is_err());
     }
 }

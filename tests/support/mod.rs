@@ -448,6 +448,28 @@ impl Env {
         path
     }
 
+    /// Writes `status` (a merge patch) as the operator would have written it: sealed with this
+    /// test's restore key. For states the operator reaches that a test cannot otherwise set up.
+    pub async fn patch_status_sealed(&self, kind: &str, name: &str, status: Value) {
+        let o = self.get(kind, name).await.unwrap();
+        let mut merged = o["status"].clone();
+        json_merge(&mut merged, &status);
+        let common: containment_operator::api::common::CommonStatus =
+            serde_json::from_value(merged).unwrap();
+        let key = std::fs::read(self.restore_key()).unwrap();
+        let seal = containment_operator::engine::seal::Seal::new(Some(key.trim_ascii_end()));
+        let mut patch = status;
+        patch["recordSeal"] = json!(seal.sign(o["metadata"]["uid"].as_str().unwrap(), &common));
+        self.api(kind)
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": patch})),
+            )
+            .await
+            .unwrap();
+    }
+
     /// This test's ContainmentPolicy (named after its namespace), created or replaced.
     pub async fn policy(&self, spec: Value) {
         self.named_policy(&self.ns, spec).await;
@@ -644,4 +666,20 @@ pub fn target(id: &str) -> Value {
 pub fn admits(rules: &[(String, String, String)], ip: &str) -> bool {
     let n = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
     rules.iter().any(|(_, a, b)| n(a) <= n(ip) && n(ip) <= n(b))
+}
+
+/// RFC 7386 merge of `patch` into `doc`.
+fn json_merge(doc: &mut Value, patch: &Value) {
+    match (doc.as_object_mut(), patch.as_object()) {
+        (Some(d), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    d.remove(k);
+                } else {
+                    json_merge(d.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *doc = patch.clone(),
+    }
 }

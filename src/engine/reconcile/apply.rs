@@ -232,7 +232,20 @@ impl<'a, C: Control> Pipeline<'a, C> {
                     .await?;
                 return Ok(Next::Stop(Action::await_change()));
             }
-            guard::Verdict::Allowed { policy, limits, .. } => (policy, limits),
+            guard::Verdict::Allowed {
+                policy,
+                limits,
+                approval,
+                ..
+            } => {
+                if approval
+                    && self.common.mode == Mode::Enforce
+                    && let Next::Stop(a) = self.approval(&policy).await?
+                {
+                    return Ok(Next::Stop(a));
+                }
+                (policy, limits)
+            }
         };
         if let Some(why) = super::tenant_not_configured(self.sh, self.obj.as_ref()) {
             return self
@@ -277,6 +290,33 @@ impl<'a, C: Control> Pipeline<'a, C> {
         self.run.status.policy = Some(policy.clone());
         self.policy = Some(policy);
         Ok(Next::Go(()))
+    }
+
+    /// approval (four eyes): the current generation approved by someone other than the
+    /// requester; until then Reconciling/AwaitingApproval and no Azure call. Approvals changing
+    /// re-evaluate every resource (the guard's watch).
+    async fn approval(&mut self, policy: &str) -> Result<Next<()>, RunError> {
+        let ns = self.obj.namespace().unwrap_or_default();
+        let requester = self.obj.annotations().get(guard::REQUESTED_BY).cloned();
+        match guard::approved(
+            &self.sh.cx.guard.approvals(&ns),
+            &kind_of::<C>(),
+            &self.obj.name_any(),
+            self.run.generation.unwrap_or_default(),
+            requester.as_deref(),
+        ) {
+            Ok(_) => Ok(Next::Go(())),
+            Err(why) => {
+                self.run
+                    .finish(State::Progressing {
+                        reason: guard::AWAITING_APPROVAL.into(),
+                        message: format!("ContainmentPolicy {policy} requires approval: {why}"),
+                        keep_ready: false,
+                    })
+                    .await?;
+                Ok(Next::Stop(Action::await_change()))
+            }
+        }
     }
 
     /// protected tag: a target whose observed tags carry a policy's protected tag is refused
