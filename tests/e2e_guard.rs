@@ -225,6 +225,29 @@ async fn protected_resources_and_tagged_targets_are_never_contained() {
         vec![],
         "a tagged target is only read"
     );
+    // The same for the kinds that read a SQL server.
+    env.sim
+        .patch(SQL_LEGACY, json!({"tags": {tag.clone(): "true"}}))
+        .await;
+    env.apply(
+        "SqlPublicAccessLockdown",
+        "tagged-sql",
+        json!({"target": target(SQL_LEGACY)}),
+    )
+    .await;
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "tagged-sql",
+        "Stalled",
+        "True",
+        Some("Protected"),
+    )
+    .await;
+    assert_eq!(
+        env.sim.writes().await,
+        vec![],
+        "a tagged target is only read"
+    );
     // The tag removed: contained.
     env.sim
         .patch(WAF, json!({"tags": {tag.clone(): "false"}}))

@@ -110,7 +110,7 @@ pub struct Protected {
     #[schemars(length(max = 1024))]
     pub resource_ids: Vec<String>,
     /// An Azure tag name: a target carrying it with the value `true` is never contained (read
-    /// from the target during observe, by the kinds whose observation holds its tags).
+    /// during observe by the kinds that read the target itself: SQL, WAF and Arc kinds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure_tag: Option<String>,
     /// Entra object ids or user principal names never contained (break-glass accounts, the

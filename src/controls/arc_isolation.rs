@@ -25,6 +25,8 @@ impl crate::engine::Kind for ArcIsolation {
 
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
+    /// The target's Azure tags (the guard's protected tag).
+    pub tags: serde_json::Map<String, Value>,
     /// The Arc machine's names (`machineFqdn`, and `dnsFqdn` where it differs).
     pub fqdn: String,
     /// MDE machines whose computerDnsName matches any of the names.
@@ -240,6 +242,10 @@ impl Control for ArcIsolationControl {
         Ok(())
     }
 
+    fn tags(&self, observed: &Observed) -> Option<serde_json::Map<String, Value>> {
+        Some(observed.tags.clone())
+    }
+
     async fn observe(
         &self,
         az: &Clients,
@@ -282,6 +288,7 @@ impl Control for ArcIsolationControl {
                 .await?;
         }
         Ok(Observed {
+            tags: m["tags"].as_object().cloned().unwrap_or_default(),
             fqdn,
             candidates,
             device_id,

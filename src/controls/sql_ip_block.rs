@@ -27,6 +27,8 @@ pub struct Rule {
 
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
+    /// The target's Azure tags (the guard's protected tag).
+    pub tags: serde_json::Map<String, Value>,
     pub public_network_access: Option<String>,
     pub rules: Vec<Rule>,
     pub ipv6: Vec<String>,
@@ -261,6 +263,10 @@ impl Control for SqlIpBlockControl {
         Some(o)
     }
 
+    fn tags(&self, observed: &Observed) -> Option<serde_json::Map<String, Value>> {
+        Some(observed.tags.clone())
+    }
+
     async fn observe(
         &self,
         az: &Clients,
@@ -277,6 +283,7 @@ impl Control for SqlIpBlockControl {
             .list(&format!("{}/ipv6FirewallRules", t.id), SQL_API)
             .await?;
         Ok(Observed {
+            tags: server["tags"].as_object().cloned().unwrap_or_default(),
             public_network_access: server["properties"]["publicNetworkAccess"]
                 .as_str()
                 .map(str::to_string),
@@ -485,6 +492,7 @@ mod tests {
         let blocked = [ipv4::parse("203.0.113.7").unwrap()];
         let (steps, record) = plan(SRV, &demo(), &blocked, true, &Record::default());
         let before = Observed {
+            tags: Default::default(),
             public_network_access: Some("Enabled".into()),
             rules: demo(),
             ipv6: vec![],

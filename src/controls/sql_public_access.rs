@@ -13,6 +13,8 @@ crate::impl_kind!(SqlPublicAccessLockdown, status: s => s);
 
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
+    /// The target's Azure tags (the guard's protected tag).
+    pub tags: serde_json::Map<String, Value>,
     pub public_network_access: Option<String>,
     pub private_endpoints: usize,
 }
@@ -79,6 +81,10 @@ impl Control for SqlPublicAccessLockdownControl {
         "Microsoft.Sql/locations/*/read",
     ];
 
+    fn tags(&self, observed: &Observed) -> Option<serde_json::Map<String, Value>> {
+        Some(observed.tags.clone())
+    }
+
     async fn observe(
         &self,
         az: &Clients,
@@ -87,6 +93,7 @@ impl Control for SqlPublicAccessLockdownControl {
     ) -> Result<Observed, AzureError> {
         let s = az.arm.get(&t.id, SQL_API).await?;
         Ok(Observed {
+            tags: s["tags"].as_object().cloned().unwrap_or_default(),
             public_network_access: s["properties"]["publicNetworkAccess"]
                 .as_str()
                 .map(str::to_string),
@@ -123,6 +130,7 @@ mod tests {
     #[test]
     fn disables_records_and_stalls_without_private_endpoint() {
         let open = Observed {
+            tags: Default::default(),
             public_network_access: Some("Enabled".into()),
             private_endpoints: 1,
         };
@@ -135,6 +143,7 @@ mod tests {
         );
         assert_eq!(a.record.unwrap()["publicNetworkAccess"], "Enabled");
         let closed = Observed {
+            tags: Default::default(),
             public_network_access: Some("Disabled".into()),
             private_endpoints: 1,
         };
@@ -145,6 +154,7 @@ mod tests {
                 .is_empty()
         );
         let no_pe = Observed {
+            tags: Default::default(),
             public_network_access: Some("Enabled".into()),
             private_endpoints: 0,
         };
@@ -168,6 +178,7 @@ mod tests {
             crate::azure::resource_id::resolve(&obj.spec.common.target, "Microsoft.Sql/servers")
                 .unwrap();
         let closed = Observed {
+            tags: Default::default(),
             public_network_access: Some("Disabled".into()),
             private_endpoints: 1,
         };
@@ -182,6 +193,7 @@ mod tests {
             "Enabled"
         );
         let open = Observed {
+            tags: Default::default(),
             public_network_access: Some("Enabled".into()),
             private_endpoints: 1,
         };
