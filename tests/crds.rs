@@ -21,6 +21,30 @@ fn committed_crds_are_up_to_date() {
     );
 }
 
+/// The chart names the containment kinds in its RBAC and admission policies (never a wildcard,
+/// which would also give the operator ContainmentPolicies and ContainmentApprovals to write):
+/// that list is every containment kind's plural, and nothing else.
+#[test]
+fn the_charts_kind_list_is_every_containment_kind() {
+    let helpers = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/containment-operator/templates/_helpers.tpl"
+    ))
+    .unwrap();
+    let start = helpers.find("define \"co.kindResources\"").unwrap();
+    let body = &helpers[start..];
+    let line = body.lines().nth(1).unwrap();
+    let mut listed: Vec<&str> = line.split_whitespace().collect();
+    listed.sort();
+    let mut kinds: Vec<String> = containment_operator::api::crds()
+        .into_iter()
+        .map(|c| c.spec.names.plural)
+        .filter(|p| p != "containmentpolicies" && p != "containmentapprovals")
+        .collect();
+    kinds.sort();
+    assert_eq!(listed, kinds);
+}
+
 async fn api_of(kind: &str) -> (Api<DynamicObject>, ApiResource) {
     let cp = testenv::shared().await.unwrap();
     let client = cp.client().await.unwrap();
