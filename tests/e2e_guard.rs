@@ -175,6 +175,21 @@ async fn a_policy_allows_its_subscription_resource_group_kind_and_tenant_only() 
     env.wait_ready("SqlIpBlock", "allowed").await;
 }
 
+/// `id` tagged `tag=true`: a containment of it is Protected (naming the tag) and only read.
+async fn tagged_is_refused(env: &Env, tag: &str, kind: &str, name: &str, id: &str, spec: Value) {
+    env.sim.patch(id, json!({"tags": {tag: "true"}})).await;
+    env.apply(kind, name, spec).await;
+    let o = env
+        .wait_condition(kind, name, "Stalled", "True", Some("Protected"))
+        .await;
+    assert!(message(&o, "Stalled").contains(tag), "{o}");
+    assert_eq!(
+        env.sim.writes().await,
+        vec![],
+        "a tagged target is only read"
+    );
+}
+
 /// Protected resources (by id, from any policy, children included) and targets carrying a
 /// policy's protected Azure tag are refused, whatever the namespace's own allowance says.
 #[tokio::test]
@@ -207,47 +222,25 @@ async fn protected_resources_and_tagged_targets_are_never_contained() {
         "nothing sent to Azure"
     );
 
-    env.sim
-        .patch(WAF, json!({"tags": {tag.clone(): "true"}}))
-        .await;
-    env.apply(
+    tagged_is_refused(
+        &env,
+        &tag,
         "WafIpBlock",
         "tagged",
+        WAF,
         json!({"target": target(WAF), "ipAddresses": ["203.0.113.7"]}),
     )
     .await;
-    let o = env
-        .wait_condition("WafIpBlock", "tagged", "Stalled", "True", Some("Protected"))
-        .await;
-    assert!(message(&o, "Stalled").contains(&tag), "{o}");
-    assert_eq!(
-        env.sim.writes().await,
-        vec![],
-        "a tagged target is only read"
-    );
     // The same for the kinds that read a SQL server.
-    env.sim
-        .patch(SQL_LEGACY, json!({"tags": {tag.clone(): "true"}}))
-        .await;
-    env.apply(
+    tagged_is_refused(
+        &env,
+        &tag,
         "SqlPublicAccessLockdown",
         "tagged-sql",
+        SQL_LEGACY,
         json!({"target": target(SQL_LEGACY)}),
     )
     .await;
-    env.wait_condition(
-        "SqlPublicAccessLockdown",
-        "tagged-sql",
-        "Stalled",
-        "True",
-        Some("Protected"),
-    )
-    .await;
-    assert_eq!(
-        env.sim.writes().await,
-        vec![],
-        "a tagged target is only read"
-    );
     // The tag removed: contained.
     env.sim
         .patch(WAF, json!({"tags": {tag.clone(): "false"}}))

@@ -30,6 +30,8 @@ use crate::api::common::{CommonSpec, CommonStatus, ReleasePolicy};
 use crate::azure::{AzureError, Clients, ResourceId};
 use crate::metrics::Metrics;
 
+/// Stalled reason (and error label) for a `spec.tenantId` the operator has no credentials for.
+pub const TENANT_NOT_CONFIGURED: &str = "TenantNotConfigured";
 pub const FINALIZER: &str = "containment.defenderc2.io/release";
 pub const FIELD_MANAGER: &str = "containment-operator";
 /// Any new value of this annotation reconciles the resource at once (bypassing drift-interval
@@ -258,6 +260,9 @@ pub enum RunError {
     /// The status records fail the operator's seal: nothing is released or run from them.
     #[error("{0}")]
     RecordTampered(String),
+    /// The containment's `spec.tenantId` is not one the operator has credentials for.
+    #[error("{0}")]
+    TenantNotConfigured(String),
     #[error("{0}")]
     Other(String),
 }
@@ -272,6 +277,7 @@ impl RunError {
             RunError::Conflict(_) => "Conflict".into(),
             RunError::Frozen => "Frozen".into(),
             RunError::RecordTampered(_) => seal::TAMPERED.into(),
+            RunError::TenantNotConfigured(_) => TENANT_NOT_CONFIGURED.into(),
             RunError::Other(_) => "Other".into(),
         }
     }

@@ -359,7 +359,7 @@ fn requeue_backoff(n: u32) -> Duration {
 /// requeues (the URL is in status; the next reconcile resumes).
 const POLL_BUDGET: Duration = Duration::from_secs(20);
 
-const TENANT_NOT_CONFIGURED: &str = "TenantNotConfigured";
+use super::TENANT_NOT_CONFIGURED;
 
 /// How often a frozen containment re-checks the kill switch.
 const FROZEN_RECHECK: Duration = Duration::from_secs(5);
@@ -1044,7 +1044,7 @@ async fn cleanup<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<Action, R
         // Keep the finalizer: a release with another tenant's token cannot work.
         run.stalled(TENANT_NOT_CONFIGURED, format!("deletion waits: {why}"))
             .await?;
-        return Err(RunError::Other(why));
+        return Err(RunError::TenantNotConfigured(why));
     }
     if sh.cx.frozen() {
         // Keep the finalizer: the release happens once the switch is lifted.
