@@ -44,8 +44,9 @@ macro_rules! kinds {
 }
 
 use crate::controls::{
-    arc_isolation, cosmos, defender_alert, sql_ip_block, sql_public_access, storage_key_rotation,
-    storage_public_access, storage_sas_revocation, threat_submission, waf,
+    arc_isolation, consent, cosmos, defender_alert, device, indicator, sql_ip_block,
+    sql_public_access, storage_key_rotation, storage_public_access, storage_sas_revocation,
+    threat_submission, waf,
 };
 
 kinds! {
@@ -59,7 +60,11 @@ kinds! {
     "DefenderAlertState" => defender_alert::DefenderAlertStateControl { graph: &[], mde: &[] },
     "WafIpBlock" => waf::WafIpBlockControl { graph: &[], mde: &[] },
     "ArcIsolation" => arc_isolation::ArcIsolationControl { graph: &[], mde: &["Machine.Read.All", "Machine.Isolate"] },
+    "DeviceIsolation" => device::DeviceIsolationControl { graph: &[], mde: &["Machine.Read.All", "Machine.Isolate"] },
+    "DeviceCodeRestriction" => device::DeviceCodeRestrictionControl { graph: &[], mde: &["Machine.Read.All", "Machine.RestrictExecution"] },
+    "ThreatIndicator" => indicator::ThreatIndicatorControl { graph: &[], mde: &["Ti.ReadWrite"] },
     "ThreatSubmission" => threat_submission::ThreatSubmissionControl { graph: &["ThreatSubmission.ReadWrite.All"], mde: &[] },
+    "ConsentLockdown" => consent::ConsentLockdownControl { graph: &["Policy.ReadWrite.Authorization"], mde: &[] },
 }
 
 /// Resolve `--kinds` (names, case-insensitive; empty = all) or say which name is unknown.
@@ -149,6 +154,27 @@ pub fn actions(grants: &[Grant]) -> Vec<String> {
     set.into_iter().map(str::to_string).collect()
 }
 
+/// Application permissions that let their holder take over the tenant or widen its own reach
+/// (Tier 0): `permissions` warns about each one it prints, with why.
+pub const TIER0: &[(&str, &str)] = &[
+    (
+        "Policy.ReadWrite.Authorization",
+        "rewrites the tenant-wide authorization policy (what every user may consent to, create or invite)",
+    ),
+    (
+        "Application.ReadWrite.All",
+        "can add credentials to any application, and so act as it",
+    ),
+    (
+        "AppRoleAssignment.ReadWrite.All",
+        "can grant any application permission to any app, this one included",
+    ),
+    (
+        "RoleManagement.ReadWrite.Directory",
+        "can assign any directory role, Global Administrator included",
+    ),
+];
+
 /// The document `containment-operator permissions` prints.
 pub fn document(grants: &[Grant], scopes: &[String]) -> Value {
     let graph: BTreeSet<&str> = grants
@@ -176,6 +202,7 @@ pub fn document(grants: &[Grant], scopes: &[String]) -> Value {
         },
         "graphApplicationPermissions": graph,
         "defenderForEndpointApplicationPermissions": mde,
+        "warnings": TIER0.iter().filter(|(p, _)| graph.contains(p)).map(|(p, why)| format!("{p} is a Tier-0 permission: it {why}; grant it only to this operator's own identity, and only with the kinds that need it")).collect::<Vec<_>>(),
         "perKind": grants.iter().map(|g| json!({"kind": label(g), "actions": g.actions, "graph": g.info.graph, "mde": g.info.mde})).collect::<Vec<_>>(),
     })
 }
@@ -183,6 +210,20 @@ pub fn document(grants: &[Grant], scopes: &[String]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tier0_graph_permissions_are_warned_about_only_when_printed() {
+        let doc = document(&grants(&["ConsentLockdown".into()]).unwrap(), &[]);
+        let w = doc["warnings"].as_array().unwrap();
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].as_str()
+                .unwrap()
+                .starts_with("Policy.ReadWrite.Authorization is a Tier-0")
+        );
+        let doc = document(&grants(&["DeviceIsolation".into()]).unwrap(), &[]);
+        assert!(doc["warnings"].as_array().unwrap().is_empty());
+    }
 
     #[test]
     fn union_is_sorted_and_deduplicated() {

@@ -45,6 +45,40 @@ fn the_charts_kind_list_is_every_containment_kind() {
     assert_eq!(listed, kinds);
 }
 
+/// The chart's values schema accepts exactly the kinds this build serves in `kinds` and
+/// `driftIntervalFor`.
+#[test]
+fn the_values_schema_names_every_kind() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/charts/containment-operator/values.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut kinds: Vec<&str> = containment_operator::permissions::KINDS
+        .iter()
+        .map(|k| k.kind)
+        .collect();
+    kinds.sort();
+    for enum_at in [
+        "/properties/kinds/items/enum",
+        "/properties/driftIntervalFor/propertyNames/enum",
+    ] {
+        let mut listed: Vec<&str> = schema
+            .pointer(enum_at)
+            .unwrap_or_else(|| panic!("{enum_at}"))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        listed.sort();
+        assert_eq!(listed, kinds, "{enum_at}");
+    }
+}
+
 async fn api_of(kind: &str) -> (Api<DynamicObject>, ApiResource) {
     let cp = testenv::shared().await.unwrap();
     let client = cp.client().await.unwrap();

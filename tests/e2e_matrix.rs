@@ -100,11 +100,39 @@ fn case(kind: &str) -> Case {
             "/api/machines/.*/isolate$",
             false,
         ),
+        "DeviceIsolation" => c(
+            "DeviceIsolation",
+            json!({"target": {"computerDnsName": WS_NAME}}),
+            1,
+            "/api/machines/.*/isolate$",
+            false,
+        ),
+        "DeviceCodeRestriction" => c(
+            "DeviceCodeRestriction",
+            json!({"target": {"deviceId": WS_DEVICE}}),
+            1,
+            "/restrictCodeExecution$",
+            false,
+        ),
         "ThreatSubmission" => c(
             "ThreatSubmission",
             json!({"submissionType": "Url", "category": "phishing", "url": "https://evil.example/x"}),
             1,
             "threatSubmission/urlThreats$",
+            false,
+        ),
+        "ThreatIndicator" => c(
+            "ThreatIndicator",
+            json!({"indicatorType": "IpAddress", "value": "203.0.113.66"}),
+            1,
+            "/api/indicators/import$",
+            false,
+        ),
+        "ConsentLockdown" => c(
+            "ConsentLockdown",
+            json!({"userConsent": "Disabled"}),
+            1,
+            "policies/authorizationPolicy$",
             false,
         ),
         other => panic!("no matrix case for {other}"),
@@ -229,7 +257,11 @@ matrix_tests! {
     defender_alert_state => "DefenderAlertState",
     waf_ip_block => "WafIpBlock",
     arc_isolation => "ArcIsolation",
+    device_isolation => "DeviceIsolation",
+    device_code_restriction => "DeviceCodeRestriction",
     threat_submission => "ThreatSubmission",
+    consent_lockdown => "ConsentLockdown",
+    threat_indicator => "ThreatIndicator",
 }
 
 /// The fault-and-race run: one of every kind (and two blocks on one server) at once, while the
@@ -247,6 +279,8 @@ async fn a_burst_through_kills_and_faults_duplicates_no_action() {
         json!({"match": {"method": "POST", "pathRegex": "cosmos-prod-01/regenerateKey$"}, "loseAnswer": true}),
         json!({"match": {"method": "POST", "pathRegex": "stprod01/regenerateKey$"}, "loseAnswer": true}),
         json!({"match": {"method": "POST", "pathRegex": "/api/machines/.*/isolate$"}, "loseAnswer": true}),
+        json!({"match": {"method": "POST", "pathRegex": "/restrictCodeExecution$"}, "loseAnswer": true}),
+        json!({"match": {"method": "POST", "pathRegex": "/api/indicators/import$"}, "loseAnswer": true}),
         json!({"match": {"method": "PATCH", "pathRegex": "servers/sql-prod-01$"}, "failOperation": true}),
         json!({"match": {"method": "PATCH"}, "status": 503, "count": 2}),
         json!({"match": {"method": "PUT"}, "status": 500, "count": 2}),
@@ -313,18 +347,45 @@ async fn a_burst_through_kills_and_faults_duplicates_no_action() {
         "each Cosmos key once, plus the one whose operation failed: {writes:?}"
     );
     assert_eq!(
+        accepted(|p| p == format!("/api/machines/{DEVICE}/isolate"), &writes),
+        1,
+        "one isolation of the Arc server's device: {writes:?}"
+    );
+    assert_eq!(
         accepted(
-            |p| p.starts_with("/api/machines/") && p.ends_with("/isolate"),
+            |p| p == format!("/api/machines/{WS_DEVICE}/isolate"),
             &writes
         ),
         1,
-        "one isolation: {writes:?}"
+        "one isolation of the workstation: {writes:?}"
+    );
+    assert_eq!(
+        accepted(|p| p.ends_with("/restrictCodeExecution"), &writes),
+        1,
+        "one code restriction: {writes:?}"
     );
     assert_eq!(
         accepted(|p| p.ends_with("threatSubmission/urlThreats"), &writes),
         1,
         "one submission: {writes:?}"
     );
+    // A lost import answer is sent again: an upsert, so still one indicator.
+    let listed = env
+        .sim
+        .as_operator(
+            reqwest::Method::GET,
+            "/api/indicators?$top=10000",
+            MDE_SCOPE,
+            None,
+        )
+        .await;
+    let same: Vec<&Value> = listed["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["indicatorValue"] == "203.0.113.66")
+        .collect();
+    assert_eq!(same.len(), 1, "one indicator: {listed}");
     let rules = env.sim.firewall_rules(SQL_PROD).await;
     let n = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
     for ip in ["203.0.113.7", "203.0.113.9"] {

@@ -165,9 +165,13 @@ pub async fn handle(sim: &Sim, req: &Req) -> Resp {
             Resp::json(StatusCode::OK, &json!(st.settings))
         }
         (&Method::GET, "/_sim/counters") => Resp::json(StatusCode::OK, &json!(st.counters)),
+        (&Method::GET, p) if p.starts_with("/_sim/mde/machines/") => Resp::json(
+            StatusCode::OK,
+            &crate::mde::device_state(&mut st, &p["/_sim/mde/machines/".len()..]),
+        ),
         (&Method::GET, "/_sim/mde/actions") => Resp::json(
             StatusCode::OK,
-            &json!({"value": st.mde.actions.iter().map(|a| a.body.clone()).collect::<Vec<_>>()}),
+            &json!({"value": crate::mde::actions_now(&mut st)}),
         ),
         _ => Resp::json(
             StatusCode::NOT_FOUND,

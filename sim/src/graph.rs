@@ -1,5 +1,6 @@
 //! Microsoft Graph: beta threat submissions (notStarted → running → succeeded), users and
-//! service principals (accountEnabled, revokeSignInSessions), and the authorization policy.
+//! service principals (accountEnabled, revokeSignInSessions), and the authorization policy
+//! (`permissionGrantPoliciesAssigned` validated and stored in the service's casing).
 
 use std::time::{Duration, Instant};
 
@@ -268,7 +269,8 @@ fn inner(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Result<Resp,
         }
         (&Method::PATCH, ["v1.0", "policies", "authorizationPolicy"]) => {
             require(claims, &["Policy.ReadWrite.Authorization"])?;
-            let body = req.json()?;
+            let mut body = req.json()?;
+            canonical_grant_policies(&mut body)?;
             merge_patch(&mut st.graph.authorization_policy, &body);
             Ok(Resp::empty(StatusCode::NO_CONTENT))
         }
@@ -281,4 +283,38 @@ fn inner(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Result<Resp,
             ),
         )),
     }
+}
+
+/// `permissionGrantPoliciesAssigned` entries are `ManagePermissionGrantsForSelf.<policy>` or
+/// `ManagePermissionGrantsForOwnedResource.<policy>`; the service stores them with its own
+/// casing, whatever was sent (azure-api-facts §3.26), and the PATCH replaces the collection.
+fn canonical_grant_policies(body: &mut Value) -> Result<(), Resp> {
+    let Some(list) =
+        body["defaultUserRolePermissions"]["permissionGrantPoliciesAssigned"].as_array_mut()
+    else {
+        return Ok(());
+    };
+    for e in list.iter_mut() {
+        let s = e.as_str().unwrap_or_default();
+        let canonical = [
+            "ManagePermissionGrantsForSelf.",
+            "ManagePermissionGrantsForOwnedResource.",
+        ]
+        .iter()
+        .find(|p| s.len() > p.len() && s[..p.len()].eq_ignore_ascii_case(p))
+        .map(|p| format!("{p}{}", &s[p.len()..]));
+        match canonical {
+            Some(c) => *e = json!(c),
+            None => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "Request_BadRequest",
+                    &format!(
+                        "Invalid value specified for property 'permissionGrantPoliciesAssigned' of resource 'AuthorizationPolicy': {e}"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
-//! Defender for Endpoint: machines (with `$filter` on computerDnsName), isolate / unisolate as
-//! machine actions (Pending → InProgress → Succeeded; 400 while one is pending), machine actions,
+//! Defender for Endpoint: machines (with `$filter` on computerDnsName), isolate / unisolate and
+//! restrict / unrestrict app execution as machine actions (Pending → InProgress → Succeeded,
+//! Pending while the device is offline; 400 for the same action while one is pending),
 //! indicators, and the documented per-minute rate limits (429 + Retry-After).
 
 use std::collections::HashMap;
@@ -17,13 +18,58 @@ use crate::world::MdeWorld;
 pub struct Action {
     pub body: Value,
     pub created: Instant,
+    /// When the device took the action up: unset while it is offline (the action stays
+    /// Pending). Pending for one step from then, InProgress for another, then Succeeded.
+    pub started: Option<Instant>,
 }
+
+/// A machine action that switches a device state on or off.
+pub struct Lever {
+    pub verb: &'static str,
+    pub kind: &'static str,
+    /// Actions of one family change the same device state (and share one rate-limit window).
+    pub family: &'static str,
+    pub permission: &'static str,
+}
+
+/// The machine actions the operator uses (azure-api-facts §3.23; restrict app execution from
+/// the Defender for Endpoint API reference: `Machine.RestrictExecution`, Windows only).
+pub const LEVERS: &[Lever] = &[
+    Lever {
+        verb: "isolate",
+        kind: "Isolate",
+        family: "isolation",
+        permission: "Machine.Isolate",
+    },
+    Lever {
+        verb: "unisolate",
+        kind: "Unisolate",
+        family: "isolation",
+        permission: "Machine.Isolate",
+    },
+    Lever {
+        verb: "restrictCodeExecution",
+        kind: "RestrictCodeExecution",
+        family: "codeExecution",
+        permission: "Machine.RestrictExecution",
+    },
+    Lever {
+        verb: "unrestrictCodeExecution",
+        kind: "UnrestrictCodeExecution",
+        family: "codeExecution",
+        permission: "Machine.RestrictExecution",
+    },
+];
 
 #[derive(Debug, Default)]
 pub struct MdeState {
     pub machines: Vec<Value>,
     pub actions: Vec<Action>,
     pub indicators: Vec<Value>,
+    /// The last indicator id given out (ids are never reused).
+    pub next_indicator: u64,
+    /// Active indicators allowed per tenant.
+    pub indicator_limit: usize,
     pub calls_per_minute: u32,
     windows: HashMap<(String, &'static str), (Instant, u32)>,
 }
@@ -33,6 +79,7 @@ impl MdeState {
         Self {
             machines: w.machines.clone(),
             calls_per_minute: w.calls_per_minute,
+            indicator_limit: w.indicator_limit,
             ..Default::default()
         }
     }
@@ -60,21 +107,170 @@ fn require(claims: &Claims, any_of: &[&str]) -> Result<(), Resp> {
     }
 }
 
+fn phase(a: &Action, step: Duration) -> &'static str {
+    let now = Instant::now();
+    match a.started {
+        Some(s) if now >= s + step * 2 => "Succeeded",
+        Some(s) if now >= s + step => "InProgress",
+        _ => "Pending",
+    }
+}
+
 fn action_json(a: &Action, step: Duration) -> Value {
     let mut b = a.body.clone();
-    let e = a.created.elapsed();
-    b["status"] = json!(if e < step {
-        "Pending"
-    } else if e < step * 2 {
-        "InProgress"
-    } else {
-        "Succeeded"
-    });
+    b["status"] = json!(phase(a, step));
     b
 }
 
 fn active(a: &Action, step: Duration) -> bool {
-    a.created.elapsed() < step * 2
+    phase(a, step) != "Succeeded"
+}
+
+/// Devices that are online take up their queued actions, newest first, one after the other.
+fn tick(st: &mut State, step: Duration) {
+    let offline = &st.settings.mde_offline_devices;
+    let mut queued: Vec<usize> = (0..st.mde.actions.len())
+        .filter(|i| {
+            let a = &st.mde.actions[*i];
+            a.started.is_none()
+                && !offline.iter().any(|d| {
+                    a.body["machineId"]
+                        .as_str()
+                        .is_some_and(|m| m.eq_ignore_ascii_case(d))
+                })
+        })
+        .collect();
+    queued.sort_by_key(|i| std::cmp::Reverse(st.mde.actions[*i].created));
+    let now = Instant::now();
+    for (k, i) in queued.into_iter().enumerate() {
+        st.mde.actions[i].started = Some(now + step * 2 * k as u32);
+    }
+}
+
+/// Every machine action with its status now (the admin view).
+pub fn actions_now(st: &mut State) -> Vec<Value> {
+    let step = Duration::from_millis(st.settings.mde_action_step_ms);
+    tick(st, step);
+    st.mde
+        .actions
+        .iter()
+        .map(|a| action_json(a, step))
+        .collect()
+}
+
+/// What the device really is now: the succeeded actions applied in the order they finished
+/// (which is not always the order they were created in).
+pub fn device_state(st: &mut State, id: &str) -> Value {
+    let step = Duration::from_millis(st.settings.mde_action_step_ms);
+    tick(st, step);
+    let mut done: Vec<&Action> = st
+        .mde
+        .actions
+        .iter()
+        .filter(|a| a.body["machineId"] == id && phase(a, step) == "Succeeded")
+        .collect();
+    done.sort_by_key(|a| a.started);
+    let (mut isolated, mut scope, mut restricted) = (false, Value::Null, false);
+    for a in done {
+        match a.body["type"].as_str() {
+            Some("Isolate") => (isolated, scope) = (true, a.body["scope"].clone()),
+            Some("Unisolate") => (isolated, scope) = (false, Value::Null),
+            Some("RestrictCodeExecution") => restricted = true,
+            Some("UnrestrictCodeExecution") => restricted = false,
+            _ => {}
+        }
+    }
+    json!({"isolated": isolated, "isolationScope": scope, "codeExecutionRestricted": restricted})
+}
+
+fn machine_action(
+    st: &mut State,
+    req: &Req,
+    claims: &Claims,
+    id: &str,
+    lever: &Lever,
+) -> Result<Value, Resp> {
+    let step = Duration::from_millis(st.settings.mde_action_step_ms);
+    tick(st, step);
+    let Some(machine) = st.mde.machines.iter().find(|m| m["id"] == id).cloned() else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            &format!("Machine {id} was not found"),
+        ));
+    };
+    let body = req.json()?;
+    // Body names are case-sensitive (azure-api-facts §3.23).
+    let Some(comment) = body["Comment"].as_str() else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestBody",
+            "Comment is required.",
+        ));
+    };
+    let mut scope = None;
+    if lever.kind == "Isolate" {
+        let isolation = body["IsolationType"].as_str().unwrap_or("Full");
+        if !matches!(isolation, "Full" | "Selective" | "UnManagedDevice") {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestBody",
+                &format!("Invalid IsolationType '{isolation}'."),
+            ));
+        }
+        scope = Some(isolation);
+    } else if lever.kind == "Unisolate" {
+        scope = Some("Full");
+    }
+    if lever.family == "codeExecution"
+        && !machine["osPlatform"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("Windows"))
+    {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "OsPlatformNotSupported",
+            &format!(
+                "Restrict app execution is not supported on {}.",
+                machine["osPlatform"].as_str().unwrap_or("this platform")
+            ),
+        ));
+    }
+    // The same action again while one is pending is refused (the docs); an opposite one is
+    // accepted, which is how a late duplicate isolate ends up overriding an unisolate.
+    if st
+        .mde
+        .actions
+        .iter()
+        .any(|a| a.body["machineId"] == id && a.body["type"] == lever.kind && active(a, step))
+    {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "ActiveRequestAlreadyExists",
+            "Action is already in progress",
+        ));
+    }
+    let ts = rfc3339(now());
+    let mut a = json!({
+        "id": guid(), "type": lever.kind,
+        "requestor": claims.app_id, "requestorComment": comment,
+        "machineId": id, "computerDnsName": machine["computerDnsName"],
+        "creationDateTimeUtc": ts, "lastUpdateDateTimeUtc": ts,
+    });
+    if let Some(s) = scope {
+        a["scope"] = json!(s);
+    }
+    let action = Action {
+        body: a,
+        created: Instant::now(),
+        started: None,
+    };
+    st.mde.actions.push(action);
+    tick(st, step);
+    Ok(action_json(
+        st.mde.actions.last().expect("just pushed"),
+        step,
+    ))
 }
 
 fn rate_limit(st: &mut State, tenant: &str, family: &'static str, limit: u32) -> Result<(), Resp> {
@@ -181,64 +377,23 @@ fn inner(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Result<Resp,
                     )
                 })
         }
-        (&Method::POST, ["api", "machines", id, verb @ ("isolate" | "unisolate")]) => {
-            require(claims, &["Machine.Isolate"])?;
-            rate_limit(st, &claims.tenant, "isolate", limit)?;
-            let Some(machine) = st.mde.machines.iter().find(|m| m["id"] == *id).cloned() else {
+        (&Method::POST, ["api", "machines", id, verb]) => {
+            let Some(lever) = LEVERS.iter().find(|l| l.verb == *verb) else {
                 return Err(error(
                     StatusCode::NOT_FOUND,
                     "ResourceNotFound",
-                    &format!("Machine {id} was not found"),
+                    &format!("No API at {}", req.path),
                 ));
             };
-            let body = req.json()?;
-            let Some(comment) = body["Comment"].as_str() else {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidRequestBody",
-                    "Comment is required.",
-                ));
-            };
-            let isolation = body["IsolationType"].as_str().unwrap_or("Full");
-            if *verb == "isolate" && !matches!(isolation, "Full" | "Selective" | "UnManagedDevice")
-            {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidRequestBody",
-                    &format!("Invalid IsolationType '{isolation}'."),
-                ));
-            }
-            if st
-                .mde
-                .actions
-                .iter()
-                .any(|a| a.body["machineId"] == *id && active(a, step))
-            {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "ActiveRequestAlreadyExists",
-                    "Action is already in progress",
-                ));
-            }
-            let ts = rfc3339(now());
-            let mut a = json!({
-                "id": guid(), "type": if *verb == "isolate" { "Isolate" } else { "Unisolate" },
-                "scope": if *verb == "isolate" { isolation } else { "Full" },
-                "requestor": claims.app_id, "requestorComment": comment,
-                "machineId": id, "computerDnsName": machine["computerDnsName"],
-                "creationDateTimeUtc": ts, "lastUpdateDateTimeUtc": ts,
-            });
-            let action = Action {
-                body: a.take(),
-                created: Instant::now(),
-            };
-            let out = action_json(&action, step);
-            st.mde.actions.push(action);
-            Ok(Resp::json(StatusCode::CREATED, &out))
+            require(claims, &[lever.permission])?;
+            rate_limit(st, &claims.tenant, lever.family, limit)?;
+            let id = id.to_string();
+            machine_action(st, req, claims, &id, lever).map(|a| Resp::json(StatusCode::CREATED, &a))
         }
         (&Method::GET, ["api", "machineactions", rest @ ..]) => {
             require(claims, &read)?;
             rate_limit(st, &claims.tenant, "machineactions", limit)?;
+            tick(st, step);
             let all: Vec<Value> = st
                 .mde
                 .actions
@@ -278,13 +433,39 @@ fn inner(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Result<Resp,
                 },
                 if import { 30 } else { limit },
             )?;
+            // Ti.ReadWrite sees and changes only the indicators this app created; active ones
+            // only (expired ones are gone from the API).
+            let all = claims.has_any_role(&["Ti.ReadWrite.All"]);
+            let app = claims.app_id.clone();
+            let now_ts = rfc3339(now());
+            st.mde.indicators.retain(|i| {
+                i["expirationTime"]
+                    .as_str()
+                    .is_none_or(|e| e > now_ts.as_str())
+            });
+            let visible = |i: &Value| all || i["createdBy"] == app.as_str();
             match (m, rest) {
-                (&Method::GET, []) => listed(
-                    st.mde.indicators.iter(),
-                    req,
-                    base,
-                    st.settings.odata_page_size,
-                ),
+                (&Method::GET, []) => {
+                    let page = match req.query.get("$top") {
+                        None => st.settings.odata_page_size,
+                        Some(t) => match t.parse::<usize>() {
+                            Ok(n @ 1..=10_000) => n,
+                            _ => {
+                                return Err(error(
+                                    StatusCode::BAD_REQUEST,
+                                    "InvalidRequestBody",
+                                    &format!("$top must be between 1 and 10000, not {t}."),
+                                ));
+                            }
+                        },
+                    };
+                    listed(
+                        st.mde.indicators.iter().filter(|i| visible(i)),
+                        req,
+                        base,
+                        page,
+                    )
+                }
                 (&Method::POST, []) => upsert_indicator(st, &req.json()?, claims)
                     .map(|i| Resp::json(StatusCode::OK, &i)),
                 (&Method::POST, ["import"]) => {
@@ -305,7 +486,7 @@ fn inner(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Result<Resp,
                 }
                 (&Method::DELETE, [id]) => {
                     let before = st.mde.indicators.len();
-                    st.mde.indicators.retain(|i| i["id"] != *id);
+                    st.mde.indicators.retain(|i| i["id"] != *id || !visible(i));
                     if st.mde.indicators.len() < before {
                         Ok(Resp::empty(StatusCode::NO_CONTENT))
                     } else {
@@ -391,18 +572,35 @@ fn upsert_indicator(st: &mut State, body: &Value, claims: &Claims) -> Result<Val
     });
     match existing {
         Some(i) => {
-            let id = i["id"].clone();
-            let created = i["creationTimeDateTimeUtc"].clone();
+            // An update keeps who created it (Ti.ReadWrite's visibility depends on it).
+            let keep: Vec<(&str, Value)> =
+                ["id", "creationTimeDateTimeUtc", "createdBy", "sourceType"]
+                    .into_iter()
+                    .map(|f| (f, i[f].clone()))
+                    .collect();
             *i = body.clone();
-            i["id"] = id;
-            i["creationTimeDateTimeUtc"] = created;
+            for (f, v) in keep {
+                i[f] = v;
+            }
             i["lastUpdateTime"] = json!(ts);
             i["lastUpdatedBy"] = json!(claims.app_id);
             Ok(i.clone())
         }
         None => {
+            // Active indicators per tenant (azure-api-facts §3.16; the error text is ours).
+            if st.mde.indicators.len() >= st.mde.indicator_limit {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequestBody",
+                    &format!(
+                        "Maximum number of active indicators ({}) reached.",
+                        st.mde.indicator_limit
+                    ),
+                ));
+            }
+            st.mde.next_indicator += 1;
             let mut i = body.clone();
-            i["id"] = json!((st.mde.indicators.len() + 1).to_string());
+            i["id"] = json!(st.mde.next_indicator.to_string());
             i["creationTimeDateTimeUtc"] = json!(ts);
             i["createdBy"] = json!(claims.app_id);
             i["sourceType"] = json!("AadApp");

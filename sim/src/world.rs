@@ -52,6 +52,10 @@ pub struct Settings {
     pub latency_ms: u64,
     /// How long an MDE machine action stays in each of Pending and InProgress.
     pub mde_action_step_ms: u64,
+    /// Defender for Endpoint devices that are offline: their machine actions stay Pending, and
+    /// once a device is back, what queued up is carried out newest first (the order behind the
+    /// documented duplicate-isolate incident, azure-api-facts §3.23).
+    pub mde_offline_devices: Vec<String>,
     /// How long a Graph threat submission stays in each of notStarted and running.
     pub submission_step_ms: u64,
     /// ARM throttling on/off (buckets are set with `POST /_sim/throttle`).
@@ -76,6 +80,7 @@ impl Default for Settings {
             lro_retry_after_seconds: 1,
             latency_ms: 0,
             mde_action_step_ms: 500,
+            mde_offline_devices: Vec::new(),
             submission_step_ms: 500,
             throttling: true,
             lro_fail_next: 0,
@@ -161,7 +166,7 @@ pub struct GraphWorld {
     pub authorization_policy: Option<Value>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MdeWorld {
     #[serde(default)]
@@ -169,10 +174,27 @@ pub struct MdeWorld {
     /// Per-minute call limit per tenant for each rate-limited MDE API (docs: 100).
     #[serde(default = "default_mde_limit")]
     pub calls_per_minute: u32,
+    /// Active indicators allowed per tenant (docs: 15,000).
+    #[serde(default = "default_indicator_limit")]
+    pub indicator_limit: usize,
+}
+
+impl Default for MdeWorld {
+    fn default() -> Self {
+        Self {
+            machines: Vec::new(),
+            calls_per_minute: default_mde_limit(),
+            indicator_limit: default_indicator_limit(),
+        }
+    }
 }
 
 fn default_mde_limit() -> u32 {
     100
+}
+
+fn default_indicator_limit() -> usize {
+    15_000
 }
 
 impl World {

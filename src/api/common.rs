@@ -202,3 +202,48 @@ pub struct CommonSpec {
     #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')").message("spec.tenantId must be a GUID"))]
     pub tenant_id: Option<String>,
 }
+
+/// The common fields of a containment whose target is not an ARM resource (a Defender for
+/// Endpoint device, an Entra identity): everything in [`CommonSpec`] but `target`, which each
+/// such kind declares in its own terms.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantCommonSpec {
+    #[serde(default)]
+    pub mode: Mode,
+    /// Default per kind: Restore for reversible controls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_policy: Option<ReleasePolicy>,
+    /// Free text copied into events and the audit log (e.g. an incident number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub reason: Option<String>,
+    /// Release automatically at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// Pause (Flux's convention): while true nothing is observed, applied, corrected or
+    /// expired; Reconciling=True with reason Suspended. Deleting the resource still releases.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+    /// The tenant every call for this containment is made in (default: the operator's own);
+    /// another one must be among the operator's --additional-tenants and a policy's tenants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 36))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')").message("spec.tenantId must be a GUID"))]
+    pub tenant_id: Option<String>,
+}
+
+impl TenantCommonSpec {
+    /// The engine's view: the same fields, with no ARM target.
+    pub fn to_common(&self) -> CommonSpec {
+        CommonSpec {
+            target: Target::default(),
+            mode: self.mode,
+            release_policy: self.release_policy,
+            reason: self.reason.clone(),
+            expires_at: self.expires_at.clone(),
+            suspend: self.suspend,
+            tenant_id: self.tenant_id.clone(),
+        }
+    }
+}

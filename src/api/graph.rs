@@ -106,3 +106,40 @@ pub struct ThreatSubmissionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_detail: Option<String>,
 }
+
+/// What user consent the tenant still allows.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum UserConsent {
+    /// No user may consent to an app for themselves (admins still can).
+    #[default]
+    Disabled,
+    /// Only Microsoft's low-risk policy (`microsoft-user-default-low`: verified publishers,
+    /// low-impact permissions), Microsoft's recommendation.
+    LowRiskOnly,
+}
+
+containment_kind! {
+    kind = "ConsentLockdown", shortname = "cnsl", status = "ConsentLockdownStatus",
+    /// The tenant's authorization policy lets users consent to apps for themselves not at all,
+    /// or only to low-risk ones: only its `ManagePermissionGrantsForSelf.*` entries are changed
+    /// (the rest, e.g. group-owner consent, are kept), and the prior entries come back on
+    /// release. Lockdown only stops new consent; existing grants stay.
+    pub struct ConsentLockdownSpec {
+        #[serde(flatten)]
+        pub common: super::common::TenantCommonSpec,
+        #[serde(default)]
+        pub user_consent: UserConsent,
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsentLockdownStatus {
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// The tenant's `defaultUserRolePermissions.permissionGrantPoliciesAssigned`, as last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_grant_policies_assigned: Option<Vec<String>>,
+}

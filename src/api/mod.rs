@@ -25,7 +25,9 @@ pub mod approval;
 pub mod arc;
 pub mod common;
 pub mod cosmos;
+pub mod device;
 pub mod graph;
+pub mod indicator;
 pub mod network;
 pub mod policy;
 pub mod security;
@@ -48,7 +50,11 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         security::DefenderAlertState::crd(),
         network::WafIpBlock::crd(),
         arc::ArcIsolation::crd(),
+        device::DeviceIsolation::crd(),
+        device::DeviceCodeRestriction::crd(),
+        indicator::ThreatIndicator::crd(),
         graph::ThreatSubmission::crd(),
+        graph::ConsentLockdown::crd(),
         policy::ContainmentPolicy::crd(),
         approval::ContainmentApproval::crd(),
     ]

@@ -1,10 +1,15 @@
 //! Per-kind controls: what to observe, the pure assessment, and the release.
 
 pub mod arc_isolation;
+pub mod coalesce;
+pub mod consent;
 pub mod cosmos;
 pub mod defender_alert;
+pub mod device;
+pub mod indicator;
 pub mod ipv4;
 pub mod lockdown;
+pub mod machine_action;
 pub mod rotation;
 pub mod sql_ip_block;
 pub mod sql_public_access;

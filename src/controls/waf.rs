@@ -3,8 +3,7 @@
 //! guarded by the etag; WafIpBlocks on one policy that reconcile together are coalesced into one
 //! PUT; release removes only the owned rule (and restores the mode if this resource changed it).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 
 use kube::ResourceExt;
 use serde_json::{Value, json};
@@ -12,6 +11,7 @@ use serde_json::{Value, json};
 use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::api::network::{WafIpBlock, WafPolicyType};
 use crate::azure::{AzureError, Clients, ResourceId};
+use crate::controls::coalesce::Registry;
 use crate::engine::{Assessment, Control, Stall, Step, Wait};
 
 pub const APPGW_API: &str = "2024-01-01";
@@ -305,17 +305,10 @@ pub fn release_policy(
     Some(next)
 }
 
-/// While WafIpBlocks keep arriving on a policy (a burst), a write waits until none has arrived
-/// for `SETTLE`, at most `MAX_HOLD` from the resource's own arrival, so that the burst becomes
-/// one or two PUTs of the whole policy instead of one per arrival. A lone block is not held.
-const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
-const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Registered WafIpBlocks (Enforce) per policy, for coalescing, and when each was first seen.
+/// Registered WafIpBlocks (Enforce) per policy, for coalescing (see `coalesce`).
 #[derive(Default)]
 pub struct WafIpBlockControl {
-    registry: Mutex<HashMap<String, BTreeMap<String, Want>>>,
-    arrivals: Mutex<HashMap<String, HashMap<String, std::time::Instant>>>,
+    registry: Registry<Want>,
 }
 
 fn key_of(obj: &WafIpBlock) -> String {
@@ -323,26 +316,12 @@ fn key_of(obj: &WafIpBlock) -> String {
 }
 
 impl WafIpBlockControl {
-    /// How long `obj`'s write should still wait for siblings arriving on `policy`.
-    fn hold(&self, obj: &WafIpBlock, policy: &str) -> Option<std::time::Duration> {
-        let arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
-        let seen = arrivals.get(&policy.to_ascii_lowercase())?;
-        let me = key_of(obj);
-        let own = *seen.get(&me)?;
-        let newest = seen
-            .iter()
-            .filter(|(k, _)| **k != me)
-            .map(|(_, t)| *t)
-            .max()?;
-        let until = (newest + SETTLE).min(own + MAX_HOLD);
-        until.checked_duration_since(std::time::Instant::now())
-    }
-
     fn siblings(&self, policy: &str) -> Vec<Want> {
-        let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        reg.get(&policy.to_ascii_lowercase())
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+        self.registry
+            .wants(policy)
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect()
     }
 }
 
@@ -400,31 +379,11 @@ impl Control for WafIpBlockControl {
         let mut wants: BTreeMap<String, Want> =
             peers.iter().map(|p| (key_of(p), want_of(p))).collect();
         wants.insert(key_of(obj), want_of(obj));
-        let now = std::time::Instant::now();
-        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
-        let seen = arrivals.entry(t.id.to_ascii_lowercase()).or_default();
-        seen.retain(|k, _| wants.contains_key(k));
-        for k in wants.keys() {
-            seen.entry(k.clone()).or_insert(now);
-        }
-        drop(arrivals);
-        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        reg.insert(t.id.to_ascii_lowercase(), wants);
+        self.registry.register(&t.id, wants);
     }
 
     fn unregister(&self, obj: &WafIpBlock, t: &ResourceId) {
-        if let Some(m) = self
-            .arrivals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&t.id.to_ascii_lowercase())
-        {
-            m.remove(&key_of(obj));
-        }
-        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = reg.get_mut(&t.id.to_ascii_lowercase()) {
-            m.remove(&key_of(obj));
-        }
+        self.registry.remove(&t.id, &key_of(obj));
     }
 
     fn tags(&self, observed: &Value) -> Option<serde_json::Map<String, Value>> {
@@ -475,7 +434,7 @@ impl Control for WafIpBlockControl {
                     ..Default::default()
                 })
             }
-            Some(_) if let Some(wait) = self.hold(obj, &t.id) => Ok(Assessment {
+            Some(_) if let Some(wait) = self.registry.hold(&t.id, &key_of(obj)) => Ok(Assessment {
                 message: format!("custom rule {} is missing or differs", own.rule),
                 extra,
                 wait: Some(Wait {
@@ -606,15 +565,23 @@ mod tests {
         let t = <WafIpBlockControl as Control>::target(&block("a")).unwrap();
         let a = std::sync::Arc::new(block("a"));
         c.register(&a, &t, std::slice::from_ref(&a));
-        assert_eq!(c.hold(&a, POLICY), None, "a lone block is not held");
+        assert_eq!(
+            c.registry.hold(POLICY, "soc/a"),
+            None,
+            "a lone block is not held"
+        );
         let b = std::sync::Arc::new(block("b"));
         c.register(&a, &t, &[a.clone(), b.clone()]);
-        let wait = c.hold(&a, POLICY).expect("b just arrived: hold a");
-        assert!(wait <= SETTLE && wait > SETTLE / 2, "{wait:?}");
-        std::thread::sleep(SETTLE);
-        assert_eq!(c.hold(&a, POLICY), None, "settled");
+        let wait = c
+            .registry
+            .hold(POLICY, "soc/a")
+            .expect("b just arrived: hold a");
+        let settle = crate::controls::coalesce::SETTLE;
+        assert!(wait <= settle && wait > settle / 2, "{wait:?}");
+        std::thread::sleep(settle);
+        assert_eq!(c.registry.hold(POLICY, "soc/a"), None, "settled");
         c.unregister(&b, &t);
-        assert_eq!(c.hold(&a, POLICY), None);
+        assert_eq!(c.registry.hold(POLICY, "soc/a"), None);
     }
     const FD: Flavour = Flavour { front_door: true };
 

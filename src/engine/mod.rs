@@ -94,6 +94,15 @@ macro_rules! impl_kind {
     };
 }
 
+/// What a device or identity kind acts on, by its ids and names (see [`Control::subject`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A Defender for Endpoint device: checked against the policies' `protected.devices`.
+    Device(Vec<String>),
+    /// An Entra user, group or service principal: checked against `protected.identities`.
+    Identity(Vec<String>),
+}
+
 /// Per-kind behaviour: observe → assess (pure) → the engine applies → release.
 #[async_trait::async_trait]
 pub trait Control: Send + Sync + 'static {
@@ -139,6 +148,12 @@ pub trait Control: Send + Sync + 'static {
     /// The Azure object this resource acts on (also the key that serialises work on it).
     fn target(obj: &Self::K) -> Result<ResourceId, String> {
         crate::azure::resource_id::resolve(&obj.common().target, Self::resource_type(obj))
+    }
+
+    /// A 2xx answer that still reports this resource's part as failed (a batch call answers
+    /// per item): the error the write ends with instead, e.g. a limit reached.
+    fn reply_error(&self, _obj: &Self::K, _step: &Step, _reply: &Value) -> Option<AzureError> {
+        None
     }
 
     /// Kind-specific status fields taken from a write's answer (e.g. the id Azure assigned),
@@ -211,6 +226,12 @@ pub trait Control: Send + Sync + 'static {
     /// The Azure tags of the target as observed (the guard refuses a target carrying the
     /// policy's protected tag), for kinds whose observation holds them.
     fn tags(&self, _observed: &Self::Observed) -> Option<serde_json::Map<String, Value>> {
+        None
+    }
+
+    /// The device or identity this resource acts on, by every name it goes by as observed
+    /// (the guard refuses one a policy protects), for kinds whose target is one.
+    fn subject(&self, _observed: &Self::Observed) -> Option<Subject> {
         None
     }
 

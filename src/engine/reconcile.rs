@@ -497,6 +497,11 @@ impl<'a, C: Control> Run<'a, C> {
         // Whatever happens next (a write, or an etag showing someone else wrote), earlier reads
         // of the target are suspect: no sibling may plan from them.
         self.sh.cx.observations.wrote(&step.path);
+        // A tenant-scoped target (an MDE or Graph list) is not a prefix of the paths written
+        // to it.
+        if let Ok(t) = C::target(&self.obj) {
+            self.sh.cx.observations.wrote(&t.id);
+        }
         if let Some(expected) = &step.expect_etag {
             self.check_etag(step, expected).await?;
         }
@@ -517,6 +522,16 @@ impl<'a, C: Control> Run<'a, C> {
             .await;
         let common = self.obj.common().into_owned();
         let reason = common.reason.as_deref();
+        let reply = reply.and_then(|r| {
+            match self
+                .sh
+                .control
+                .reply_error(self.obj.as_ref(), step, &r.body)
+            {
+                Some(e) => Err(e),
+                None => Ok(r),
+            }
+        });
         let reply = match reply {
             Ok(r) => r,
             Err(e) => {

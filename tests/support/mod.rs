@@ -25,6 +25,9 @@ pub const WAF: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resou
 pub const FD_WAF: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-edge/providers/Microsoft.Network/FrontDoorWebApplicationFirewallPolicies/fdwafprod";
 pub const ARC: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-onprem/providers/Microsoft.HybridCompute/machines/arc-web-01";
 pub const DEVICE: &str = "1e5bc9d7e413ddd7902c2932e418702b84d0cc07";
+/// A Windows workstation in the demo world's Defender for Endpoint.
+pub const WS_DEVICE: &str = "7a2cfa31e4b4d6a1f0b3c2d1e0f9a8b7c6d5e4f3";
+pub const WS_NAME: &str = "ws-finance-07.corp.contoso.example";
 pub const MDE_SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
 pub const BIN: &str = env!("CARGO_BIN_EXE_containment-operator");
 const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");

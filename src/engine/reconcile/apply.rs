@@ -1,6 +1,6 @@
 //! One reconcile of a live (not deleted) containment, as a pipeline of named phases:
 //!
-//! resolve → lock (fresh read) → records (sealed) → suspend → guard → expiry → resume → observe (+ protected tag)
+//! resolve → lock (fresh read) → records (sealed) → suspend → guard → expiry → resume → observe (+ protected)
 //! → decide → plan → report (DryRun, Observe) | act → verify → complete.
 //!
 //! Each phase either hands the next one what it found or ends the reconcile with the action to
@@ -59,7 +59,7 @@ pub(super) async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<
     go!(p.expiry().await?);
     go!(p.resume().await?);
     let observed = go!(p.observe().await?);
-    go!(p.protected_tag(&observed).await?);
+    go!(p.protected(&observed).await?);
     go!(p.decide(&observed).await?);
     let (desired, assessment) = go!(p.plan(&observed).await?);
     go!(p.report(&assessment).await?);
@@ -319,14 +319,26 @@ impl<'a, C: Control> Pipeline<'a, C> {
         }
     }
 
-    /// protected tag: a target whose observed tags carry a policy's protected tag is refused
-    /// before anything is planned or sent.
-    async fn protected_tag(&mut self, observed: &C::Observed) -> Result<Next<()>, RunError> {
-        let Some(tags) = self.sh.control.tags(observed) else {
-            return Ok(Next::Go(()));
+    /// protected: a target whose observed tags carry a policy's protected tag, or a device or
+    /// identity a policy protects (by any of its names), is refused before anything is planned
+    /// or sent. Both change in Azure, unseen by any watch: re-read at the drift interval.
+    async fn protected(&mut self, observed: &C::Observed) -> Result<Next<()>, RunError> {
+        let policies = self.sh.cx.guard.policies();
+        let by_tag = self
+            .sh
+            .control
+            .tags(observed)
+            .and_then(|tags| guard::protected_by_tag(&policies, &self.target.id, &tags));
+        let by_name = || {
+            let (names, device) = match self.sh.control.subject(observed)? {
+                crate::engine::Subject::Device(n) => (n, true),
+                crate::engine::Subject::Identity(n) => (n, false),
+            };
+            names
+                .iter()
+                .find_map(|n| guard::protected_principal(&policies, n, device))
         };
-        match guard::protected_by_tag(&self.sh.cx.guard.policies(), &self.target.id, &tags) {
-            // Tags change in Azure, unseen by any watch: re-read at the drift interval.
+        match by_tag.or_else(by_name) {
             Some(message) => {
                 self.denied(guard::PROTECTED, message, self.drift_after)
                     .await
