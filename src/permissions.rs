@@ -46,7 +46,7 @@ macro_rules! kinds {
 use crate::controls::{
     arc_isolation, consent, cosmos, defender_alert, device, indicator, sql_ip_block,
     sql_public_access, storage_key_rotation, storage_public_access, storage_sas_revocation,
-    threat_submission, waf,
+    threat_submission, user, waf,
 };
 
 kinds! {
@@ -65,6 +65,7 @@ kinds! {
     "ThreatIndicator" => indicator::ThreatIndicatorControl { graph: &[], mde: &["Ti.ReadWrite"] },
     "ThreatSubmission" => threat_submission::ThreatSubmissionControl { graph: &["ThreatSubmission.ReadWrite.All"], mde: &[] },
     "ConsentLockdown" => consent::ConsentLockdownControl { graph: &["Policy.ReadWrite.Authorization"], mde: &[] },
+    "UserContainment" => user::UserContainmentControl { graph: &["User.Read.All", "User.EnableDisableAccount.All", "User.RevokeSessions.All", "RoleManagement.ReadWrite.Directory"], mde: &[] },
 }
 
 /// Resolve `--kinds` (names, case-insensitive; empty = all) or say which name is unknown.

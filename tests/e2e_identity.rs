@@ -1,4 +1,4 @@
-//! End to end, the Entra ID kinds (Microsoft Graph): ConsentLockdown.
+//! End to end, the Entra ID kinds (Microsoft Graph): ConsentLockdown, UserContainment.
 
 mod support;
 
@@ -12,6 +12,50 @@ const LEGACY: &str = "ManagePermissionGrantsForSelf.microsoft-user-default-legac
 const TEAM_OWNERS: &str =
     "ManagePermissionGrantsForOwnedResource.microsoft-dynamically-managed-permissions-for-team";
 const LOW: &str = "ManagePermissionGrantsForSelf.microsoft-user-default-low";
+const MALLORY: &str = "mallory@contoso.example";
+const MALLORY_ID: &str = "33333333-0000-4000-8000-000000000003";
+const ROLES: &str = "/v1.0/roleManagement/directory";
+
+async fn graph_get(env: &Env, path: &str) -> Value {
+    env.sim
+        .as_operator(reqwest::Method::GET, path, GRAPH_SCOPE, None)
+        .await
+}
+
+async fn user(env: &Env, upn: &str) -> Value {
+    graph_get(env, &format!("/v1.0/users/{upn}")).await
+}
+
+/// (list, roleDefinitionId) of every role Mallory holds: direct, PIM active, PIM eligible.
+async fn mallory_roles(env: &Env) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for list in [
+        "roleAssignments",
+        "roleAssignmentScheduleInstances",
+        "roleEligibilityScheduleInstances",
+    ] {
+        let page = graph_get(
+            env,
+            &format!("{ROLES}/{list}?$filter=principalId%20eq%20%27{MALLORY_ID}%27"),
+        )
+        .await;
+        for r in page["value"].as_array().unwrap() {
+            out.push((
+                list.to_string(),
+                r["roleDefinitionId"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn revokes(writes: &[(String, String, u16)]) -> usize {
+    writes
+        .iter()
+        .filter(|(m, p, s)| m == "POST" && p.ends_with("/revokeSignInSessions") && *s < 300)
+        .count()
+}
 
 async fn consent(env: &Env) -> Value {
     env.sim
@@ -129,7 +173,13 @@ async fn low_risk_and_none_compose_to_none_and_the_last_one_restores() {
 /// is Stalled AuthorizationFailed naming it.
 #[tokio::test]
 async fn exactly_the_printed_graph_permissions_suffice_and_each_is_needed() {
-    for (kind, spec) in [("ConsentLockdown", json!({}))] {
+    for (kind, spec) in [
+        ("ConsentLockdown", json!({})),
+        (
+            "UserContainment",
+            json!({"target": {"userPrincipalName": MALLORY}, "removeDirectoryRoles": true}),
+        ),
+    ] {
         let printed = std::process::Command::new(env!("CARGO_BIN_EXE_containment-operator"))
             .args(["permissions", "--kinds", kind])
             .output()
@@ -194,6 +244,26 @@ async fn invalid_identity_specs_are_rejected_naming_the_field() {
             "spec.tenantId",
         ),
         ("ConsentLockdown", json!({"mode": "Sometimes"}), "spec.mode"),
+        (
+            "UserContainment",
+            json!({"target": {"objectId": MALLORY_ID, "userPrincipalName": MALLORY}}),
+            "spec.target: set exactly one of objectId and userPrincipalName",
+        ),
+        (
+            "UserContainment",
+            json!({"target": {"objectId": "mallory"}}),
+            "spec.target.objectId must be a GUID",
+        ),
+        (
+            "UserContainment",
+            json!({"target": {"userPrincipalName": "mallory"}}),
+            "spec.target.userPrincipalName",
+        ),
+        (
+            "UserContainment",
+            json!({"target": {"objectId": MALLORY_ID}, "disableAccount": false, "revokeSessions": false}),
+            "at least one of disableAccount, revokeSessions and removeDirectoryRoles",
+        ),
     ];
     for (i, (kind, spec, field)) in cases.into_iter().enumerate() {
         let obj: kube::api::DynamicObject = serde_json::from_value(json!({
@@ -212,4 +282,178 @@ async fn invalid_identity_specs_are_rejected_naming_the_field() {
             spec = obj.data["spec"]
         );
     }
+}
+
+/// Disable + revoke + remove roles; an admin re-enabling is corrected without a second revoke;
+/// a new trigger revokes once more; release re-enables and re-creates every role its own way.
+#[tokio::test]
+async fn user_containment_disables_revokes_once_per_trigger_removes_roles_and_restores() {
+    let env = Env::new("e2e-usrc").await;
+    let _op = env.operator();
+    let roles_before = mallory_roles(&env).await;
+    assert_eq!(roles_before.len(), 3, "{roles_before:?}");
+    let t = env
+        .apply(
+            "UserContainment",
+            "mallory",
+            json!({"target": {"userPrincipalName": MALLORY}, "removeDirectoryRoles": true, "reason": "INC-91 token theft"}),
+        )
+        .await;
+    let o = env
+        .wait_condition(
+            "UserContainment",
+            "mallory",
+            "Ready",
+            "True",
+            Some("Contained"),
+        )
+        .await;
+    eprintln!(
+        "apply→Ready UserContainment: {} ms",
+        t.elapsed().as_millis()
+    );
+    let u = user(&env, MALLORY).await;
+    assert_eq!(u["accountEnabled"], false);
+    assert!(u["signInSessionsValidFromDateTime"].is_string());
+    assert!(mallory_roles(&env).await.is_empty());
+    assert_eq!(o["status"]["userId"], MALLORY_ID);
+    assert_eq!(o["status"]["accountEnabled"], false);
+    assert_eq!(o["status"]["directoryRoles"], json!([]));
+    assert_eq!(o["status"]["target"], format!("user/{MALLORY}"));
+    assert_eq!(
+        o["status"]["signInSessionsValidFromDateTime"],
+        u["signInSessionsValidFromDateTime"]
+    );
+    assert_eq!(
+        o["status"]["action"]["done"],
+        json!(["revoke sign-in sessions"])
+    );
+    assert_eq!(o["status"]["action"]["phase"], "Completed");
+    // PATCH, revoke, DELETE (direct), two schedule requests (PIM active, eligible).
+    assert_eq!(env.sim.successful_writes().await.len(), 5);
+    assert_eq!(revokes(&env.sim.writes().await), 1);
+
+    // An admin re-enables the account: corrected, and the sessions are not revoked again.
+    env.sim
+        .as_operator(
+            reqwest::Method::PATCH,
+            &format!("/v1.0/users/{MALLORY_ID}"),
+            GRAPH_SCOPE,
+            Some(json!({"accountEnabled": true})),
+        )
+        .await;
+    env.wait(
+        "UserContainment",
+        "mallory",
+        "drift corrected",
+        Duration::from_secs(30),
+        |o| o.is_some_and(|o| o["status"]["driftCount"] == 1),
+    )
+    .await;
+    assert_eq!(user(&env, MALLORY).await["accountEnabled"], false);
+    assert_eq!(revokes(&env.sim.writes().await), 1);
+
+    // A new trigger revokes once more.
+    let mut spec = o["spec"].clone();
+    spec["trigger"] = json!("second-look");
+    env.apply("UserContainment", "mallory", spec).await;
+    env.wait(
+        "UserContainment",
+        "mallory",
+        "the new trigger's run",
+        Duration::from_secs(30),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["action"]["runId"] == "trigger:second-look"
+                    && o["status"]["action"]["phase"] == "Completed"
+            })
+        },
+    )
+    .await;
+    assert_eq!(revokes(&env.sim.writes().await), 2);
+
+    env.delete("UserContainment", "mallory").await;
+    env.wait_gone("UserContainment", "mallory").await;
+    assert_eq!(user(&env, MALLORY).await["accountEnabled"], true);
+    assert_eq!(mallory_roles(&env).await, roles_before);
+    let active = graph_get(&env, &format!("{ROLES}/roleAssignmentScheduleInstances")).await;
+    assert_eq!(
+        active["value"][0]["endDateTime"], "2027-11-01T00:00:00Z",
+        "a time-bound PIM assignment comes back until its recorded end"
+    );
+    assert_eq!(
+        revokes(&env.sim.writes().await),
+        2,
+        "a revocation has no undo"
+    );
+}
+
+/// Entra is eventually consistent: while a replica still shows the account enabled after the
+/// write, the read-back is retried, so no second write and no drift. A synced user is flagged.
+#[tokio::test]
+async fn a_stale_replica_costs_no_second_write_and_a_synced_user_is_flagged() {
+    let env = Env::new("e2e-usrc-lag").await;
+    env.sim
+        .settings(json!({"graphReplicationLagMs": 6000}))
+        .await;
+    let _op = env.operator();
+    env.apply(
+        "UserContainment",
+        "eve",
+        json!({"target": {"userPrincipalName": "eve@contoso.example"}, "revokeSessions": false}),
+    )
+    .await;
+    let o = env
+        .wait_condition("UserContainment", "eve", "Ready", "True", Some("Contained"))
+        .await;
+    assert_eq!(o["status"]["onPremisesSynced"], true);
+    let msg = condition(&o, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("on-premises AD"), "{msg}");
+    assert_eq!(o["status"]["driftCount"], 0);
+    let writes = env.sim.successful_writes().await;
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(revokes(&env.sim.writes().await), 0);
+}
+
+/// A user a policy protects is refused by every name: protected by UPN, asked for by object id.
+#[tokio::test]
+async fn a_protected_user_is_refused_by_id_and_by_name() {
+    let upn = "breakglass@contoso.example";
+    let id = "33333333-0000-4000-8000-0000000000bb";
+    let env = Env::with_world("e2e-usrc-protected", printed_actions(&[]), |w| {
+        w.graph
+            .users
+            .push(json!({"id": id, "userPrincipalName": upn, "accountEnabled": true}));
+    })
+    .await;
+    env.named_policy(
+        &format!("{}-shield", env.ns),
+        json!({"namespaces": {"names": ["nobody"]}, "protected": {"identities": [upn.to_uppercase()]}}),
+    )
+    .await;
+    let _op = env.operator();
+    env.apply("UserContainment", "bg", json!({"target": {"objectId": id}}))
+        .await;
+    let o = env
+        .wait_condition(
+            "UserContainment",
+            "bg",
+            "Stalled",
+            "True",
+            Some("Protected"),
+        )
+        .await;
+    let msg = condition(&o, "Stalled").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("protected.identities"), "{msg}");
+    assert!(env.sim.writes().await.is_empty());
+    let _ = env
+        .policies()
+        .delete(&format!("{}-shield", env.ns), &Default::default())
+        .await;
 }

@@ -135,6 +135,13 @@ fn case(kind: &str) -> Case {
             "policies/authorizationPolicy$",
             false,
         ),
+        "UserContainment" => c(
+            "UserContainment",
+            json!({"target": {"userPrincipalName": "mallory@contoso.example"}}),
+            2,
+            "/v1.0/users/[^/]+$",
+            false,
+        ),
         other => panic!("no matrix case for {other}"),
     }
 }
@@ -262,6 +269,7 @@ matrix_tests! {
     threat_submission => "ThreatSubmission",
     consent_lockdown => "ConsentLockdown",
     threat_indicator => "ThreatIndicator",
+    user_containment => "UserContainment",
 }
 
 /// The fault-and-race run: one of every kind (and two blocks on one server) at once, while the
@@ -281,6 +289,7 @@ async fn a_burst_through_kills_and_faults_duplicates_no_action() {
         json!({"match": {"method": "POST", "pathRegex": "/api/machines/.*/isolate$"}, "loseAnswer": true}),
         json!({"match": {"method": "POST", "pathRegex": "/restrictCodeExecution$"}, "loseAnswer": true}),
         json!({"match": {"method": "POST", "pathRegex": "/api/indicators/import$"}, "loseAnswer": true}),
+        json!({"match": {"method": "POST", "pathRegex": "/revokeSignInSessions$"}, "loseAnswer": true}),
         json!({"match": {"method": "PATCH", "pathRegex": "servers/sql-prod-01$"}, "failOperation": true}),
         json!({"match": {"method": "PATCH"}, "status": 503, "count": 2}),
         json!({"match": {"method": "PUT"}, "status": 500, "count": 2}),
@@ -363,6 +372,11 @@ async fn a_burst_through_kills_and_faults_duplicates_no_action() {
         accepted(|p| p.ends_with("/restrictCodeExecution"), &writes),
         1,
         "one code restriction: {writes:?}"
+    );
+    assert_eq!(
+        accepted(|p| p.ends_with("/revokeSignInSessions"), &writes),
+        1,
+        "one revocation of the user's sessions (its answer lost): {writes:?}"
     );
     assert_eq!(
         accepted(|p| p.ends_with("threatSubmission/urlThreats"), &writes),

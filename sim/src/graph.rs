@@ -1,7 +1,13 @@
 //! Microsoft Graph: beta threat submissions (notStarted → running → succeeded), users and
 //! service principals (accountEnabled, revokeSignInSessions), and the authorization policy
-//! (`permissionGrantPoliciesAssigned` validated and stored in the service's casing).
+//! (`permissionGrantPoliciesAssigned` validated and stored in the service's casing), and
+//! directory roles (`roles`). Entra is eventually consistent: with `graphReplicationLagMs`, a
+//! user or service principal read within that time of a write still shows it as it was
+//! (azure-api-facts §3.24–3.26 intro).
 
+pub mod roles;
+
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
@@ -25,6 +31,10 @@ pub struct GraphState {
     pub service_principals: Vec<Value>,
     pub authorization_policy: Value,
     pub submissions: Vec<Submission>,
+    pub roles: roles::Roles,
+    /// Users and service principals (by id) as replicas still show them after a write, and
+    /// until when.
+    pub stale: HashMap<String, (Value, Instant)>,
 }
 
 impl GraphState {
@@ -37,18 +47,20 @@ impl GraphState {
                 "defaultUserRolePermissions": {"permissionGrantPoliciesAssigned": ["ManagePermissionGrantsForSelf.microsoft-user-default-legacy"]}
             })),
             submissions: Vec::new(),
+            roles: roles::Roles::from_world(w),
+            stale: HashMap::new(),
         }
     }
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Resp {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Resp {
     Resp::json(
         status,
         &json!({"error": {"code": code, "message": message, "innerError": {"request-id": guid(), "date": rfc3339(now())}}}),
     )
 }
 
-fn require(claims: &Claims, any_of: &[&str]) -> Result<(), Resp> {
+pub(crate) fn require(claims: &Claims, any_of: &[&str]) -> Result<(), Resp> {
     if claims.has_any_role(any_of) {
         Ok(())
     } else {
@@ -88,6 +100,16 @@ pub fn handle(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Resp {
 fn inner(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Result<Resp, Resp> {
     let segs: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     let step = Duration::from_millis(st.settings.submission_step_ms);
+    if segs.starts_with(&["v1.0", "roleManagement", "directory"]) {
+        return roles::handle(
+            &mut st.graph.roles,
+            req,
+            claims,
+            base,
+            st.settings.odata_page_size,
+        );
+    }
+    let lag = Duration::from_millis(st.settings.graph_replication_lag_ms);
     match (&req.method, segs.as_slice()) {
         (&Method::POST, ["beta", "security", "threatSubmission", kind]) => {
             require(claims, &["ThreatSubmission.ReadWrite.All"])?;
@@ -220,6 +242,7 @@ fn inner(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Result<Resp,
             } else {
                 &mut st.graph.service_principals
             };
+            let stale = &mut st.graph.stale;
             let Some(obj) = list.iter_mut().find(|o| {
                 o["id"] == *id
                     || o["userPrincipalName"]
@@ -234,19 +257,40 @@ fn inner(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Result<Resp,
                     ),
                 ));
             };
+            let key = obj["id"].as_str().unwrap_or_default().to_string();
+            // A write is seen by every replica only after the lag: until then reads show the
+            // object as it was before the first unreplicated write.
+            let mut lagging = |before: &Value| {
+                if lag.is_zero() {
+                    return;
+                }
+                let e = stale
+                    .entry(key.clone())
+                    .or_insert_with(|| (before.clone(), Instant::now()));
+                if e.1 <= Instant::now() {
+                    e.0 = before.clone();
+                }
+                e.1 = Instant::now() + lag;
+            };
             match (m, rest) {
                 (&Method::GET, []) => {
                     require(claims, read)?;
-                    Ok(Resp::json(StatusCode::OK, obj))
+                    let replica = stale
+                        .get(&key)
+                        .filter(|(_, until)| Instant::now() < *until)
+                        .map(|(old, _)| old);
+                    Ok(Resp::json(StatusCode::OK, replica.unwrap_or(obj)))
                 }
                 (&Method::PATCH, []) => {
                     require(claims, write)?;
                     let body = req.json()?;
+                    lagging(obj);
                     merge_patch(obj, &body);
                     Ok(Resp::empty(StatusCode::NO_CONTENT))
                 }
                 (&Method::POST, ["revokeSignInSessions"]) if users => {
                     require(claims, &["User.RevokeSessions.All", "User.ReadWrite.All"])?;
+                    lagging(obj);
                     obj["signInSessionsValidFromDateTime"] = json!(rfc3339(now()));
                     Ok(Resp::json(
                         StatusCode::OK,

@@ -71,6 +71,9 @@ pub struct Settings {
     /// Items per page of Graph and Defender for Endpoint lists (the rest through
     /// `@odata.nextLink`).
     pub odata_page_size: usize,
+    /// Entra's eventual consistency: for this long after a write, reads of the user or
+    /// service principal still show it as it was.
+    pub graph_replication_lag_ms: u64,
 }
 
 impl Default for Settings {
@@ -87,6 +90,7 @@ impl Default for Settings {
             lro_fail_code: "InternalServerError".into(),
             lro_shape: None,
             odata_page_size: 100,
+            graph_replication_lag_ms: 0,
         }
     }
 }
@@ -164,6 +168,15 @@ pub struct GraphWorld {
     pub service_principals: Vec<Value>,
     #[serde(default)]
     pub authorization_policy: Option<Value>,
+    /// Direct directory-role assignments (unifiedRoleAssignment).
+    #[serde(default)]
+    pub role_assignments: Vec<Value>,
+    /// PIM active assignments (unifiedRoleAssignmentScheduleInstance).
+    #[serde(default)]
+    pub role_assignment_schedules: Vec<Value>,
+    /// PIM eligible assignments (unifiedRoleEligibilityScheduleInstance).
+    #[serde(default)]
+    pub role_eligibility_schedules: Vec<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -27,6 +27,7 @@ pub mod common;
 pub mod cosmos;
 pub mod device;
 pub mod graph;
+pub mod identity;
 pub mod indicator;
 pub mod network;
 pub mod policy;
@@ -55,6 +56,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         indicator::ThreatIndicator::crd(),
         graph::ThreatSubmission::crd(),
         graph::ConsentLockdown::crd(),
+        identity::UserContainment::crd(),
         policy::ContainmentPolicy::crd(),
         approval::ContainmentApproval::crd(),
     ]

@@ -39,3 +39,19 @@ impl Clients {
         }
     }
 }
+
+/// `$filter=<field> eq '<value>'`, URL-encoded (quotes in the value doubled, as OData wants):
+/// the one filter shape Graph and Defender for Endpoint lists get from this operator.
+pub fn odata_eq_filter(field: &str, value: &str) -> String {
+    let clause = format!("{field} eq '{}'", value.replace('\'', "''"));
+    let encoded: String = clause
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("$filter={encoded}")
+}

@@ -7,7 +7,7 @@
 use kube::ResourceExt;
 use serde_json::{Map, Value, json};
 
-use crate::azure::{AzureError, Clients, Service};
+use crate::azure::{AzureError, Clients, Service, odata_eq_filter};
 use crate::engine::{Assessment, Stall, Step, Wait};
 
 /// One on/off pair of machine actions.
@@ -307,8 +307,7 @@ pub async fn observe(
         }
         Lookup::Names(names) => {
             for name in names {
-                let filter = format!("computerDnsName eq '{}'", quoted(name));
-                let path = format!("/api/machines?$filter={}", urlencode(&filter));
+                let path = format!("/api/machines?{}", odata_eq_filter("computerDnsName", name));
                 let found = match az.mde.list(&path, "").await {
                     Ok(found) => found,
                     // A filtered list that matches nothing is a 404 in Defender for Endpoint.
@@ -331,11 +330,10 @@ pub async fn observe(
     });
     let mut actions = Vec::new();
     if let Some(id) = &device_id {
-        let filter = format!("machineId eq '{}'", quoted(id));
         actions = az
             .mde
             .list(
-                &format!("/api/machineactions?$filter={}", urlencode(&filter)),
+                &format!("/api/machineactions?{}", odata_eq_filter("machineId", id)),
                 "",
             )
             .await?
@@ -379,21 +377,6 @@ pub fn release_comment<K: ResourceExt>(obj: &K) -> String {
         obj.namespace().unwrap_or_default(),
         obj.name_any()
     )
-}
-
-fn quoted(s: &str) -> String {
-    s.replace('\'', "''")
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -17,4 +17,5 @@ pub mod storage_key_rotation;
 pub mod storage_public_access;
 pub mod storage_sas_revocation;
 pub mod threat_submission;
+pub mod user;
 pub mod waf;

@@ -127,6 +127,19 @@ pub trait Control: Send + Sync + 'static {
     /// kind whose resources each own their own entry on the target).
     const COMPOSES: bool = false;
 
+    /// An enforced kind some of whose steps are one-shot actions, due once per `spec.trigger`
+    /// (e.g. revoking a user's sessions): the engine keeps the action ledger for them as for
+    /// actions (`status.action`: intent recorded before the call, evidence decides after a
+    /// crash or a lost answer). `assess` plans such a step only while the ledger of the
+    /// current trigger does not show it done.
+    const ONE_SHOT_STEPS: bool = false;
+
+    /// How long the service may keep answering reads from replicas that have not seen a write
+    /// (Entra is eventually consistent): the read-back after a write is retried for up to this
+    /// long before the write is taken as not applied, so a stale replica never causes a second
+    /// write or a drift.
+    const READ_LAG: Duration = Duration::ZERO;
+
     /// Fold `other`'s wants into `acc` (union of blocks, the strictest level), or say why the
     /// two cannot hold at once: the later of the two is then Stalled `ConflictsWith`.
     /// Leaves `acc` untouched when it fails.

@@ -54,8 +54,9 @@ impl Seal {
     }
 }
 
-/// What is sealed, canonical (object keys sorted at every depth), or `None` when there is
-/// nothing to seal.
+/// What is sealed, canonical (object keys sorted at every depth, null members dropped: a
+/// merge patch of the status deletes them, so the stored record never has them), or `None`
+/// when there is nothing to seal.
 fn message(uid: &str, s: &CommonStatus) -> Option<String> {
     if s.restore.is_none() && s.action.is_none() && s.policy.is_none() {
         return None;
@@ -79,7 +80,7 @@ fn canonical(v: &Value) -> Value {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
             let mut out = serde_json::Map::new();
-            for k in keys {
+            for k in keys.into_iter().filter(|k| !m[*k].is_null()) {
                 out.insert(k.clone(), canonical(&m[k]));
             }
             Value::Object(out)
@@ -93,6 +94,20 @@ fn canonical(v: &Value) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A record with a null member is stored without it (merge patch): the seal still holds.
+    #[test]
+    fn a_null_member_the_status_patch_drops_keeps_the_seal() {
+        let seal = Seal::new(Some(&[7u8; 32]));
+        let mut sent =
+            status(json!({"accountEnabled": true, "roles": [{"endDateTime": null, "id": "r"}]}));
+        sent.record_seal = seal.sign("uid-1", &sent);
+        let mut stored = sent.clone();
+        stored.restore = Some(json!({"accountEnabled": true, "roles": [{"id": "r"}]}));
+        assert!(seal.verify("uid-1", &stored).is_ok());
+        stored.restore = Some(json!({"accountEnabled": false, "roles": [{"id": "r"}]}));
+        assert!(seal.verify("uid-1", &stored).is_err());
+    }
 
     fn status(restore: Value) -> CommonStatus {
         CommonStatus {

@@ -450,6 +450,9 @@ impl<'a, C: Control> Pipeline<'a, C> {
     /// intent and evidence are recorded before any call.
     async fn decide(&mut self, observed: &C::Observed) -> Result<Next<()>, RunError> {
         if !self.is_action {
+            if C::ONE_SHOT_STEPS && self.common.mode == Mode::Enforce {
+                self.one_shot_run(observed).await?;
+            }
             return Ok(Next::Go(()));
         }
         let decision = ledger::decide(
@@ -503,6 +506,31 @@ impl<'a, C: Control> Pipeline<'a, C> {
             }
             _ => Ok(Next::Go(())),
         }
+    }
+
+    /// An enforced kind's one-shot steps: the ledger of the current trigger (a new one, with
+    /// the evidence before any call, when the trigger changed).
+    async fn one_shot_run(&mut self, observed: &C::Observed) -> Result<(), RunError> {
+        let run_id = ledger::run_id_for(self.obj.trigger());
+        if self
+            .run
+            .status
+            .action
+            .as_ref()
+            .is_some_and(|l| l.run_id == run_id)
+        {
+            return Ok(());
+        }
+        self.run.status.action = Some(ActionLedger {
+            run_id,
+            phase: ActionPhase::InProgress,
+            started_time: now(),
+            completed_time: None,
+            evidence: Some(self.sh.control.evidence(observed)),
+            done: Vec::new(),
+            sent: Vec::new(),
+        });
+        self.run.save().await
     }
 
     /// plan: the state that satisfies every Enforce resource on the target, assessed against
@@ -594,7 +622,7 @@ impl<'a, C: Control> Pipeline<'a, C> {
         observed: &C::Observed,
         assessment: &Assessment,
     ) -> Result<Next<Outcome>, RunError> {
-        if self.is_action
+        if (self.is_action || C::ONE_SHOT_STEPS)
             && let Some(wait) = self.run.unconfirmed(&assessment.steps).await
         {
             return self.waiting(wait).await.map(Next::Stop);
@@ -628,6 +656,18 @@ impl<'a, C: Control> Pipeline<'a, C> {
             Next::Stop(a) => return Ok(Next::Stop(a)),
         };
         Ok(Next::Go(outcome))
+    }
+
+    /// Observe the target again, with the status as it is now (ledger and ids included).
+    async fn read_back(&mut self) -> Result<Next<C::Observed>, RunError> {
+        let now = self
+            .run
+            .current_object()
+            .unwrap_or_else(|| self.obj.as_ref().clone());
+        match observe_shared(self.sh, &now, &self.target, None).await {
+            Ok(o) => Ok(Next::Go(o)),
+            Err(e) => self.run.azure_failed(e).await.map(Next::Stop),
+        }
     }
 
     /// A write on a target this resource had contained (same generation, same peers) means
@@ -664,7 +704,8 @@ impl<'a, C: Control> Pipeline<'a, C> {
 
     /// verify: from Azure's acknowledgements where the kind can derive the result from them
     /// (offered to siblings on the target), otherwise by reading back (observing with the
-    /// status as it is now, ledger and ids included). Returns the Ready message.
+    /// status as it is now, ledger and ids included; retried within the kind's read lag while
+    /// a replica may still show the state before the write). Returns the Ready message.
     async fn verify(
         &mut self,
         desired: &Arc<C::K>,
@@ -676,34 +717,38 @@ impl<'a, C: Control> Pipeline<'a, C> {
         } else {
             None
         };
-        let observed = match derived {
-            Some(o) => {
-                let cache = &self.sh.cx.observations;
-                let epoch = cache.epoch(&self.target.id);
-                cache.put(
-                    std::any::type_name::<C>(),
-                    &self.target.id,
-                    epoch,
-                    o.clone(),
-                );
-                o
+        if let Some(o) = &derived {
+            let cache = &self.sh.cx.observations;
+            let epoch = cache.epoch(&self.target.id);
+            cache.put(
+                std::any::type_name::<C>(),
+                &self.target.id,
+                epoch,
+                o.clone(),
+            );
+        }
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(250);
+        let assessed = loop {
+            let observed = match &derived {
+                Some(o) => o.clone(),
+                None => match self.read_back().await? {
+                    Next::Go(o) => o,
+                    Next::Stop(a) => return Ok(Next::Stop(a)),
+                },
+            };
+            let a = self
+                .sh
+                .control
+                .assess(desired, &self.target, &observed, &self.run.status);
+            let unseen = a.as_ref().is_ok_and(|a| !a.steps.is_empty());
+            if !unseen || derived.is_some() || started.elapsed() + pause > C::READ_LAG {
+                break a;
             }
-            None => {
-                let now = self
-                    .run
-                    .current_object()
-                    .unwrap_or_else(|| self.obj.as_ref().clone());
-                match observe_shared(self.sh, &now, &self.target, None).await {
-                    Ok(o) => o,
-                    Err(e) => return self.run.azure_failed(e).await.map(Next::Stop),
-                }
-            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
         };
-        match self
-            .sh
-            .control
-            .assess(desired, &self.target, &observed, &self.run.status)
-        {
+        match assessed {
             Ok(a) if a.steps.is_empty() && a.wait.is_none() => {
                 self.run.extra.extend(a.extra);
                 Ok(Next::Go(a.message))
@@ -744,6 +789,17 @@ impl<'a, C: Control> Pipeline<'a, C> {
             return self.complete_action(assessment, outcome.message).await;
         }
         self.run.status.last_verified_time = Some(now());
+        // One-shot steps of an enforced kind: compliant means this trigger's are all done (a
+        // call still unanswered is no longer planned because the evidence shows it).
+        if let Some(l) = self.run.status.action.as_mut()
+            && l.phase == ActionPhase::InProgress
+        {
+            for s in std::mem::take(&mut l.sent) {
+                ledger::done(Some(l), &s.what);
+            }
+            l.phase = ActionPhase::Completed;
+            l.completed_time = Some(now());
+        }
         let corrected_before = conditions::get(&self.run.status.conditions, conditions::READY)
             .is_some_and(|c| {
                 c.reason == "DriftCorrected" && c.observed_generation == self.run.generation

@@ -1,0 +1,91 @@
+//! Entra identity kinds: the target is a user (or a service principal), not an ARM resource.
+
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{CommonStatus, TenantCommonSpec};
+
+fn yes() -> bool {
+    true
+}
+
+/// The user: its Entra object id, or its userPrincipalName. Name a user the same way in every
+/// containment of it, so that they compose.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.objectId) != has(self.userPrincipalName)").message("spec.target: set exactly one of objectId and userPrincipalName"))]
+pub struct UserTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 36))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')").message("spec.target.objectId must be a GUID"))]
+    pub object_id: Option<String>,
+    /// e.g. `mallory@contoso.example`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 113))]
+    #[x_kube(validation = Rule::new("self.matches('^[^@\\\\s/]+@[A-Za-z0-9]([-A-Za-z0-9]*)([.][A-Za-z0-9]([-A-Za-z0-9]*))+$')").message("spec.target.userPrincipalName must look like name@domain.example"))]
+    pub user_principal_name: Option<String>,
+}
+
+containment_kind! {
+    kind = "UserContainment", shortname = "usrc", status = "UserContainmentStatus",
+    /// A compromised Entra user: the account stays disabled (re-enabled on release if it was
+    /// enabled), its sign-in sessions are revoked once at creation and again at each new
+    /// `trigger` (no undo), and optionally its directory roles are removed (direct, PIM active
+    /// and PIM eligible; re-created on release). Tokens already issued stay valid until they
+    /// expire.
+    #[x_kube(validation = Rule::new("self.disableAccount || self.revokeSessions || self.removeDirectoryRoles").message("spec: at least one of disableAccount, revokeSessions and removeDirectoryRoles must be true"))]
+    pub struct UserContainmentSpec {
+        pub target: UserTarget,
+        #[serde(flatten)]
+        pub common: TenantCommonSpec,
+        /// `accountEnabled: false` while this resource exists.
+        #[serde(default = "yes")]
+        pub disable_account: bool,
+        /// Revoke refresh tokens and session cookies (`revokeSignInSessions`) once per trigger.
+        #[serde(default = "yes")]
+        pub revoke_sessions: bool,
+        /// Remove every directory role the user holds: direct assignments, PIM active and PIM
+        /// eligible ones (needs the Tier-0 `RoleManagement.ReadWrite.Directory`).
+        #[serde(default)]
+        pub remove_directory_roles: bool,
+        /// Change to revoke the sessions again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 253))]
+        pub trigger: Option<String>,
+    }
+}
+
+/// A directory role the user held, as recorded for release.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectoryRole {
+    pub role_definition_id: String,
+    pub directory_scope_id: String,
+    /// Direct, Active (PIM) or Eligible (PIM).
+    pub assignment: String,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserContainmentStatus {
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// The user's object id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_principal_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_enabled: Option<bool>,
+    /// The user is synced from on-premises Active Directory: the next sync can undo a change
+    /// made in Entra; disable the account on-premises too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_premises_synced: bool,
+    /// Sessions and refresh tokens issued before this time no longer work (the evidence of the
+    /// revocation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_in_sessions_valid_from_date_time: Option<String>,
+    /// The directory roles the user holds now (with removeDirectoryRoles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_roles: Option<Vec<DirectoryRole>>,
+}
