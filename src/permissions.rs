@@ -44,9 +44,9 @@ macro_rules! kinds {
 }
 
 use crate::controls::{
-    arc_isolation, consent, cosmos, defender_alert, device, indicator, sql_ip_block,
-    sql_public_access, storage_key_rotation, storage_public_access, storage_sas_revocation,
-    threat_submission, user, waf,
+    arc_isolation, consent, cosmos, defender_alert, device, indicator, service_principal,
+    sql_ip_block, sql_public_access, storage_key_rotation, storage_public_access,
+    storage_sas_revocation, threat_submission, user, waf,
 };
 
 kinds! {
@@ -66,6 +66,7 @@ kinds! {
     "ThreatSubmission" => threat_submission::ThreatSubmissionControl { graph: &["ThreatSubmission.ReadWrite.All"], mde: &[] },
     "ConsentLockdown" => consent::ConsentLockdownControl { graph: &["Policy.ReadWrite.Authorization"], mde: &[] },
     "UserContainment" => user::UserContainmentControl { graph: &["User.Read.All", "User.EnableDisableAccount.All", "User.RevokeSessions.All", "RoleManagement.ReadWrite.Directory"], mde: &[] },
+    "ServicePrincipalContainment" => service_principal::ServicePrincipalContainmentControl { graph: &["Application.ReadWrite.All", "DelegatedPermissionGrant.ReadWrite.All", "AppRoleAssignment.ReadWrite.All"], mde: &[] },
 }
 
 /// Resolve `--kinds` (names, case-insensitive; empty = all) or say which name is unknown.

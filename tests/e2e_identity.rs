@@ -1,4 +1,5 @@
-//! End to end, the Entra ID kinds (Microsoft Graph): ConsentLockdown, UserContainment.
+//! End to end, the Entra ID kinds (Microsoft Graph): ConsentLockdown, UserContainment,
+//! ServicePrincipalContainment.
 
 mod support;
 
@@ -15,6 +16,8 @@ const LOW: &str = "ManagePermissionGrantsForSelf.microsoft-user-default-low";
 const MALLORY: &str = "mallory@contoso.example";
 const MALLORY_ID: &str = "33333333-0000-4000-8000-000000000003";
 const ROLES: &str = "/v1.0/roleManagement/directory";
+const LEGACY_SP: &str = "44444444-0000-4000-8000-000000000004";
+const LEGACY_APP: &str = "55555555-0000-4000-8000-000000000005";
 
 async fn graph_get(env: &Env, path: &str) -> Value {
     env.sim
@@ -179,6 +182,10 @@ async fn exactly_the_printed_graph_permissions_suffice_and_each_is_needed() {
             "UserContainment",
             json!({"target": {"userPrincipalName": MALLORY}, "removeDirectoryRoles": true}),
         ),
+        (
+            "ServicePrincipalContainment",
+            json!({"target": {"appId": LEGACY_APP}, "removeDelegatedGrants": true, "removeAppRoleAssignments": true, "removePasswordCredentials": true}),
+        ),
     ] {
         let printed = std::process::Command::new(env!("CARGO_BIN_EXE_containment-operator"))
             .args(["permissions", "--kinds", kind])
@@ -263,6 +270,21 @@ async fn invalid_identity_specs_are_rejected_naming_the_field() {
             "UserContainment",
             json!({"target": {"objectId": MALLORY_ID}, "disableAccount": false, "revokeSessions": false}),
             "at least one of disableAccount, revokeSessions and removeDirectoryRoles",
+        ),
+        (
+            "ServicePrincipalContainment",
+            json!({"target": {"objectId": LEGACY_SP, "appId": LEGACY_APP}}),
+            "spec.target: set exactly one of objectId and appId",
+        ),
+        (
+            "ServicePrincipalContainment",
+            json!({"target": {"appId": "legacy-sync"}}),
+            "spec.target.appId must be a GUID",
+        ),
+        (
+            "ServicePrincipalContainment",
+            json!({"target": {"objectId": LEGACY_SP}, "disableServicePrincipal": false}),
+            "at least one of disableServicePrincipal, removeDelegatedGrants",
         ),
     ];
     for (i, (kind, spec, field)) in cases.into_iter().enumerate() {
@@ -456,4 +478,145 @@ async fn a_protected_user_is_refused_by_id_and_by_name() {
         .policies()
         .delete(&format!("{}-shield", env.ns), &Default::default())
         .await;
+}
+
+async fn legacy_holdings(env: &Env) -> (Value, Vec<(String, String)>, Vec<String>, usize) {
+    let sp = graph_get(env, &format!("/v1.0/servicePrincipals/{LEGACY_SP}")).await;
+    let grants = graph_get(
+        env,
+        &format!("/v1.0/oauth2PermissionGrants?$filter=clientId%20eq%20%27{LEGACY_SP}%27"),
+    )
+    .await;
+    let mut g: Vec<(String, String)> = grants["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["consentType"].as_str().unwrap().to_string(),
+                x["scope"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    g.sort();
+    let roles = graph_get(
+        env,
+        &format!("/v1.0/servicePrincipals/{LEGACY_SP}/appRoleAssignments"),
+    )
+    .await;
+    let r = roles["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["appRoleId"].as_str().unwrap().to_string())
+        .collect();
+    let app = graph_get(
+        env,
+        "/v1.0/applications(appId='55555555-0000-4000-8000-000000000005')",
+    )
+    .await;
+    let secrets = app["passwordCredentials"].as_array().unwrap().len();
+    (sp["accountEnabled"].clone(), g, r, secrets)
+}
+
+/// Disable + grants + app-role assignments + secrets; drift corrected; release re-enables and
+/// re-creates grants and assignments, while the removed secrets stay removed (no undo).
+#[tokio::test]
+async fn service_principal_containment_cuts_the_app_off_and_restores_what_can_be() {
+    let env = Env::new("e2e-spc").await;
+    let _op = env.operator();
+    let (enabled, grants, roles, secrets) = legacy_holdings(&env).await;
+    assert_eq!(
+        (enabled.clone(), grants.len(), roles.len(), secrets),
+        (json!(true), 2, 1, 2)
+    );
+    let t = env
+        .apply(
+            "ServicePrincipalContainment",
+            "legacy",
+            json!({"target": {"appId": LEGACY_APP}, "removeDelegatedGrants": true, "removeAppRoleAssignments": true, "removePasswordCredentials": true, "reason": "INC-92 app secret leaked"}),
+        )
+        .await;
+    let o = env
+        .wait_condition(
+            "ServicePrincipalContainment",
+            "legacy",
+            "Ready",
+            "True",
+            Some("Contained"),
+        )
+        .await;
+    eprintln!(
+        "apply→Ready ServicePrincipalContainment: {} ms",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(
+        legacy_holdings(&env).await,
+        (json!(false), vec![], vec![], 0)
+    );
+    assert_eq!(o["status"]["servicePrincipalId"], LEGACY_SP);
+    assert_eq!(o["status"]["delegatedGrants"], 0);
+    assert_eq!(o["status"]["appRoleAssignments"], 0);
+    assert_eq!(o["status"]["passwordKeyIds"], json!([]));
+    assert_eq!(o["status"]["target"], format!("app/{LEGACY_APP}"));
+    // PATCH, two grants, one assignment, two secrets.
+    assert_eq!(env.sim.successful_writes().await.len(), 6);
+
+    env.sim
+        .as_operator(
+            reqwest::Method::PATCH,
+            &format!("/v1.0/servicePrincipals/{LEGACY_SP}"),
+            GRAPH_SCOPE,
+            Some(json!({"accountEnabled": true})),
+        )
+        .await;
+    env.wait(
+        "ServicePrincipalContainment",
+        "legacy",
+        "drift corrected",
+        Duration::from_secs(30),
+        |o| o.is_some_and(|o| o["status"]["driftCount"] == 1),
+    )
+    .await;
+    assert_eq!(legacy_holdings(&env).await.0, false);
+
+    env.delete("ServicePrincipalContainment", "legacy").await;
+    env.wait_gone("ServicePrincipalContainment", "legacy").await;
+    assert_eq!(legacy_holdings(&env).await, (enabled, grants, roles, 0));
+}
+
+/// Microsoft first-party apps and the operator's own principal are refused, nothing sent.
+#[tokio::test]
+async fn first_party_apps_and_the_operators_own_principal_are_never_contained() {
+    let env = Env::new("e2e-spc-refused").await;
+    let _op = env.operator();
+    env.apply(
+        "ServicePrincipalContainment",
+        "graph",
+        json!({"target": {"appId": "00000003-0000-0000-c000-000000000000"}}),
+    )
+    .await;
+    env.apply(
+        "ServicePrincipalContainment",
+        "self",
+        json!({"target": {"objectId": "11111111-0000-4000-8000-0000000000f1"}}),
+    )
+    .await;
+    for (name, says) in [("graph", "first-party"), ("self", "own service principal")] {
+        let o = env
+            .wait_condition(
+                "ServicePrincipalContainment",
+                name,
+                "Stalled",
+                "True",
+                Some("Protected"),
+            )
+            .await;
+        let msg = condition(&o, "Stalled").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains(says), "{name}: {msg}");
+    }
+    assert!(env.sim.writes().await.is_empty());
 }

@@ -142,6 +142,13 @@ fn case(kind: &str) -> Case {
             "/v1.0/users/[^/]+$",
             false,
         ),
+        "ServicePrincipalContainment" => c(
+            "ServicePrincipalContainment",
+            json!({"target": {"objectId": "44444444-0000-4000-8000-000000000004"}}),
+            1,
+            "/v1.0/servicePrincipals/[^/]+$",
+            false,
+        ),
         other => panic!("no matrix case for {other}"),
     }
 }
@@ -270,6 +277,7 @@ matrix_tests! {
     consent_lockdown => "ConsentLockdown",
     threat_indicator => "ThreatIndicator",
     user_containment => "UserContainment",
+    service_principal_containment => "ServicePrincipalContainment",
 }
 
 /// The fault-and-race run: one of every kind (and two blocks on one server) at once, while the

@@ -2,8 +2,9 @@
 //! control plane and azure-sim with ARM's real throttling buckets. Prints a Markdown table and
 //! writes bench/results.json. Not a test: numbers, with each target reported met or not.
 //!
-//! Scenarios (issue #7): burst, latency, steady state, drift, footprint. Sizes can be reduced
-//! for a quick look with BENCH_QUICK=1.
+//! Scenarios (issue #7): burst, latency, steady state, drift, footprint; indicators (issue #14).
+//! Sizes can be reduced for a quick look with BENCH_QUICK=1; BENCH_OPERATOR=path runs another
+//! operator build (e.g. target/debug/containment-operator) instead of the release one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -387,7 +388,9 @@ fn operator_with(
     tag: &str,
     extra: &[&str],
 ) -> Result<Operator> {
-    let bin = Path::new(ROOT).join("target/release/containment-operator");
+    let bin = std::env::var_os("BENCH_OPERATOR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(ROOT).join("target/release/containment-operator"));
     if !bin.exists() {
         bail!("{} missing: make bench builds it", bin.display());
     }
@@ -1006,6 +1009,68 @@ async fn drift(lab: &Lab, r: &mut Report, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Many ThreatIndicators created at once: they coalesce into a few `indicators/import` calls
+/// (≤ 500 items each) that stay within Defender for Endpoint's rate limits.
+async fn indicators(lab: &Lab, r: &mut Report, dir: &Path) -> Result<()> {
+    let n = if quick() { 200 } else { 1000 };
+    let (az, _) = start_azure(0, 0, 0).await?;
+    let ns = lab.namespace("bench-tind").await?;
+    let items: Vec<Item> = (0..n)
+        .map(|i| Item {
+            kind: "ThreatIndicator",
+            name: format!("ioc-{i:04}"),
+            spec: json!({"indicatorType": "IpAddress", "value": format!("198.18.{}.{}", i / 250, i % 250 + 1)}),
+        })
+        .collect();
+    let tracker = Tracker::watch(lab, &ns, &["ThreatIndicator"]);
+    let op = operator(lab, &az, &ns, "300s", dir, "indicators")?;
+    let t0 = Instant::now();
+    lab.create(&ns, &items, 32).await?;
+    let created = t0.elapsed().as_secs_f64();
+    let done = tracker.wait_ready(n, Duration::from_secs(300)).await?;
+    let all_ready = done.duration_since(t0).as_secs_f64();
+    let log = az.log();
+    let mde: Vec<_> = log.iter().filter(|e| e.path.starts_with("/api/")).collect();
+    let imports = mde
+        .iter()
+        .filter(|e| {
+            e.method == "POST"
+                && e.path == "/api/indicators/import"
+                && (200..300).contains(&e.status)
+        })
+        .count();
+    let throttled = mde.iter().filter(|e| e.status == 429).count();
+    let budget = if quick() { 1 } else { 3 };
+    r.row(
+        "indicators",
+        &format!("{n} ThreatIndicators created at once (in {created:.1} s): import calls"),
+        format!("{imports}"),
+        &format!("≤ {budget}"),
+        Some(imports <= budget),
+    );
+    r.row(
+        "indicators",
+        "MDE calls answered 429 (100/min per API, 30/min for import)",
+        format!("{throttled} of {}", mde.len()),
+        "0",
+        Some(throttled == 0),
+    );
+    r.row(
+        "indicators",
+        "all Ready after creation started",
+        format!("{all_ready:.1} s"),
+        "—",
+        None,
+    );
+    r.json.insert(
+        "indicators".into(),
+        json!({"count": n, "createSeconds": created, "imports": imports,
+        "mdeCalls": mde.len(), "throttled": throttled, "allReadySeconds": all_ready}),
+    );
+    op.stop();
+    Ok(())
+}
+
 /// Resident memory with many resources: objects only (their targets do not exist, so each
 /// stalls after one read; the point is the watch caches and per-object state).
 async fn footprint(lab: &Lab, r: &mut Report, dir: &Path) -> Result<()> {
@@ -1084,6 +1149,10 @@ async fn main() -> Result<()> {
     if run("drift") {
         eprintln!("bench: drift");
         drift(&lab, &mut r, dir.path()).await?;
+    }
+    if run("indicators") {
+        eprintln!("bench: indicators");
+        indicators(&lab, &mut r, dir.path()).await?;
     }
     if run("footprint") {
         eprintln!("bench: footprint");

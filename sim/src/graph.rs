@@ -5,6 +5,7 @@
 //! user or service principal read within that time of a write still shows it as it was
 //! (azure-api-facts §3.24–3.26 intro).
 
+pub mod apps;
 pub mod roles;
 
 use std::collections::HashMap;
@@ -32,6 +33,9 @@ pub struct GraphState {
     pub authorization_policy: Value,
     pub submissions: Vec<Submission>,
     pub roles: roles::Roles,
+    pub grants: Vec<Value>,
+    pub app_role_assignments: Vec<Value>,
+    pub applications: Vec<Value>,
     /// Users and service principals (by id) as replicas still show them after a write, and
     /// until when.
     pub stale: HashMap<String, (Value, Instant)>,
@@ -48,6 +52,9 @@ impl GraphState {
             })),
             submissions: Vec::new(),
             roles: roles::Roles::from_world(w),
+            grants: w.oauth2_permission_grants.clone(),
+            app_role_assignments: w.app_role_assignments.clone(),
+            applications: w.applications.clone(),
             stale: HashMap::new(),
         }
     }
@@ -98,8 +105,43 @@ pub fn handle(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Resp {
 }
 
 fn inner(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Result<Resp, Resp> {
-    let segs: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    let mut owned: Vec<String> = req
+        .path
+        .trim_matches('/')
+        .split('/')
+        .map(str::to_string)
+        .collect();
+    // `servicePrincipals(appId='…')` / `applications(appId='…')`: the object with that appId.
+    if let Some(seg) = owned.get_mut(1) {
+        for (coll, list) in [
+            ("servicePrincipals", &st.graph.service_principals),
+            ("applications", &st.graph.applications),
+        ] {
+            if let Some(app_id) = apps::alternate_key(seg, coll) {
+                let id = list
+                    .iter()
+                    .find(|o| o["appId"] == app_id)
+                    .and_then(|o| o["id"].as_str())
+                    .unwrap_or("(no such appId)");
+                *seg = format!("{coll}/{id}");
+            }
+        }
+    }
+    let joined = owned.join("/");
+    let segs: Vec<&str> = joined.split('/').collect();
     let step = Duration::from_millis(st.settings.submission_step_ms);
+    if segs.first() == Some(&"v1.0")
+        && let Some(r) = apps::handle(
+            &mut st.graph,
+            req,
+            claims,
+            base,
+            st.settings.odata_page_size,
+            &segs[1..],
+        )
+    {
+        return r;
+    }
     if segs.starts_with(&["v1.0", "roleManagement", "directory"]) {
         return roles::handle(
             &mut st.graph.roles,

@@ -177,6 +177,15 @@ pub struct GraphWorld {
     /// PIM eligible assignments (unifiedRoleEligibilityScheduleInstance).
     #[serde(default)]
     pub role_eligibility_schedules: Vec<Value>,
+    /// Delegated permission grants (oAuth2PermissionGrant).
+    #[serde(default)]
+    pub oauth2_permission_grants: Vec<Value>,
+    /// App-role assignments granted to service principals (appRoleAssignment).
+    #[serde(default)]
+    pub app_role_assignments: Vec<Value>,
+    /// Application registrations of this tenant (with `passwordCredentials` metadata).
+    #[serde(default)]
+    pub applications: Vec<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

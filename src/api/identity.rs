@@ -89,3 +89,75 @@ pub struct UserContainmentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directory_roles: Option<Vec<DirectoryRole>>,
 }
+
+/// The service principal: its object id, or its application's appId.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.objectId) != has(self.appId)").message("spec.target: set exactly one of objectId and appId"))]
+pub struct ServicePrincipalTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 36))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')").message("spec.target.objectId must be a GUID"))]
+    pub object_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 36))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')").message("spec.target.appId must be a GUID"))]
+    pub app_id: Option<String>,
+}
+
+containment_kind! {
+    kind = "ServicePrincipalContainment", shortname = "spc", status = "ServicePrincipalContainmentStatus",
+    /// A rogue or compromised app: its service principal stays disabled (no new tokens;
+    /// re-enabled on release), optionally its delegated grants and app-role assignments are
+    /// removed (recorded, re-created on release), and, only when asked, its client secrets
+    /// are removed once per trigger (irreversible). Microsoft first-party apps and the
+    /// operator's own principal are always refused.
+    #[x_kube(validation = Rule::new("self.disableServicePrincipal || self.removeDelegatedGrants || self.removeAppRoleAssignments || self.removePasswordCredentials").message("spec: at least one of disableServicePrincipal, removeDelegatedGrants, removeAppRoleAssignments and removePasswordCredentials must be true"))]
+    pub struct ServicePrincipalContainmentSpec {
+        pub target: ServicePrincipalTarget,
+        #[serde(flatten)]
+        pub common: TenantCommonSpec,
+        /// `accountEnabled: false` while this resource exists.
+        #[serde(default = "yes")]
+        pub disable_service_principal: bool,
+        /// Remove the delegated permission grants the app holds (tenant-wide and per user).
+        #[serde(default)]
+        pub remove_delegated_grants: bool,
+        /// Remove the application permissions granted to it (its app-role assignments).
+        #[serde(default)]
+        pub remove_app_role_assignments: bool,
+        /// Irreversible: remove every client secret its application registration has when a
+        /// run starts (once at creation, again at each new trigger). Only for apps registered
+        /// in this tenant.
+        #[serde(default)]
+        pub remove_password_credentials: bool,
+        /// Change to remove the secrets present then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 253))]
+        pub trigger: Option<String>,
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePrincipalContainmentStatus {
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_principal_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_enabled: Option<bool>,
+    /// Delegated grants it holds now (with removeDelegatedGrants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_grants: Option<u32>,
+    /// App-role assignments it holds now (with removeAppRoleAssignments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_role_assignments: Option<u32>,
+    /// keyIds of the client secrets its application has now (with removePasswordCredentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_key_ids: Option<Vec<String>>,
+}

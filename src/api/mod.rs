@@ -57,6 +57,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         graph::ThreatSubmission::crd(),
         graph::ConsentLockdown::crd(),
         identity::UserContainment::crd(),
+        identity::ServicePrincipalContainment::crd(),
         policy::ContainmentPolicy::crd(),
         approval::ContainmentApproval::crd(),
     ]

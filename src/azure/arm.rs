@@ -235,6 +235,28 @@ impl Arm {
         Ok(t.token.secret().to_string())
     }
 
+    /// The operator's own identity as its access token names it: (`appid` or `azp`, `oid`).
+    /// The token is the operator's own, fresh from Entra, so its payload is read unverified.
+    pub async fn own_identity(&self) -> Result<(String, String), AzureError> {
+        use base64::Engine as _;
+        let token = self.token().await?;
+        let claims: Value = token
+            .split('.')
+            .nth(1)
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p.trim_end_matches('='))
+                    .ok()
+            })
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let text = |k: &str| claims[k].as_str().unwrap_or_default().to_string();
+        let app = Some(text("appid"))
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| text("azp"));
+        Ok((app, text("oid")))
+    }
+
     /// Send one request, waiting for the limiter and retrying throttling and transient failures.
     pub async fn call(&self, r: &ArmRequest<'_>) -> Result<Reply, AzureError> {
         let url = self.url(r.path, r.api_version)?;

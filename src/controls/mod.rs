@@ -11,6 +11,7 @@ pub mod ipv4;
 pub mod lockdown;
 pub mod machine_action;
 pub mod rotation;
+pub mod service_principal;
 pub mod sql_ip_block;
 pub mod sql_public_access;
 pub mod storage_key_rotation;
