@@ -553,8 +553,10 @@ mod tests {
             json!({"clientId": "sp1", "consentType": "AllPrincipals", "resourceId": "graph", "scope": "Mail.Read"})
         );
         // A run that found only k1 does not remove a secret added later.
-        let mut st = CommonStatus::default();
-        st.action = Some(serde_json::from_value(json!({"runId": "created", "phase": "InProgress", "startedTime": "2026-12-01T00:00:00Z", "evidence": {"passwordKeyIds": ["k1"]}})).unwrap());
+        let st = CommonStatus {
+            action: Some(serde_json::from_value(json!({"runId": "created", "phase": "InProgress", "startedTime": "2026-12-01T00:00:00Z", "evidence": {"passwordKeyIds": ["k1"]}})).unwrap()),
+            ..Default::default()
+        };
         let later = plan(&o, &a, &st).unwrap();
         assert_eq!(
             later
