@@ -4,7 +4,8 @@
 //!
 //! Scenarios (issue #7): burst, latency, steady state, drift, footprint; indicators (issue #14).
 //! Sizes can be reduced for a quick look with BENCH_QUICK=1; BENCH_OPERATOR=path runs another
-//! operator build (e.g. target/debug/containment-operator) instead of the release one.
+//! operator build (e.g. target/debug/containment-operator) instead of the release one;
+//! BENCH_ONLY=name runs one scenario; BENCH_KEEP_LOGS=dir keeps the operators' logs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -234,11 +235,21 @@ impl Lab {
         })
     }
 
+    /// A fresh namespace with a ContainmentPolicy that allows it every kind (the guard denies by
+    /// default; the benchmark measures the engine, not the policy).
     async fn namespace(&self, prefix: &str) -> Result<String> {
-        Ok(testenv::shared()
+        let ns = testenv::shared()
             .await?
             .namespace(&self.client, prefix)
-            .await?)
+            .await?;
+        let policies: Api<DynamicObject> =
+            Api::all_with(self.client.clone(), &gvk("ContainmentPolicy"));
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": format!("{GROUP}/v1alpha1"), "kind": "ContainmentPolicy",
+            "metadata": {"name": ns},
+            "spec": {"namespaces": {"names": [ns]}, "allow": [{"kinds": ["*"]}]}}))?;
+        policies.create(&PostParams::default(), &obj).await?;
+        Ok(ns)
     }
 
     async fn create(&self, ns: &str, items: &[Item], parallel: usize) -> Result<()> {
@@ -264,6 +275,8 @@ impl Lab {
 struct Tracker {
     ready: Arc<Mutex<HashMap<String, Instant>>>,
     stalled: Arc<Mutex<HashMap<String, String>>>,
+    /// The newest Ready condition's reason per resource (to say why some never got there).
+    waiting: Arc<Mutex<HashMap<String, String>>>,
     tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -292,6 +305,12 @@ impl Tracker {
                         let v = serde_json::to_value(&o).unwrap();
                         let key = format!("{kind}/{}", v["metadata"]["name"].as_str().unwrap());
                         let generation = v["metadata"]["generation"].as_i64();
+                        if let Some(c) = condition(&v, "Ready") {
+                            tr.waiting
+                                .lock()
+                                .unwrap()
+                                .insert(key.clone(), c["reason"].as_str().unwrap_or("").into());
+                        }
                         if let Some(c) = condition(&v, "Ready")
                             && c["status"] == "True"
                             && c["observedGeneration"].as_i64() == generation
@@ -333,8 +352,15 @@ impl Tracker {
                 return Ok(self.ready.lock().unwrap().values().copied().max().unwrap());
             }
             if Instant::now() > deadline {
+                let ready = self.ready.lock().unwrap().clone();
+                let mut why: BTreeMap<String, usize> = BTreeMap::new();
+                for (k, r) in self.waiting.lock().unwrap().iter() {
+                    if !ready.contains_key(k) {
+                        *why.entry(r.clone()).or_default() += 1;
+                    }
+                }
                 bail!(
-                    "{} of {n} ready after {timeout:?}; stalled: {:?}",
+                    "{} of {n} ready after {timeout:?}; the others' Ready reasons: {why:?}; stalled: {:?}",
                     self.ready_count(),
                     self.stalled
                         .lock()
@@ -462,6 +488,19 @@ impl Operator {
 
     fn stop(mut self) {
         self.proc.kill();
+    }
+}
+
+/// `BENCH_KEEP_LOGS=DIR` keeps the operator's log there (the run's own directory is
+/// temporary), also when a scenario fails.
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(keep) = std::env::var_os("BENCH_KEEP_LOGS") {
+            let to = Path::new(&keep).join(self.log.file_name().unwrap_or_default());
+            if let Err(e) = std::fs::copy(&self.log, &to) {
+                eprintln!("bench: could not keep {}: {e}", self.log.display());
+            }
+        }
     }
 }
 
@@ -1027,8 +1066,10 @@ async fn indicators(lab: &Lab, r: &mut Report, dir: &Path) -> Result<()> {
     let t0 = Instant::now();
     lab.create(&ns, &items, 32).await?;
     let created = t0.elapsed().as_secs_f64();
-    let done = tracker.wait_ready(n, Duration::from_secs(300)).await?;
-    let all_ready = done.duration_since(t0).as_secs_f64();
+    let done = tracker.wait_ready(n, Duration::from_secs(300)).await;
+    let all_ready = done.as_ref().map(|d| d.duration_since(t0).as_secs_f64());
+    let reconciles = metric_sum(&op, "containment_reconciles_total").await;
+    let busy = metric_sum(&op, "containment_reconcile_duration_seconds_sum").await;
     let log = az.log();
     let mde: Vec<_> = log.iter().filter(|e| e.path.starts_with("/api/")).collect();
     let imports = mde
@@ -1058,14 +1099,25 @@ async fn indicators(lab: &Lab, r: &mut Report, dir: &Path) -> Result<()> {
     r.row(
         "indicators",
         "all Ready after creation started",
-        format!("{all_ready:.1} s"),
+        match &all_ready {
+            Ok(s) => format!("{s:.1} s"),
+            Err(e) => format!("not within 300 s: {e}"),
+        },
+        "≤ 300 s",
+        Some(all_ready.is_ok()),
+    );
+    r.row(
+        "indicators",
+        "reconciles (and their total time)",
+        format!("{reconciles} ({busy:.1} s)"),
         "—",
         None,
     );
     r.json.insert(
         "indicators".into(),
         json!({"count": n, "createSeconds": created, "imports": imports,
-        "mdeCalls": mde.len(), "throttled": throttled, "allReadySeconds": all_ready}),
+        "mdeCalls": mde.len(), "throttled": throttled, "allReadySeconds": all_ready.ok(),
+        "reconciles": reconciles, "reconcileSeconds": busy}),
     );
     op.stop();
     Ok(())

@@ -1,21 +1,37 @@
 //! Coalescing the writes of many resources that share one Azure list (a WAF policy's custom
-//! rules, a tenant's indicators): every resource registers what it wants under its target, the
-//! first one to write sends everyone's wants in one request, and while resources keep arriving
-//! on a target (a burst) a write waits until none has arrived for `SETTLE`, at most `MAX_HOLD`
-//! from its own arrival. A lone resource is never held.
+//! rules, a tenant's indicators): every resource registers what it wants under its target, and
+//! one write carries everyone's wants. In a burst (resources arriving on a target within
+//! `MAX_HOLD`), the one with the smallest key leads: it writes once nothing has arrived for
+//! `SETTLE` and no peer is still waiting for the guard's admission (at most `MAX_HOLD` from its
+//! own arrival). The rest hold for `MAX_HOLD` from their own arrival; the leader's write wakes
+//! them (`Control::COALESCES`), so they neither crowd the work queue with re-checks nor write
+//! what the leader already wrote. A peer not yet admitted is waited for, never written. A lone
+//! resource is never held.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::engine::Kind;
+use crate::engine::composition::{OnTarget, name_of};
+
 pub const SETTLE: Duration = Duration::from_secs(1);
-pub const MAX_HOLD: Duration = Duration::from_secs(5);
+/// Long enough for a thousand first reconciles (each admits one resource) on one target.
+pub const MAX_HOLD: Duration = Duration::from_secs(30);
 
 /// Wants per target (lower case), per resource key (`namespace/name`), in key order, and when
-/// each resource was first seen.
+/// each resource was first seen (and whether it still waits for admission).
 pub struct Registry<W> {
     wants: Mutex<HashMap<String, BTreeMap<String, W>>>,
-    arrivals: Mutex<HashMap<String, HashMap<String, Instant>>>,
+    arrivals: Mutex<HashMap<String, HashMap<String, Arrival>>>,
+}
+
+#[derive(Clone, Copy)]
+struct Arrival {
+    at: Instant,
+    admitted: bool,
+    /// Neither Ready nor Stalled for its current generation: it may still write (and lead).
+    writing: bool,
 }
 
 impl<W> Default for Registry<W> {
@@ -28,21 +44,75 @@ impl<W> Default for Registry<W> {
 }
 
 impl<W: Clone> Registry<W> {
-    /// Replace the target's wants with `wants` (the resource and its peers from the watch
-    /// cache); resources not seen before arrive now.
-    pub fn register(&self, target: &str, wants: BTreeMap<String, W>) {
+    /// Replace the target's wants with `wants` (the resource and its admitted peers from the
+    /// watch cache); `arriving` are peers the guard has not admitted yet. Resources not seen
+    /// before arrive now.
+    pub fn register<'k>(
+        &self,
+        target: &str,
+        wants: BTreeMap<String, W>,
+        arriving: impl IntoIterator<Item = &'k String>,
+    ) {
+        self.register_idle(target, wants, arriving, &HashSet::new());
+    }
+
+    /// [`Registry::register`], with the peers that are done (Ready or Stalled): they count as
+    /// arrivals but do not lead a burst, since they will not write.
+    fn register_idle<'k>(
+        &self,
+        target: &str,
+        wants: BTreeMap<String, W>,
+        arriving: impl IntoIterator<Item = &'k String>,
+        idle: &HashSet<String>,
+    ) {
         let target = target.to_ascii_lowercase();
         let now = Instant::now();
         {
+            let arriving: HashSet<&String> = arriving.into_iter().collect();
             let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
             let seen = arrivals.entry(target.clone()).or_default();
-            seen.retain(|k, _| wants.contains_key(k));
-            for k in wants.keys() {
-                seen.entry(k.clone()).or_insert(now);
+            seen.retain(|k, _| wants.contains_key(k) || arriving.contains(k));
+            for (k, admitted) in wants
+                .keys()
+                .map(|k| (k, true))
+                .chain(arriving.into_iter().map(|k| (k, false)))
+            {
+                let a = seen.entry(k.clone()).or_insert(Arrival {
+                    at: now,
+                    admitted,
+                    writing: true,
+                });
+                a.admitted = admitted;
+                a.writing = !idle.contains(k);
             }
         }
         let mut reg = self.wants.lock().unwrap_or_else(|e| e.into_inner());
         reg.insert(target, wants);
+    }
+
+    /// [`Registry::register`] from the engine's view of the target: `obj` and its admitted
+    /// peers want, the others are arriving.
+    pub fn register_on<K: Kind>(
+        &self,
+        target: &str,
+        obj: &K,
+        on: &OnTarget<K>,
+        want_of: impl Fn(&K) -> W,
+    ) {
+        let mut wants: BTreeMap<String, W> = on
+            .enforcing
+            .iter()
+            .map(|p| (name_of(p.as_ref()), want_of(p)))
+            .collect();
+        wants.insert(name_of(obj), want_of(obj));
+        let arriving: Vec<String> = on.arriving.iter().map(|p| name_of(p.as_ref())).collect();
+        let idle: HashSet<String> = on
+            .enforcing
+            .iter()
+            .filter(|p| !writing(p.as_ref()))
+            .map(|p| name_of(p.as_ref()))
+            .collect();
+        self.register_idle(target, wants, &arriving, &idle);
     }
 
     /// The resource no longer wants anything on the target.
@@ -78,38 +148,99 @@ impl<W: Clone> Registry<W> {
     pub fn hold(&self, target: &str, key: &str) -> Option<Duration> {
         let arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
         let seen = arrivals.get(&target.to_ascii_lowercase())?;
-        let own = *seen.get(key)?;
-        let newest = seen
+        let own = seen.get(key)?.at;
+        let now = Instant::now();
+        let burst: Vec<(&String, &Arrival)> = seen
             .iter()
-            .filter(|(k, _)| *k != key)
-            .map(|(_, t)| *t)
+            .filter(|(k, a)| *k != key && now.duration_since(a.at) < MAX_HOLD)
+            .collect();
+        // A peer still waiting for admission is as good as arriving now.
+        let newest = burst
+            .iter()
+            .map(|(_, a)| if a.admitted { a.at } else { now })
             .max()?;
-        let until = (newest + SETTLE).min(own + MAX_HOLD);
-        until.checked_duration_since(Instant::now())
+        let leads = burst.iter().all(|(k, a)| !a.writing || k.as_str() > key);
+        let until = if leads {
+            (newest + SETTLE).min(own + MAX_HOLD)
+        } else {
+            own + MAX_HOLD
+        };
+        until.checked_duration_since(now)
     }
+}
+
+/// Not Ready and not Stalled for its current generation: the resource may still write.
+fn writing<K: Kind>(k: &K) -> bool {
+    let generation = k.meta().generation;
+    let Some(status) = k.common_status() else {
+        return true;
+    };
+    !status.conditions.iter().any(|c| {
+        (c.type_ == "Ready" || c.type_ == "Stalled")
+            && c.status == "True"
+            && c.observed_generation == generation
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn wants(keys: &[&str]) -> BTreeMap<String, u32> {
+        keys.iter().map(|k| (k.to_string(), 1)).collect()
+    }
+
     #[test]
     fn a_lone_resource_is_never_held_and_a_burst_is_held_briefly() {
         let r: Registry<u32> = Registry::default();
-        r.register("T", BTreeMap::from([("ns/a".to_string(), 1)]));
+        r.register("T", wants(&["ns/a"]), []);
         assert_eq!(r.hold("t", "ns/a"), None);
-        r.register(
-            "t",
-            BTreeMap::from([("ns/a".to_string(), 1), ("ns/b".to_string(), 2)]),
-        );
+        r.register("t", wants(&["ns/a", "ns/b"]), []);
         let h = r.hold("t", "ns/a").expect("held while b just arrived");
         assert!(h <= SETTLE, "{h:?}");
         assert_eq!(
             r.wants("t"),
-            [("ns/a".to_string(), 1), ("ns/b".to_string(), 2)]
+            [("ns/a".to_string(), 1), ("ns/b".to_string(), 1)]
         );
         r.remove("t", "ns/b");
         assert_eq!(r.hold("t", "ns/a"), None);
         assert_eq!(r.wants("t"), [("ns/a".to_string(), 1)]);
+    }
+
+    #[test]
+    fn in_a_burst_the_smallest_key_leads_and_the_others_hold_longer() {
+        let r: Registry<u32> = Registry::default();
+        r.register("t", wants(&["ns/a", "ns/b", "ns/c"]), []);
+        let lead = r.hold("t", "ns/a").expect("a leads the burst");
+        assert!(lead <= SETTLE, "the leader settles: {lead:?}");
+        for k in ["ns/b", "ns/c"] {
+            let h = r.hold("t", k).expect("followers hold");
+            assert!(h > SETTLE && h <= MAX_HOLD, "{k}: {h:?}");
+        }
+    }
+
+    #[test]
+    fn a_peer_that_is_done_does_not_lead() {
+        let r: Registry<u32> = Registry::default();
+        let idle = HashSet::from(["ns/a".to_string()]);
+        r.register_idle("t", wants(&["ns/a", "ns/b"]), [], &idle);
+        let h = r.hold("t", "ns/b").expect("a just arrived");
+        assert!(h <= SETTLE, "a is Ready or Stalled, so b leads: {h:?}");
+    }
+
+    #[test]
+    fn peers_not_yet_admitted_are_arriving_but_never_wanted() {
+        let r: Registry<u32> = Registry::default();
+        let pending = ["ns/b".to_string()];
+        r.register("t", wants(&["ns/a"]), &pending);
+        std::thread::sleep(SETTLE);
+        let h = r
+            .hold("t", "ns/a")
+            .expect("b still waits for admission: a waits");
+        assert!(h > SETTLE / 2, "as if b arrived now: {h:?}");
+        assert_eq!(r.wants("t"), [("ns/a".to_string(), 1)]);
+        // Refused for good (no longer arriving): a is alone again.
+        r.register("t", wants(&["ns/a"]), []);
+        assert_eq!(r.hold("t", "ns/a"), None);
     }
 }

@@ -8,7 +8,6 @@
 //! operator by weeks, not forever (azure-api-facts §3.16).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -19,6 +18,7 @@ use crate::api::common::{CommonSpec, CommonStatus, Mode, ReleasePolicy};
 use crate::api::indicator::{IndicatorAction, IndicatorSeverity, IndicatorType, ThreatIndicator};
 use crate::azure::{AzureError, Clients, ResourceId, Service};
 use crate::controls::coalesce::Registry;
+use crate::engine::composition::OnTarget;
 use crate::engine::{Assessment, Control, Stall, Step, Wait};
 
 const LIST: &str = "/api/indicators?$top=10000";
@@ -314,16 +314,8 @@ impl Control for ThreatIndicatorControl {
         })
     }
 
-    fn register(
-        &self,
-        obj: &ThreatIndicator,
-        t: &ResourceId,
-        peers: &[std::sync::Arc<ThreatIndicator>],
-    ) {
-        let mut wants: BTreeMap<String, Want> =
-            peers.iter().map(|p| (key_of(p), want_of(p))).collect();
-        wants.insert(key_of(obj), want_of(obj));
-        self.registry.register(&t.id, wants);
+    fn register(&self, obj: &ThreatIndicator, t: &ResourceId, on: &OnTarget<ThreatIndicator>) {
+        self.registry.register_on(&t.id, obj, on, want_of);
     }
 
     fn unregister(&self, obj: &ThreatIndicator, t: &ResourceId) {

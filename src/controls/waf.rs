@@ -12,6 +12,7 @@ use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::api::network::{WafIpBlock, WafPolicyType};
 use crate::azure::{AzureError, Clients, ResourceId};
 use crate::controls::coalesce::Registry;
+use crate::engine::composition::OnTarget;
 use crate::engine::{Assessment, Control, Stall, Step, Wait};
 
 pub const APPGW_API: &str = "2024-01-01";
@@ -357,6 +358,7 @@ impl Control for WafIpBlockControl {
     const DEFAULT_RELEASE: Option<ReleasePolicy> = Some(ReleasePolicy::Restore);
     // The policy read depends on the target only (its type decides the API version).
     const SHARED_OBSERVATION: bool = true;
+    const COALESCES: bool = true;
     const ACTIONS: &'static [&'static str] = &[
         APPGW_ACTIONS[0],
         APPGW_ACTIONS[1],
@@ -375,11 +377,8 @@ impl Control for WafIpBlockControl {
         }
     }
 
-    fn register(&self, obj: &WafIpBlock, t: &ResourceId, peers: &[std::sync::Arc<WafIpBlock>]) {
-        let mut wants: BTreeMap<String, Want> =
-            peers.iter().map(|p| (key_of(p), want_of(p))).collect();
-        wants.insert(key_of(obj), want_of(obj));
-        self.registry.register(&t.id, wants);
+    fn register(&self, obj: &WafIpBlock, t: &ResourceId, on: &OnTarget<WafIpBlock>) {
+        self.registry.register_on(&t.id, obj, on, want_of);
     }
 
     fn unregister(&self, obj: &WafIpBlock, t: &ResourceId) {
@@ -564,14 +563,19 @@ mod tests {
         let c = WafIpBlockControl::default();
         let t = <WafIpBlockControl as Control>::target(&block("a")).unwrap();
         let a = std::sync::Arc::new(block("a"));
-        c.register(&a, &t, std::slice::from_ref(&a));
+        let on = |enforcing: Vec<std::sync::Arc<WafIpBlock>>| OnTarget {
+            enforcing,
+            holders: Vec::new(),
+            arriving: Vec::new(),
+        };
+        c.register(&a, &t, &on(Vec::new()));
         assert_eq!(
             c.registry.hold(POLICY, "soc/a"),
             None,
             "a lone block is not held"
         );
         let b = std::sync::Arc::new(block("b"));
-        c.register(&a, &t, &[a.clone(), b.clone()]);
+        c.register(&a, &t, &on(vec![b.clone()]));
         let wait = c
             .registry
             .hold(POLICY, "soc/a")

@@ -20,6 +20,9 @@ pub struct OnTarget<K> {
     pub enforcing: Vec<Arc<K>>,
     /// Holding a restore record not yet released (deleting ones included), oldest first.
     pub holders: Vec<Arc<K>>,
+    /// Enforce now but not admitted by the guard yet (their first reconcile is still to come):
+    /// a coalesced write may wait for them, never carry them.
+    pub arriving: Vec<Arc<K>>,
 }
 
 /// `namespace/name`.
@@ -82,6 +85,11 @@ pub fn on_target<C: Control>(all: &[Arc<C::K>], obj: &C::K, target: &ResourceId)
         holders: others
             .iter()
             .filter(|p| holds_record(p.as_ref()))
+            .cloned()
+            .collect(),
+        arriving: others
+            .iter()
+            .filter(|p| enforcing(p.as_ref(), now) && !admitted(p.as_ref()))
             .cloned()
             .collect(),
     }

@@ -126,6 +126,9 @@ pub trait Control: Send + Sync + 'static {
     /// the last one to go restores. `false`: resources do not interact (one-shot actions, or a
     /// kind whose resources each own their own entry on the target).
     const COMPOSES: bool = false;
+    /// One write carries every Enforce peer's wants on the target (`controls::coalesce`): after
+    /// a write, the peers are woken to confirm theirs rather than waiting out their hold.
+    const COALESCES: bool = false;
 
     /// An enforced kind some of whose steps are one-shot actions, due once per `spec.trigger`
     /// (e.g. revoking a user's sessions): the engine keeps the action ledger for them as for
@@ -175,10 +178,11 @@ pub trait Control: Send + Sync + 'static {
         serde_json::Map::new()
     }
 
-    /// Called before the per-target lock is taken, with the other Enforce resources of the kind
-    /// on the same target (from the watch cache, oldest first; see `composition::on_target`), so
-    /// that controls which coalesce writes know every resource that wants to write there.
-    fn register(&self, _obj: &Self::K, _target: &ResourceId, _peers: &[std::sync::Arc<Self::K>]) {}
+    /// Called before the per-target lock is taken, with the other resources of the kind on the
+    /// same target (from the watch cache, oldest first; see `composition::on_target`), so that
+    /// controls which coalesce writes know every resource that wants to write there.
+    fn register(&self, _obj: &Self::K, _target: &ResourceId, _on: &composition::OnTarget<Self::K>) {
+    }
 
     /// The resource no longer wants its containment (deleted, expired, or not Enforce).
     fn unregister(&self, _obj: &Self::K, _target: &ResourceId) {}

@@ -21,6 +21,29 @@ use super::{Ledger, Request, Verdict, covers, evaluate};
 use crate::api::approval::ContainmentApproval;
 use crate::api::policy::{ContainmentPolicy, ContainmentPolicyStatus};
 
+/// A watch error, and whether it lasts (denied, or the resource type is not served) rather
+/// than heals with a relist (410 Expired, 5xx, a dropped connection).
+struct Failure {
+    message: String,
+    lasting: bool,
+}
+
+impl Failure {
+    fn of(e: watcher::Error) -> Failure {
+        let code = match &e {
+            watcher::Error::InitialListFailed(kube::Error::Api(s))
+            | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+            | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+            watcher::Error::WatchError(s) => Some(s.code),
+            _ => None,
+        };
+        Failure {
+            message: e.to_string(),
+            lasting: matches!(code, Some(401 | 403 | 404)),
+        }
+    }
+}
+
 pub struct Guard {
     policies: Store<ContainmentPolicy>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
@@ -62,14 +85,14 @@ impl Guard {
         )
         .default_backoff()
         .reflect(pw)
-        .map(|e| e.map(|_| ()).map_err(|e| e.to_string()));
+        .map(|e| e.map(|_| ()).map_err(Failure::of));
         let ns_events = watcher(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             ns_config,
         )
         .default_backoff()
         .reflect(nw)
-        .map(|e| e.map(|_| ()).map_err(|e| e.to_string()));
+        .map(|e| e.map(|_| ()).map_err(Failure::of));
         let approvals_api: Api<ContainmentApproval> = match &watch_namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
@@ -77,7 +100,7 @@ impl Guard {
         let approval_events = watcher(approvals_api, Default::default())
             .default_backoff()
             .reflect(aw)
-            .map(|e| e.map(|_| ()).map_err(|e| e.to_string()));
+            .map(|e| e.map(|_| ()).map_err(Failure::of));
         let (err_tx, mut err_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let g = guard.clone();
         tokio::spawn(async move {
@@ -89,8 +112,12 @@ impl Guard {
             let mut last = None;
             while let Some(ev) = events.next().await {
                 if let Err(e) = ev {
-                    let _ = err_tx.send(e.clone());
-                    tracing::warn!(error = %e, "watching ContainmentPolicies or namespaces failed; retrying");
+                    // Only what will not heal by itself ends the start-up wait; an expired
+                    // resource version or a restarting API server is relisted with backoff.
+                    if e.lasting {
+                        let _ = err_tx.send(e.message.clone());
+                    }
+                    tracing::warn!(error = %e.message, "watching ContainmentPolicies or namespaces failed; retrying");
                     continue;
                 }
                 let now = g.fingerprint();
@@ -290,5 +317,42 @@ impl Guard {
             conditions: vec![condition],
             covered_namespaces: covered,
         }
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+    use kube::core::Status;
+
+    /// A start-up relist after "too old resource version" (seen when the operator starts right
+    /// after many writes) must not end the process; being denied must.
+    #[test]
+    fn expired_and_server_errors_heal_denied_and_missing_last() {
+        let watch = |code| {
+            Failure::of(watcher::Error::WatchError(
+                Status::failure("too old resource version: 340 (344)", "Expired")
+                    .with_code(code)
+                    .boxed(),
+            ))
+        };
+        let list = |code| {
+            Failure::of(watcher::Error::InitialListFailed(kube::Error::Api(
+                Status::failure("denied", "Forbidden")
+                    .with_code(code)
+                    .boxed(),
+            )))
+        };
+        assert!(!watch(410).lasting);
+        assert!(!list(500).lasting);
+        assert!(!list(503).lasting);
+        assert!(list(403).lasting);
+        assert!(list(404).lasting);
+        assert!(watch(403).lasting);
+        assert!(
+            list(403).message.contains("denied"),
+            "{}",
+            list(403).message
+        );
     }
 }

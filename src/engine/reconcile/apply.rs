@@ -87,7 +87,7 @@ async fn resolve_target<C: Control>(
     if composition::enforcing(obj.as_ref(), Timestamp::now()) && composition::admitted(obj.as_ref())
     {
         let peers = composition::on_target::<C>(&sh.store.state(), obj, &target);
-        sh.control.register(obj, &target, &peers.enforcing);
+        sh.control.register(obj, &target, &peers);
     } else {
         sh.control.unregister(obj, &target);
     }
@@ -283,9 +283,7 @@ impl<'a, C: Control> Pipeline<'a, C> {
             && composition::enforcing(self.obj.as_ref(), Timestamp::now())
         {
             // Newly admitted: its wants may now join a coalesced write.
-            self.sh
-                .control
-                .register(&self.obj, &self.target, &self.on.enforcing);
+            self.sh.control.register(&self.obj, &self.target, &self.on);
         }
         self.run.status.policy = Some(policy.clone());
         self.policy = Some(policy);
@@ -650,6 +648,9 @@ impl<'a, C: Control> Pipeline<'a, C> {
             if let Some(p) = &self.policy {
                 self.sh.cx.guard.ledger.wrote(p);
             }
+        }
+        if C::COALESCES {
+            super::wake(self.sh, &self.on.enforcing);
         }
         outcome.message = match self.verify(desired, observed, assessment).await? {
             Next::Go(message) => message,
