@@ -3,9 +3,9 @@
 //! one write carries everyone's wants. In a burst (resources arriving on a target within
 //! `MAX_HOLD`), the one with the smallest key leads: it writes once nothing has arrived for
 //! `SETTLE` and no peer is still waiting for the guard's admission (at most `MAX_HOLD` from its
-//! own arrival). The rest hold for `MAX_HOLD` from their own arrival; the leader's write wakes
-//! them (`Control::COALESCES`), so they neither crowd the work queue with re-checks nor write
-//! what the leader already wrote. A peer not yet admitted is waited for, never written. A lone
+//! own arrival). The rest hold for `MAX_HOLD` from their own arrival, so they neither crowd the
+//! work queue with re-checks nor write what the leader already wrote; a kind with small bursts
+//! has the leader's write wake them (`Control::COALESCES`). A peer not yet admitted is waited for, never written. A lone
 //! resource is never held.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::Kind;
 use crate::engine::composition::{OnTarget, name_of};
+use crate::engine::conditions::{READY, STALLED};
 
 pub const SETTLE: Duration = Duration::from_secs(1);
 /// Long enough for a thousand first reconciles (each admits one resource) on one target.
@@ -45,20 +46,10 @@ impl<W> Default for Registry<W> {
 
 impl<W: Clone> Registry<W> {
     /// Replace the target's wants with `wants` (the resource and its admitted peers from the
-    /// watch cache); `arriving` are peers the guard has not admitted yet. Resources not seen
-    /// before arrive now.
+    /// watch cache); `arriving` are peers the guard has not admitted yet, `idle` peers that are
+    /// done (Ready or Stalled: they count as arrivals but do not lead, since they will not
+    /// write). Resources not seen before arrive now.
     pub fn register<'k>(
-        &self,
-        target: &str,
-        wants: BTreeMap<String, W>,
-        arriving: impl IntoIterator<Item = &'k String>,
-    ) {
-        self.register_idle(target, wants, arriving, &HashSet::new());
-    }
-
-    /// [`Registry::register`], with the peers that are done (Ready or Stalled): they count as
-    /// arrivals but do not lead a burst, since they will not write.
-    fn register_idle<'k>(
         &self,
         target: &str,
         wants: BTreeMap<String, W>,
@@ -112,7 +103,7 @@ impl<W: Clone> Registry<W> {
             .filter(|p| !writing(p.as_ref()))
             .map(|p| name_of(p.as_ref()))
             .collect();
-        self.register_idle(target, wants, &arriving, &idle);
+        self.register(target, wants, &arriving, &idle);
     }
 
     /// The resource no longer wants anything on the target.
@@ -176,7 +167,7 @@ fn writing<K: Kind>(k: &K) -> bool {
         return true;
     };
     !status.conditions.iter().any(|c| {
-        (c.type_ == "Ready" || c.type_ == "Stalled")
+        (c.type_ == READY || c.type_ == STALLED)
             && c.status == "True"
             && c.observed_generation == generation
     })
@@ -193,9 +184,9 @@ mod tests {
     #[test]
     fn a_lone_resource_is_never_held_and_a_burst_is_held_briefly() {
         let r: Registry<u32> = Registry::default();
-        r.register("T", wants(&["ns/a"]), []);
+        r.register("T", wants(&["ns/a"]), [], &HashSet::new());
         assert_eq!(r.hold("t", "ns/a"), None);
-        r.register("t", wants(&["ns/a", "ns/b"]), []);
+        r.register("t", wants(&["ns/a", "ns/b"]), [], &HashSet::new());
         let h = r.hold("t", "ns/a").expect("held while b just arrived");
         assert!(h <= SETTLE, "{h:?}");
         assert_eq!(
@@ -210,7 +201,7 @@ mod tests {
     #[test]
     fn in_a_burst_the_smallest_key_leads_and_the_others_hold_longer() {
         let r: Registry<u32> = Registry::default();
-        r.register("t", wants(&["ns/a", "ns/b", "ns/c"]), []);
+        r.register("t", wants(&["ns/a", "ns/b", "ns/c"]), [], &HashSet::new());
         let lead = r.hold("t", "ns/a").expect("a leads the burst");
         assert!(lead <= SETTLE, "the leader settles: {lead:?}");
         for k in ["ns/b", "ns/c"] {
@@ -223,7 +214,7 @@ mod tests {
     fn a_peer_that_is_done_does_not_lead() {
         let r: Registry<u32> = Registry::default();
         let idle = HashSet::from(["ns/a".to_string()]);
-        r.register_idle("t", wants(&["ns/a", "ns/b"]), [], &idle);
+        r.register("t", wants(&["ns/a", "ns/b"]), [], &idle);
         let h = r.hold("t", "ns/b").expect("a just arrived");
         assert!(h <= SETTLE, "a is Ready or Stalled, so b leads: {h:?}");
     }
@@ -232,7 +223,7 @@ mod tests {
     fn peers_not_yet_admitted_are_arriving_but_never_wanted() {
         let r: Registry<u32> = Registry::default();
         let pending = ["ns/b".to_string()];
-        r.register("t", wants(&["ns/a"]), &pending);
+        r.register("t", wants(&["ns/a"]), &pending, &HashSet::new());
         std::thread::sleep(SETTLE);
         let h = r
             .hold("t", "ns/a")
@@ -240,7 +231,7 @@ mod tests {
         assert!(h > SETTLE / 2, "as if b arrived now: {h:?}");
         assert_eq!(r.wants("t"), [("ns/a".to_string(), 1)]);
         // Refused for good (no longer arriving): a is alone again.
-        r.register("t", wants(&["ns/a"]), []);
+        r.register("t", wants(&["ns/a"]), [], &HashSet::new());
         assert_eq!(r.hold("t", "ns/a"), None);
     }
 }
