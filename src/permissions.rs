@@ -44,9 +44,9 @@ macro_rules! kinds {
 }
 
 use crate::controls::{
-    arc_isolation, consent, cosmos, defender_alert, device, indicator, service_principal,
-    sql_ip_block, sql_public_access, storage_key_rotation, storage_public_access,
-    storage_sas_revocation, threat_submission, user, waf,
+    arc_isolation, consent, cosmos, defender_alert, device, indicator, privileged_access,
+    service_principal, sql_ip_block, sql_public_access, storage_key_rotation,
+    storage_public_access, storage_sas_revocation, threat_submission, user, waf,
 };
 
 kinds! {
@@ -67,6 +67,7 @@ kinds! {
     "ConsentLockdown" => consent::ConsentLockdownControl { graph: &["Policy.ReadWrite.Authorization"], mde: &[] },
     "UserContainment" => user::UserContainmentControl { graph: &["User.Read.All", "User.EnableDisableAccount.All", "User.RevokeSessions.All", "RoleManagement.ReadWrite.Directory"], mde: &[] },
     "ServicePrincipalContainment" => service_principal::ServicePrincipalContainmentControl { graph: &["Application.ReadWrite.All", "DelegatedPermissionGrant.ReadWrite.All", "AppRoleAssignment.ReadWrite.All"], mde: &[] },
+    "PrivilegedAccessPolicy" => privileged_access::PrivilegedAccessPolicyControl { graph: &["Policy.Read.All", "Policy.ReadWrite.ConditionalAccess"], mde: &[] },
 }
 
 /// Resolve `--kinds` (names, case-insensitive; empty = all) or say which name is unknown.
@@ -170,6 +171,10 @@ pub const TIER0: &[(&str, &str)] = &[
     (
         "AppRoleAssignment.ReadWrite.All",
         "can grant any application permission to any app, this one included",
+    ),
+    (
+        "Policy.ReadWrite.ConditionalAccess",
+        "can switch off, loosen or rewrite every Conditional Access policy of the tenant",
     ),
     (
         "RoleManagement.ReadWrite.Directory",

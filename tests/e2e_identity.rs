@@ -1,5 +1,5 @@
 //! End to end, the Entra ID kinds (Microsoft Graph): ConsentLockdown, UserContainment,
-//! ServicePrincipalContainment.
+//! ServicePrincipalContainment, PrivilegedAccessPolicy.
 
 mod support;
 
@@ -18,6 +18,11 @@ const MALLORY_ID: &str = "33333333-0000-4000-8000-000000000003";
 const ROLES: &str = "/v1.0/roleManagement/directory";
 const LEGACY_SP: &str = "44444444-0000-4000-8000-000000000004";
 const LEGACY_APP: &str = "55555555-0000-4000-8000-000000000005";
+const ALICE_ID: &str = "33333333-0000-4000-8000-0000000000a1";
+const EMERGENCY_ID: &str = "33333333-0000-4000-8000-0000000000e1";
+const GLOBAL_ADMIN: &str = "62e90394-69f5-4237-9190-012177145e10";
+const CA: &str = "/v1.0/identity/conditionalAccess/policies";
+const FOREIGN_CA: &str = "7c0a0000-0000-4000-8000-0000000000ca";
 
 async fn graph_get(env: &Env, path: &str) -> Value {
     env.sim
@@ -186,6 +191,10 @@ async fn exactly_the_printed_graph_permissions_suffice_and_each_is_needed() {
             "ServicePrincipalContainment",
             json!({"target": {"appId": LEGACY_APP}, "removeDelegatedGrants": true, "removeAppRoleAssignments": true, "removePasswordCredentials": true}),
         ),
+        (
+            "PrivilegedAccessPolicy",
+            json!({"users": [ALICE_ID], "breakGlassAccounts": [EMERGENCY_ID], "reportOnlyFor": "0s"}),
+        ),
     ] {
         let printed = std::process::Command::new(env!("CARGO_BIN_EXE_containment-operator"))
             .args(["permissions", "--kinds", kind])
@@ -285,6 +294,51 @@ async fn invalid_identity_specs_are_rejected_naming_the_field() {
             "ServicePrincipalContainment",
             json!({"target": {"objectId": LEGACY_SP}, "disableServicePrincipal": false}),
             "at least one of disableServicePrincipal, removeDelegatedGrants",
+        ),
+        (
+            "PrivilegedAccessPolicy",
+            json!({"breakGlassAccounts": [EMERGENCY_ID]}),
+            "spec: list at least one of users, groups and directoryRoles",
+        ),
+        (
+            "PrivilegedAccessPolicy",
+            json!({"users": [ALICE_ID]}),
+            "spec.breakGlassAccounts",
+        ),
+        (
+            "PrivilegedAccessPolicy",
+            json!({"users": [ALICE_ID], "breakGlassAccounts": []}),
+            "spec.breakGlassAccounts",
+        ),
+        (
+            "PrivilegedAccessPolicy",
+            json!({"users": ["alice.admin@contoso.example"], "breakGlassAccounts": [EMERGENCY_ID]}),
+            "spec.users must be user object ids (GUIDs)",
+        ),
+        (
+            "PrivilegedAccessPolicy",
+            json!({"directoryRoles": ["Global Administrator"], "breakGlassAccounts": [EMERGENCY_ID]}),
+            "spec.directoryRoles must be role template ids (GUIDs)",
+        ),
+        (
+            "PrivilegedAccessPolicy",
+            json!({"users": [ALICE_ID, EMERGENCY_ID], "breakGlassAccounts": [EMERGENCY_ID]}),
+            "spec.users: a break-glass account cannot also be included",
+        ),
+        (
+            "PrivilegedAccessPolicy",
+            json!({"users": [ALICE_ID], "breakGlassAccounts": [EMERGENCY_ID], "requireMfa": false}),
+            "at least one of requireMfa and requireCompliantDevice",
+        ),
+        (
+            "PrivilegedAccessPolicy",
+            json!({"users": [ALICE_ID], "breakGlassAccounts": [EMERGENCY_ID], "reportOnlyFor": "1d"}),
+            "spec.reportOnlyFor must be a duration",
+        ),
+        (
+            "PrivilegedAccessPolicy",
+            json!({"users": [ALICE_ID], "breakGlassAccounts": [EMERGENCY_ID], "resources": "Everything"}),
+            "spec.resources",
         ),
     ];
     for (i, (kind, spec, field)) in cases.into_iter().enumerate() {
@@ -473,11 +527,40 @@ async fn a_protected_user_is_refused_by_id_and_by_name() {
         .unwrap()
         .to_string();
     assert!(msg.contains("protected.identities"), "{msg}");
-    assert!(env.sim.writes().await.is_empty());
-    let _ = env
-        .policies()
-        .delete(&format!("{}-shield", env.ns), &Default::default())
+    // Nor may a Conditional Access policy of the operator's apply to it (named by object id:
+    // the policy's users are ids).
+    env.named_policy(
+        &format!("{}-shield-id", env.ns),
+        json!({"namespaces": {"names": ["nobody"]}, "protected": {"identities": [id]}}),
+    )
+    .await;
+    env.apply(
+        "PrivilegedAccessPolicy",
+        "bg",
+        json!({"users": [ALICE_ID, id], "breakGlassAccounts": [EMERGENCY_ID], "reportOnlyFor": "0s"}),
+    )
+    .await;
+    let o = env
+        .wait_condition(
+            "PrivilegedAccessPolicy",
+            "bg",
+            "Stalled",
+            "True",
+            Some("Protected"),
+        )
         .await;
+    let msg = condition(&o, "Stalled").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains(id), "{msg}");
+    assert!(env.sim.writes().await.is_empty());
+    for p in ["shield", "shield-id"] {
+        let _ = env
+            .policies()
+            .delete(&format!("{}-{p}", env.ns), &Default::default())
+            .await;
+    }
 }
 
 async fn legacy_holdings(env: &Env) -> (Value, Vec<(String, String)>, Vec<String>, usize) {
@@ -619,4 +702,161 @@ async fn first_party_apps_and_the_operators_own_principal_are_never_contained() 
         assert!(msg.contains(says), "{name}: {msg}");
     }
     assert!(env.sim.writes().await.is_empty());
+}
+
+/// The tenant's Conditional Access policies: (ours, the foreign one).
+async fn ca_policies(env: &Env) -> (Vec<Value>, Value) {
+    let all = graph_get(env, CA).await["value"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let foreign = all
+        .iter()
+        .find(|p| p["id"] == FOREIGN_CA)
+        .cloned()
+        .expect("the tenant's own policy is still there");
+    let ours = all
+        .into_iter()
+        .filter(|p| {
+            p["displayName"]
+                .as_str()
+                .unwrap()
+                .contains("containment-operator/")
+        })
+        .collect();
+    (ours, foreign)
+}
+
+fn ca_writes(writes: &[(String, String)]) -> Vec<String> {
+    writes
+        .iter()
+        .filter(|(_, p)| p.starts_with(CA))
+        .map(|(m, _)| m.clone())
+        .collect()
+}
+
+/// Report-only first, on after the soak, with the break-glass account excluded; a policy the
+/// list does not show yet (replication lag) is never created twice; an admin loosening it is
+/// put back; a twin left by a lost answer is deleted; release deletes it and nothing else.
+#[tokio::test]
+async fn privileged_access_policy_soaks_report_only_then_enforces_corrects_drift_and_is_deleted() {
+    let env = Env::new("e2e-papol").await;
+    env.sim
+        .settings(json!({"graphReplicationLagMs": 1500}))
+        .await;
+    let (_, foreign_before) = ca_policies(&env).await;
+    let _op = env.operator();
+    let t = env
+        .apply(
+            "PrivilegedAccessPolicy",
+            "admins",
+            json!({"users": [ALICE_ID], "directoryRoles": [GLOBAL_ADMIN], "breakGlassAccounts": [EMERGENCY_ID],
+                   "requireCompliantDevice": true, "resources": "AzureManagement", "reportOnlyFor": "6s"}),
+        )
+        .await;
+    let o = env
+        .wait_condition(
+            "PrivilegedAccessPolicy",
+            "admins",
+            "Reconciling",
+            "True",
+            Some("ReportOnly"),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let (ours, _) = ca_policies(&env).await;
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    let p = &ours[0];
+    assert_eq!(p["state"], "enabledForReportingButNotEnforced");
+    assert_eq!(o["status"]["policyId"], p["id"]);
+    assert_eq!(
+        o["status"]["policyState"],
+        "enabledForReportingButNotEnforced"
+    );
+    let users = &p["conditions"]["users"];
+    assert_eq!(users["includeUsers"], json!([ALICE_ID]));
+    assert_eq!(users["includeRoles"], json!([GLOBAL_ADMIN]));
+    assert_eq!(users["excludeUsers"], json!([EMERGENCY_ID]));
+    assert_eq!(
+        p["conditions"]["applications"]["includeApplications"],
+        json!(["797f4846-ba00-4fd7-ba43-dac1f8f63013"])
+    );
+    assert_eq!(
+        p["grantControls"],
+        json!({"operator": "AND", "builtInControls": ["mfa", "compliantDevice"]})
+    );
+    let o = env
+        .wait_condition(
+            "PrivilegedAccessPolicy",
+            "admins",
+            "Ready",
+            "True",
+            Some("Contained"),
+        )
+        .await;
+    eprintln!(
+        "apply→Ready PrivilegedAccessPolicy (6 s report-only soak): {} ms",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(o["status"]["policyState"], "enabled");
+    let (ours, foreign) = ca_policies(&env).await;
+    assert_eq!(ours.len(), 1);
+    assert_eq!(ours[0]["state"], "enabled");
+    assert_eq!(foreign, foreign_before);
+    // One create despite the lag, one switch-on.
+    assert_eq!(
+        ca_writes(&env.sim.successful_writes().await),
+        ["POST", "PATCH"]
+    );
+    let id = ours[0]["id"].as_str().unwrap().to_string();
+
+    // An admin switches it off and excludes a group: both put back.
+    env.sim
+        .as_operator(
+            reqwest::Method::PATCH,
+            &format!("{CA}/{id}"),
+            GRAPH_SCOPE,
+            Some(json!({"state": "disabled", "conditions": {"users": {"excludeGroups": ["0000aaaa-0000-4000-8000-00000000000a"]}}})),
+        )
+        .await;
+    env.wait(
+        "PrivilegedAccessPolicy",
+        "admins",
+        "drift corrected",
+        Duration::from_secs(30),
+        |o| o.is_some_and(|o| o["status"]["driftCount"] == 1),
+    )
+    .await;
+    let p = graph_get(&env, &format!("{CA}/{id}")).await;
+    assert_eq!(p["state"], "enabled");
+    assert_eq!(p["conditions"]["users"]["excludeGroups"], json!([]));
+
+    // The twin a lost create answer would leave: the younger one goes.
+    let mut twin = p.clone();
+    for f in ["id", "createdDateTime", "modifiedDateTime"] {
+        twin.as_object_mut().unwrap().remove(f);
+    }
+    let twin = env
+        .sim
+        .as_operator(reqwest::Method::POST, CA, GRAPH_SCOPE, Some(twin))
+        .await;
+    let twin_id = twin["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while graph_get(&env, &format!("{CA}/{twin_id}")).await["error"]["code"] != "ResourceNotFound" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the twin {twin_id} is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        graph_get(&env, &format!("{CA}/{id}")).await["state"],
+        "enabled"
+    );
+
+    env.delete("PrivilegedAccessPolicy", "admins").await;
+    env.wait_gone("PrivilegedAccessPolicy", "admins").await;
+    let (ours, foreign) = ca_policies(&env).await;
+    assert!(ours.is_empty(), "{ours:?}");
+    assert_eq!(foreign, foreign_before);
 }

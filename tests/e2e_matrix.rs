@@ -149,6 +149,13 @@ fn case(kind: &str) -> Case {
             "/v1.0/servicePrincipals/[^/]+$",
             false,
         ),
+        "PrivilegedAccessPolicy" => c(
+            "PrivilegedAccessPolicy",
+            json!({"users": ["33333333-0000-4000-8000-0000000000a1"], "breakGlassAccounts": ["33333333-0000-4000-8000-0000000000e1"], "reportOnlyFor": "0s"}),
+            1,
+            "/v1.0/identity/conditionalAccess/policies",
+            false,
+        ),
         other => panic!("no matrix case for {other}"),
     }
 }
@@ -278,6 +285,7 @@ matrix_tests! {
     threat_indicator => "ThreatIndicator",
     user_containment => "UserContainment",
     service_principal_containment => "ServicePrincipalContainment",
+    privileged_access_policy => "PrivilegedAccessPolicy",
 }
 
 /// The fault-and-race run: one of every kind (and two blocks on one server) at once, while the

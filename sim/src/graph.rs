@@ -1,11 +1,12 @@
 //! Microsoft Graph: beta threat submissions (notStarted → running → succeeded), users and
 //! service principals (accountEnabled, revokeSignInSessions), and the authorization policy
 //! (`permissionGrantPoliciesAssigned` validated and stored in the service's casing), and
-//! directory roles (`roles`). Entra is eventually consistent: with `graphReplicationLagMs`, a
+//! directory roles (`roles`), and Conditional Access policies (`conditional_access`). Entra is eventually consistent: with `graphReplicationLagMs`, a
 //! user or service principal read within that time of a write still shows it as it was
 //! (azure-api-facts §3.24–3.26 intro).
 
 pub mod apps;
+pub mod conditional_access;
 pub mod roles;
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ pub struct GraphState {
     pub grants: Vec<Value>,
     pub app_role_assignments: Vec<Value>,
     pub applications: Vec<Value>,
+    pub conditional_access: conditional_access::Policies,
     /// Users and service principals (by id) as replicas still show them after a write, and
     /// until when.
     pub stale: HashMap<String, (Value, Instant)>,
@@ -55,6 +57,9 @@ impl GraphState {
             grants: w.oauth2_permission_grants.clone(),
             app_role_assignments: w.app_role_assignments.clone(),
             applications: w.applications.clone(),
+            conditional_access: conditional_access::Policies::from_world(
+                &w.conditional_access_policies,
+            ),
             stale: HashMap::new(),
         }
     }
@@ -152,6 +157,24 @@ fn inner(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Result<Resp,
         );
     }
     let lag = Duration::from_millis(st.settings.graph_replication_lag_ms);
+    if let [
+        "v1.0",
+        "identity",
+        "conditionalAccess",
+        "policies",
+        rest @ ..,
+    ] = segs.as_slice()
+    {
+        return conditional_access::handle(
+            &mut st.graph.conditional_access,
+            req,
+            claims,
+            base,
+            st.settings.odata_page_size,
+            lag,
+            rest,
+        );
+    }
     match (&req.method, segs.as_slice()) {
         (&Method::POST, ["beta", "security", "threatSubmission", kind]) => {
             require(claims, &["ThreatSubmission.ReadWrite.All"])?;

@@ -186,6 +186,9 @@ pub struct GraphWorld {
     /// Application registrations of this tenant (with `passwordCredentials` metadata).
     #[serde(default)]
     pub applications: Vec<Value>,
+    /// Conditional Access policies (conditionalAccessPolicy) already in the tenant.
+    #[serde(default)]
+    pub conditional_access_policies: Vec<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -161,3 +161,103 @@ pub struct ServicePrincipalContainmentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_key_ids: Option<Vec<String>>,
 }
+
+/// What a privileged sign-in must satisfy.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum GrantOperator {
+    /// Every listed requirement (`AND`).
+    #[default]
+    AllOf,
+    /// Any one of them (`OR`).
+    AnyOf,
+}
+
+/// Which cloud apps the policy covers.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum PolicyResources {
+    /// Every resource (`includeApplications: ["All"]`).
+    #[default]
+    All,
+    /// Only the Azure management API (Azure Resource Manager: portal, CLI, PowerShell, REST).
+    AzureManagement,
+}
+
+fn one_day() -> String {
+    "24h".into()
+}
+
+containment_kind! {
+    kind = "PrivilegedAccessPolicy", shortname = "papol", status = "PrivilegedAccessPolicyStatus",
+    /// A Conditional Access policy the operator owns: the listed users, groups and directory
+    /// roles must sign in with MFA and/or from a compliant device, for every resource or the
+    /// Azure management API. It is created report-only (sign-ins are evaluated, not blocked)
+    /// and switched on once `reportOnlyFor` has passed since its creation; the break-glass
+    /// accounts are always excluded; edits to it are put back; it is deleted on release.
+    #[x_kube(validation = Rule::new("(has(self.users) ? size(self.users) : 0) + (has(self.groups) ? size(self.groups) : 0) + (has(self.directoryRoles) ? size(self.directoryRoles) : 0) > 0").message("spec: list at least one of users, groups and directoryRoles"))]
+    #[x_kube(validation = Rule::new("self.requireMfa || self.requireCompliantDevice").message("spec: at least one of requireMfa and requireCompliantDevice must be true"))]
+    #[x_kube(validation = Rule::new("!has(self.users) || !has(self.breakGlassAccounts) || !self.users.exists(u, self.breakGlassAccounts.exists(b, b.lowerAscii() == u.lowerAscii()))").message("spec.users: a break-glass account cannot also be included"))]
+    pub struct PrivilegedAccessPolicySpec {
+        #[serde(flatten)]
+        pub common: TenantCommonSpec,
+        /// Object ids of the users the policy applies to.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[schemars(length(max = 100), inner(length(max = 36)))]
+        #[x_kube(validation = Rule::new("self.all(x, x.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'))").message("spec.users must be user object ids (GUIDs)"))]
+        pub users: Vec<String>,
+        /// Object ids of the groups the policy applies to.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[schemars(length(max = 100), inner(length(max = 36)))]
+        #[x_kube(validation = Rule::new("self.all(x, x.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'))").message("spec.groups must be group object ids (GUIDs)"))]
+        pub groups: Vec<String>,
+        /// Role template ids of the directory roles the policy applies to (e.g. Global
+        /// Administrator `62e90394-69f5-4237-9190-012177145e10`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[schemars(length(max = 100), inner(length(max = 36)))]
+        #[x_kube(validation = Rule::new("self.all(x, x.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'))").message("spec.directoryRoles must be role template ids (GUIDs)"))]
+        pub directory_roles: Vec<String>,
+        /// Object ids of the emergency-access users the policy never applies to (at least one,
+        /// so a mistake cannot lock every administrator out).
+        #[schemars(length(min = 1, max = 20), inner(length(max = 36)))]
+        #[x_kube(validation = Rule::new("self.all(x, x.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'))").message("spec.breakGlassAccounts must be user object ids (GUIDs)"))]
+        pub break_glass_accounts: Vec<String>,
+        /// Multi-factor authentication (`mfa`).
+        #[serde(default = "yes")]
+        pub require_mfa: bool,
+        /// A device Intune marks compliant (`compliantDevice`).
+        #[serde(default)]
+        pub require_compliant_device: bool,
+        /// With both requirements: AllOf (default) or AnyOf.
+        #[serde(default)]
+        pub grant_operator: GrantOperator,
+        #[serde(default)]
+        pub resources: PolicyResources,
+        /// The soak: how long the policy stays report-only after it is created before it is
+        /// switched on, e.g. `24h` (default) or `0s` to create it switched on.
+        #[serde(default = "one_day")]
+        #[schemars(length(max = 16))]
+        #[x_kube(validation = Rule::new("self.matches('^([0-9]+(h|m|s))+$')").message("spec.reportOnlyFor must be a duration such as 24h, 90m or 0s"))]
+        pub report_only_for: String,
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrivilegedAccessPolicyStatus {
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// The Conditional Access policy's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// enabledForReportingButNotEnforced (report-only), enabled or disabled, as last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_state: Option<String>,
+    /// When the report-only soak ends (the policy's creation time plus reportOnlyFor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce_after: Option<String>,
+}

@@ -58,6 +58,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         graph::ConsentLockdown::crd(),
         identity::UserContainment::crd(),
         identity::ServicePrincipalContainment::crd(),
+        identity::PrivilegedAccessPolicy::crd(),
         policy::ContainmentPolicy::crd(),
         approval::ContainmentApproval::crd(),
     ]

@@ -10,6 +10,7 @@ pub mod indicator;
 pub mod ipv4;
 pub mod lockdown;
 pub mod machine_action;
+pub mod privileged_access;
 pub mod rotation;
 pub mod service_principal;
 pub mod sql_ip_block;
