@@ -5,6 +5,7 @@ pub mod azure;
 pub mod controls;
 pub mod engine;
 pub mod guard;
+pub mod kinds;
 pub mod metrics;
 pub mod permissions;
 pub mod run;

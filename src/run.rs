@@ -18,8 +18,8 @@ use crate::azure::auth::{self, CredentialConfig, CredentialKind};
 use crate::azure::limiter::{BucketSpec, Limiter, LimiterConfig};
 use crate::azure::{Arm, Clients};
 use crate::engine::Ctx;
+use crate::kinds;
 use crate::metrics::Metrics;
-use crate::permissions;
 
 /// A duration such as `300s`, `5m`, `1h30m` or `720h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -37,7 +37,7 @@ fn parse_override(s: &str) -> Result<(String, Duration), String> {
     let (kind, d) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected KIND=DURATION, e.g. SqlIpBlock=1m"))?;
-    let info = permissions::select(&[kind.to_string()])?;
+    let info = kinds::select(&[kind.to_string()])?;
     Ok((info[0].kind.to_string(), parse_duration(d)?))
 }
 
@@ -290,7 +290,7 @@ fn tenant_clients(
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let kinds = permissions::select(&args.kinds).map_err(anyhow::Error::msg)?;
+    let kinds = kinds::select(&args.kinds).map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::default());
     let addr = crate::metrics::serve(args.metrics_addr, metrics.clone())
         .await
@@ -415,8 +415,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     metrics.controllers_starting(kinds.len());
     for k in kinds {
-        permissions::spawn(k.kind, &mut tasks, cx.clone(), ns.clone(), n)
-            .map_err(anyhow::Error::msg)?;
+        kinds::spawn(k.kind, &mut tasks, cx.clone(), ns.clone(), n).map_err(anyhow::Error::msg)?;
         tracing::info!(kind = k.kind, "controller started");
     }
     match leadership {

@@ -57,7 +57,7 @@ fn the_values_schema_names_every_kind() {
         .unwrap(),
     )
     .unwrap();
-    let mut kinds: Vec<&str> = containment_operator::permissions::KINDS
+    let mut kinds: Vec<&str> = containment_operator::kinds::KINDS
         .iter()
         .map(|k| k.kind)
         .collect();

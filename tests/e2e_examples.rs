@@ -38,7 +38,7 @@ async fn every_example_converges() {
     }
     let mut kinds: Vec<&str> = applied.iter().map(|(k, _)| k.as_str()).collect();
     kinds.sort();
-    let mut all: Vec<&str> = containment_operator::permissions::KINDS
+    let mut all: Vec<&str> = containment_operator::kinds::KINDS
         .iter()
         .map(|k| k.kind)
         .collect();

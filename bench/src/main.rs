@@ -1081,6 +1081,10 @@ async fn indicators(lab: &Lab, r: &mut Report, dir: &Path) -> Result<()> {
         })
         .count();
     let throttled = mde.iter().filter(|e| e.status == 429).count();
+    // Where the imports went, for reading a miss: each call's time.
+    for e in mde.iter().filter(|e| e.path == "/api/indicators/import") {
+        eprintln!("bench: indicators/import at {} → {}", e.time, e.status);
+    }
     let budget = if quick() { 1 } else { 3 };
     r.row(
         "indicators",

@@ -8,6 +8,7 @@
 //! operator by weeks, not forever (azure-api-facts §3.16).
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -130,11 +131,13 @@ impl Want {
         let renew_by = self
             .until
             .map_or(now + RENEW_BEFORE, |u| u.min(now + RENEW_BEFORE));
+        if !self.is(i) {
+            return false;
+        }
         let expires = i["expirationTime"]
             .as_str()
             .and_then(|t| t.parse::<Timestamp>().ok());
-        self.is(i)
-            && i["action"] == self.action
+        i["action"] == self.action
             && i["severity"] == self.severity
             && i["title"] == self.title.as_str()
             && i["description"] == self.description.as_str()
@@ -193,7 +196,25 @@ pub fn plan(
         ));
     }
     let record = json!({"indicatorType": own.indicator_type, "indicatorValue": own.value});
-    if let Some(i) = indicators.iter().find(|i| own.satisfied_by(i, now)) {
+    // By type and value: a plan looks up hundreds of wants among thousands of indicators.
+    let mut index: HashMap<(&str, String), Vec<&Value>> = HashMap::new();
+    for i in indicators {
+        let key = (
+            i["indicatorType"].as_str().unwrap_or_default(),
+            i["indicatorValue"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+        );
+        index.entry(key).or_default().push(i);
+    }
+    let existing = |w: &Want| -> &[&Value] {
+        index
+            .get(&(w.indicator_type, w.value.to_ascii_lowercase()))
+            .map_or(&[], Vec::as_slice)
+    };
+    let satisfied = |w: &Want| existing(w).iter().find(|i| w.satisfied_by(i, now)).copied();
+    if let Some(i) = satisfied(own) {
         extra.insert("indicatorId".into(), i["id"].clone());
         extra.insert(
             "indicatorExpirationTime".into(),
@@ -212,7 +233,7 @@ pub fn plan(
             ..Default::default()
         });
     }
-    let missing = !indicators.iter().any(|i| own.is(i));
+    let missing = existing(own).is_empty();
     if missing && indicators.len() >= TENANT_LIMIT {
         return Err(Stall::new(
             "IndicatorLimitReached",
@@ -228,7 +249,23 @@ pub fn plan(
         own.label(),
         if missing { "missing" } else { "outdated" }
     );
-    if let Some(wait) = hold {
+    let mut items = vec![own];
+    let mut seen = HashSet::from([(own.indicator_type, own.value.to_ascii_lowercase())]);
+    for (_, w) in siblings {
+        if items.len() >= BATCH {
+            break;
+        }
+        // The first resource (in key order) to want an indicator decides it: a later one that
+        // wants it otherwise is Stalled on its own, never written by a sibling's batch.
+        if !seen.insert((w.indicator_type, w.value.to_ascii_lowercase())) {
+            continue;
+        }
+        if satisfied(w).is_none() {
+            items.push(w);
+        }
+    }
+    // A full batch goes at once, held or not: waiting cannot make it carry more.
+    if let Some(wait) = hold.filter(|_| items.len() < BATCH) {
         return Ok(Assessment {
             message,
             extra,
@@ -243,23 +280,6 @@ pub fn plan(
             ..Default::default()
         });
     }
-    let mut items = vec![own.body(now)];
-    let mut seen = vec![(own.indicator_type, own.value.to_ascii_lowercase())];
-    for (_, w) in siblings {
-        if items.len() >= BATCH {
-            break;
-        }
-        // The first resource (in key order) to want an indicator decides it: a later one that
-        // wants it otherwise is Stalled on its own, never written by a sibling's batch.
-        let id = (w.indicator_type, w.value.to_ascii_lowercase());
-        if seen.contains(&id) {
-            continue;
-        }
-        seen.push(id);
-        if !indicators.iter().any(|i| w.satisfied_by(i, now)) {
-            items.push(w.body(now));
-        }
-    }
     let what = if items.len() > 1 {
         format!(
             "import indicator {} (and {} other ThreatIndicator(s))",
@@ -269,6 +289,7 @@ pub fn plan(
     } else {
         format!("import indicator {}", own.label())
     };
+    let items = items.iter().map(|w| w.body(now)).collect();
     Ok(Assessment {
         steps: vec![import(items, what)],
         message,
@@ -486,13 +507,32 @@ mod tests {
             "ns/a",
             &want("203.0.113.7"),
             &[],
-            &siblings,
+            &siblings[..10],
             Some(Duration::from_millis(300)),
             now(),
         )
         .unwrap();
         assert!(held.steps.is_empty());
         assert_eq!(held.wait.unwrap().reason, "Coalescing");
+        // Unless a full batch is missing: it goes now, whoever sends it.
+        let full = &siblings[..BATCH - 1];
+        let now_full = plan(
+            "ns/z",
+            &want("203.0.113.7"),
+            &[],
+            full,
+            Some(Duration::from_millis(300)),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(
+            now_full.steps[0].body.as_ref().unwrap()["Indicators"]
+                .as_array()
+                .unwrap()
+                .len(),
+            BATCH
+        );
+        assert!(now_full.wait.is_none());
     }
 
     #[test]

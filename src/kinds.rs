@@ -1,0 +1,88 @@
+//! The kinds this build serves: the one list, with each kind's permissions and how to start
+//! its controller (`permissions`, `run` and the tests all read it).
+
+use std::sync::Arc;
+
+use crate::engine::{self, Control, Ctx};
+
+#[derive(Debug)]
+pub struct KindInfo {
+    pub kind: &'static str,
+    pub actions: &'static [&'static str],
+    pub variants: &'static [(&'static str, &'static [&'static str])],
+    pub graph: &'static [&'static str],
+    pub mde: &'static [&'static str],
+}
+
+/// The one list of kinds: their permissions and how to start their controller.
+macro_rules! kinds {
+    ($($kind:literal => $control:ty { graph: $graph:expr, mde: $mde:expr }),* $(,)?) => {
+        /// Every kind this build serves.
+        pub const KINDS: &[KindInfo] = &[
+            $(KindInfo { kind: $kind, actions: <$control as Control>::ACTIONS, variants: <$control as Control>::ACTION_VARIANTS, graph: $graph, mde: $mde }),*
+        ];
+
+        /// Start the controller of `kind` on `tasks`.
+        pub fn spawn(
+            kind: &str,
+            tasks: &mut tokio::task::JoinSet<()>,
+            cx: Arc<Ctx>,
+            namespace: Option<String>,
+            concurrency: u16,
+        ) -> Result<(), String> {
+            match kind {
+                $($kind => { tasks.spawn(engine::run(<$control>::default(), cx, namespace, concurrency)); })*
+                other => return Err(format!("kind {other} has no controller in this build")),
+            }
+            Ok(())
+        }
+    };
+}
+
+use crate::controls::{
+    arc_isolation, consent, cosmos, defender_alert, device, indicator, privileged_access,
+    service_principal, sql_ip_block, sql_public_access, storage_key_rotation,
+    storage_public_access, storage_sas_revocation, threat_submission, user, waf,
+};
+
+kinds! {
+    "SqlIpBlock" => sql_ip_block::SqlIpBlockControl { graph: &[], mde: &[] },
+    "SqlPublicAccessLockdown" => sql_public_access::SqlPublicAccessLockdownControl { graph: &[], mde: &[] },
+    "StorageKeyRotation" => storage_key_rotation::StorageKeyRotationControl { graph: &[], mde: &[] },
+    "StoragePublicAccessLockdown" => storage_public_access::StoragePublicAccessLockdownControl { graph: &[], mde: &[] },
+    "StorageSasRevocation" => storage_sas_revocation::StorageSasRevocationControl { graph: &[], mde: &[] },
+    "CosmosKeyRotation" => cosmos::CosmosKeyRotationControl { graph: &[], mde: &[] },
+    "CosmosPublicAccessLockdown" => cosmos::CosmosPublicAccessLockdownControl { graph: &[], mde: &[] },
+    "DefenderAlertState" => defender_alert::DefenderAlertStateControl { graph: &[], mde: &[] },
+    "WafIpBlock" => waf::WafIpBlockControl { graph: &[], mde: &[] },
+    "ArcIsolation" => arc_isolation::ArcIsolationControl { graph: &[], mde: &["Machine.Read.All", "Machine.Isolate"] },
+    "DeviceIsolation" => device::DeviceIsolationControl { graph: &[], mde: &["Machine.Read.All", "Machine.Isolate"] },
+    "DeviceCodeRestriction" => device::DeviceCodeRestrictionControl { graph: &[], mde: &["Machine.Read.All", "Machine.RestrictExecution"] },
+    "ThreatIndicator" => indicator::ThreatIndicatorControl { graph: &[], mde: &["Ti.ReadWrite"] },
+    "ThreatSubmission" => threat_submission::ThreatSubmissionControl { graph: &["ThreatSubmission.ReadWrite.All"], mde: &[] },
+    "ConsentLockdown" => consent::ConsentLockdownControl { graph: &["Policy.ReadWrite.Authorization"], mde: &[] },
+    "UserContainment" => user::UserContainmentControl { graph: &["User.Read.All", "User.EnableDisableAccount.All", "User.RevokeSessions.All", "RoleManagement.ReadWrite.Directory"], mde: &[] },
+    "ServicePrincipalContainment" => service_principal::ServicePrincipalContainmentControl { graph: &["Application.ReadWrite.All", "DelegatedPermissionGrant.ReadWrite.All", "AppRoleAssignment.ReadWrite.All"], mde: &[] },
+    "PrivilegedAccessPolicy" => privileged_access::PrivilegedAccessPolicyControl { graph: &["Policy.Read.All", "Policy.ReadWrite.ConditionalAccess"], mde: &[] },
+}
+
+/// Resolve `--kinds` (names, case-insensitive; empty = all) or say which name is unknown.
+pub fn select(names: &[String]) -> Result<Vec<&'static KindInfo>, String> {
+    if names.is_empty() {
+        return Ok(KINDS.iter().collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            KINDS
+                .iter()
+                .find(|k| k.kind.eq_ignore_ascii_case(n.trim()))
+                .ok_or_else(|| {
+                    format!(
+                        "--kinds: unknown kind {n:?}; known: {}",
+                        KINDS.iter().map(|k| k.kind).collect::<Vec<_>>().join(", ")
+                    )
+                })
+        })
+        .collect()
+}
