@@ -5,7 +5,7 @@
 //! `SETTLE` and no peer is still waiting for the guard's admission (at most `MAX_HOLD` from its
 //! own arrival). The rest hold for `MAX_HOLD` from their own arrival, so they neither crowd the
 //! work queue with re-checks nor write what the leader already wrote; a kind with small bursts
-//! has the leader's write wake them (`Control::COALESCES`). A peer not yet admitted is waited for, never written. A lone
+//! has the leader's write wake the peers it carried (`Control::carried`). A peer not yet admitted is waited for, never written. A lone
 //! resource is never held. Where one write has a size cap, a full one goes at once, held or not
 //! (ThreatIndicator: 500 per import), since waiting could not make it carry more.
 

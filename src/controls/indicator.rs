@@ -339,6 +339,36 @@ impl Control for ThreatIndicatorControl {
         self.registry.register_on(&t.id, obj, on, want_of);
     }
 
+    /// The peers whose indicator an import carried.
+    fn carried<'p>(
+        &self,
+        steps: &[Step],
+        peers: &'p [std::sync::Arc<ThreatIndicator>],
+    ) -> Vec<&'p std::sync::Arc<ThreatIndicator>> {
+        let sent: HashSet<(String, String)> = steps
+            .iter()
+            .filter(|s| s.path == IMPORT)
+            .filter_map(|s| s.body.as_ref()?["Indicators"].as_array())
+            .flatten()
+            .map(|i| {
+                (
+                    i["indicatorType"].as_str().unwrap_or_default().to_string(),
+                    i["indicatorValue"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase(),
+                )
+            })
+            .collect();
+        peers
+            .iter()
+            .filter(|p| {
+                let w = want_of(p);
+                sent.contains(&(w.indicator_type.to_string(), w.value.to_ascii_lowercase()))
+            })
+            .collect()
+    }
+
     fn unregister(&self, obj: &ThreatIndicator, t: &ResourceId) {
         self.registry.remove(&t.id, &key_of(obj));
     }

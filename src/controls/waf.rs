@@ -358,7 +358,6 @@ impl Control for WafIpBlockControl {
     const DEFAULT_RELEASE: Option<ReleasePolicy> = Some(ReleasePolicy::Restore);
     // The policy read depends on the target only (its type decides the API version).
     const SHARED_OBSERVATION: bool = true;
-    const COALESCES: bool = true;
     const ACTIONS: &'static [&'static str] = &[
         APPGW_ACTIONS[0],
         APPGW_ACTIONS[1],
@@ -379,6 +378,18 @@ impl Control for WafIpBlockControl {
 
     fn register(&self, obj: &WafIpBlock, t: &ResourceId, on: &OnTarget<WafIpBlock>) {
         self.registry.register_on(&t.id, obj, on, want_of);
+    }
+
+    /// The policy is written whole: one write carries every registered peer's rule.
+    fn carried<'p>(
+        &self,
+        steps: &[Step],
+        peers: &'p [std::sync::Arc<WafIpBlock>],
+    ) -> Vec<&'p std::sync::Arc<WafIpBlock>> {
+        if steps.is_empty() {
+            return Vec::new();
+        }
+        peers.iter().collect()
     }
 
     fn unregister(&self, obj: &WafIpBlock, t: &ResourceId) {

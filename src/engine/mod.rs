@@ -126,9 +126,6 @@ pub trait Control: Send + Sync + 'static {
     /// the last one to go restores. `false`: resources do not interact (one-shot actions, or a
     /// kind whose resources each own their own entry on the target).
     const COMPOSES: bool = false;
-    /// One write carries every Enforce peer's wants on the target (`controls::coalesce`): after
-    /// a write, the peers are woken to confirm theirs rather than waiting out their hold.
-    const COALESCES: bool = false;
 
     /// An enforced kind some of whose steps are one-shot actions, due once per `spec.trigger`
     /// (e.g. revoking a user's sessions): the engine keeps the action ledger for them as for
@@ -186,6 +183,13 @@ pub trait Control: Send + Sync + 'static {
 
     /// The resource no longer wants its containment (deleted, expired, or not Enforce).
     fn unregister(&self, _obj: &Self::K, _target: &ResourceId) {}
+
+    /// The Enforce peers on the target whose wants `steps` carried (`controls::coalesce`): they
+    /// are woken after the write to confirm theirs rather than waiting out their hold. Only
+    /// those: waking every peer of a large burst costs a reconcile each for nothing.
+    fn carried<'p>(&self, _steps: &[Step], _peers: &'p [Arc<Self::K>]) -> Vec<&'p Arc<Self::K>> {
+        Vec::new()
+    }
 
     async fn observe(
         &self,

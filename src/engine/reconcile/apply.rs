@@ -649,9 +649,14 @@ impl<'a, C: Control> Pipeline<'a, C> {
                 self.sh.cx.guard.ledger.wrote(p);
             }
         }
-        if C::COALESCES {
-            super::wake(self.sh, &self.on.enforcing);
-        }
+        let carried: Vec<Arc<C::K>> = self
+            .sh
+            .control
+            .carried(&assessment.steps, &self.on.enforcing)
+            .into_iter()
+            .cloned()
+            .collect();
+        super::wake(self.sh, &carried);
         outcome.message = match self.verify(desired, observed, assessment).await? {
             Next::Go(message) => message,
             Next::Stop(a) => return Ok(Next::Stop(a)),
