@@ -33,7 +33,7 @@ controlplane: ## Build kube-apiserver and kubectl, and the chart floor's kube-ap
 	fi
 
 .PHONY: tools
-tools: ## Build helm and kubeconform from the Go module proxy (cached per version)
+tools: ## Build helm, kubeconform and promtool from the Go module proxy (cached per version)
 	packaging/tools.sh
 
 .PHONY: build
@@ -41,9 +41,10 @@ build: ## Build every crate and test
 	$(CARGO) build --workspace --all-targets --locked
 
 .PHONY: crds
-crds: ## Regenerate crds/ from the Rust types (a test fails when it is stale)
+crds: ## Regenerate crds/ and docs/api.md from the Rust types (a test fails when either is stale)
 	$(CARGO) run -q --locked -- crds > crds/containment.defenderc2.io.yaml
 	cp crds/containment.defenderc2.io.yaml charts/containment-operator/crds/
+	$(CARGO) run -q --locked -- api-reference > docs/api.md
 
 .PHONY: manifests
 manifests: tools ## Regenerate deploy/base from the chart (a check fails when it is stale)

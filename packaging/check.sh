@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # The packaging checks of `make test` (run under `testenv exec`, so KUBECONFIG points at the
-# local control plane): helm lint, values.schema.json rejections, kubeconform -strict on every
-# manifest we ship (schemas taken from the API server with our CRDs installed), the kustomize
-# base's freshness, the Dockerfile lint, and the kstatus / Argo CD health tests.
+# local control plane): helm lint, values.schema.json rejections, promtool on the alert rules,
+# kubeconform -strict on every manifest we ship (schemas taken from the API server with our CRDs
+# installed), the kustomize base's freshness, the Dockerfile lint, and the kstatus / Argo CD
+# health tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${KUBECONFIG:?run under testenv exec (make test)}"
 tools="${CONTAINMENT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/containment-operator}/tools/bin"
 helm="$tools/helm"
 kubeconform="$tools/kubeconform"
+promtool="$tools/promtool"
 kubectl="$(target/debug/testenv assets | sed -n 's/^kubectl: *//p')"
-for b in "$helm" "$kubeconform" "$kubectl"; do
+for b in "$helm" "$kubeconform" "$promtool" "$kubectl"; do
   [ -x "$b" ] || { echo "packaging: $b missing (make tools / make controlplane)" >&2; exit 1; }
 done
 work="$(mktemp -d)"
@@ -44,7 +46,7 @@ fi
 variants=(
   "--set azure.clientId=00000000-0000-0000-0000-000000000001"
   "--set azure.credential=client-secret --set azure.clientSecret.existingSecret=azure --set watchNamespace=soc --set replicaCount=1 --set leaderElection.enabled=false"
-  "--set azure.clientId=x --set secretNamespaces={soc,ir} --set metrics.serviceMonitor.enabled=true --set azure.extraCA.configMap=proxy-ca --set driftIntervalFor.SqlIpBlock=1m --set kinds={SqlIpBlock,WafIpBlock} --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+  "--set azure.clientId=x --set secretNamespaces={soc,ir} --set metrics.serviceMonitor.enabled=true --set metrics.prometheusRule.enabled=true --set metrics.grafanaDashboard.enabled=true --set azure.extraCA.configMap=proxy-ca --set driftIntervalFor.SqlIpBlock=1m --set kinds={SqlIpBlock,WafIpBlock} --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 )
 step "helm lint --strict (${#variants[@]} value sets)"
 for v in "${variants[@]}"; do
@@ -106,10 +108,19 @@ grep -q ipAdresses "$work/bad.log" || { cat "$work/bad.log" >&2; exit 1; }
 
 step "kubeconform -strict: chart (every value set, CRDs included)"
 for v in "${variants[@]}"; do
-  # ServiceMonitor's schema belongs to the Prometheus Operator, which this cluster lacks.
+  # ServiceMonitor's and PrometheusRule's schemas belong to the Prometheus Operator, which this
+  # cluster lacks.
   # shellcheck disable=SC2086
-  render --include-crds $v | conform -skip ServiceMonitor
+  render --include-crds $v | conform -skip ServiceMonitor,PrometheusRule
 done
+
+step "promtool check rules: the chart's alerts, as a file and as the rendered PrometheusRule"
+"$promtool" check rules "$chart/files/prometheus-rules.yaml"
+render --set azure.clientId=x --set metrics.prometheusRule.enabled=true --show-only templates/monitoring.yaml \
+  | sed -n '/^spec:/,$p' | sed '1d; s/^  //' > "$work/rendered-rules.yaml"
+"$promtool" check rules "$work/rendered-rules.yaml"
+render --set azure.clientId=x --set metrics.grafanaDashboard.enabled=true --show-only templates/monitoring.yaml \
+  | grep -q '"title": "containment-operator"' || { echo "packaging: the dashboard ConfigMap lacks the dashboard" >&2; exit 1; }
 step "kubeconform -strict: kustomize base and workload-identity overlay"
 "$kubectl" kustomize deploy/base | conform
 "$kubectl" kustomize deploy/overlays/workload-identity | conform

@@ -6,7 +6,9 @@ set -euo pipefail
 out="${1:-${CONTAINMENT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/containment-operator}/tools}"
 HELM=helm.sh/helm/v3/cmd/helm@v3.22.0
 KUBECONFORM=github.com/yannh/kubeconform/cmd/kubeconform@v0.8.0
-command -v go >/dev/null || { echo "tools.sh: Go is required to install helm and kubeconform" >&2; exit 1; }
+# Prometheus 3's module tags are v0.3xx.y; promtool checks the chart's alert rules.
+PROMTOOL=github.com/prometheus/prometheus/cmd/promtool@v0.316.0
+command -v go >/dev/null || { echo "tools.sh: Go is required to install helm, kubeconform and promtool" >&2; exit 1; }
 install() {
   local pkg="$1" ldflags="-s -w ${2:-} ${3:-}" name dir
   name="$(basename "${pkg%@*}")"
@@ -23,7 +25,9 @@ install() {
 }
 install "$HELM" -X helm.sh/helm/v3/internal/version.version=v3.22.0
 install "$KUBECONFORM"
+install "$PROMTOOL"
 # Stable names for the Makefile and the tests.
 mkdir -p "$out/bin"
 ln -sfn "$out/helm-v3.22.0/helm" "$out/bin/helm"
 ln -sfn "$out/kubeconform-v0.8.0/kubeconform" "$out/bin/kubeconform"
+ln -sfn "$out/promtool-v0.316.0/promtool" "$out/bin/promtool"

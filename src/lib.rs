@@ -20,3 +20,8 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     }
     Ok(out)
 }
+
+/// The API reference (`docs/api.md`), generated from the CRD schemas.
+pub fn api_reference() -> String {
+    api::reference::markdown(&api::crds())
+}

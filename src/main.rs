@@ -24,6 +24,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Print every CRD as YAML (the source of crds/).
     Crds,
+    /// Print the API reference as Markdown, generated from the CRD schemas (docs/api.md).
+    ApiReference,
     /// Print the Azure custom role (actions) and the Graph / Defender for Endpoint application
     /// permissions the enabled kinds need, as JSON.
     Permissions {
@@ -58,6 +60,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds => print!("{}", containment_operator::crds_yaml()?),
+        Command::ApiReference => print!("{}", containment_operator::api_reference()),
         Command::Permissions { kinds, scope } => {
             let grants = permissions::grants(&kinds).map_err(anyhow::Error::msg)?;
             println!(

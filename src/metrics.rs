@@ -32,6 +32,21 @@ pub struct OpStatus {
     pub status: String,
 }
 
+/// One condition of one containment: what `containment_resource_conditions` counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub kind: String,
+    pub namespace: String,
+    /// `Ready`, `Reconciling` or `Stalled`.
+    pub condition: String,
+    /// `True`, `False` or `Unknown` (no condition written yet).
+    pub status: String,
+    pub reason: String,
+}
+
+/// A kind's watch cache, read at scrape time: the conditions of every resource it holds.
+pub type ConditionSource = Box<dyn Fn() -> Vec<ConditionLabels> + Send + Sync>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: String,
@@ -50,6 +65,12 @@ pub struct Metrics {
     pub guard_denials: Family<KindReason, Counter>,
     pub reconcile_duration: Family<KindLabel, Histogram>,
     pub in_flight: Gauge,
+    /// 1 while this replica acts: it holds the leader lease, or leader election is off.
+    pub leader: Gauge,
+    /// Containments by kind, namespace and condition, recounted from the watch caches at every
+    /// scrape (so deleted resources vanish and nothing drifts from the API server's truth).
+    conditions: Family<ConditionLabels, Gauge>,
+    condition_sources: std::sync::Mutex<Vec<ConditionSource>>,
     pub ready: AtomicBool,
     /// Controllers started whose watch cache is not complete yet (`/readyz` waits for them).
     unsynced: std::sync::atomic::AtomicUsize,
@@ -69,6 +90,18 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
         });
         let in_flight = Gauge::default();
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica acts on containments (it holds the leader lease, or leader election is off)",
+            leader.clone(),
+        );
+        let conditions = Family::<ConditionLabels, Gauge>::default();
+        registry.register(
+            "resource_conditions",
+            "Containments by kind, namespace and condition (Ready, Reconciling, Stalled) with status and reason",
+            conditions.clone(),
+        );
         registry.register(
             "reconciles",
             "Reconciles by kind and result",
@@ -125,6 +158,9 @@ impl Default for Metrics {
             guard_denials,
             reconcile_duration,
             in_flight,
+            leader,
+            conditions,
+            condition_sources: Default::default(),
             ready: AtomicBool::new(false),
             unsynced: Default::default(),
         }
@@ -133,6 +169,8 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn encode(&self) -> String {
+        // Held until encoded: a concurrent scrape must not recount in between.
+        let _counted = self.recount_conditions();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -141,6 +179,22 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Count this kind's resources by condition at every scrape.
+    pub fn count_conditions(&self, source: ConditionSource) {
+        if let Ok(mut s) = self.condition_sources.lock() {
+            s.push(source);
+        }
+    }
+
+    fn recount_conditions(&self) -> Option<std::sync::MutexGuard<'_, Vec<ConditionSource>>> {
+        let sources = self.condition_sources.lock().ok()?;
+        self.conditions.clear();
+        for labels in sources.iter().flat_map(|source| source()) {
+            self.conditions.get_or_create(&labels).inc();
+        }
+        Some(sources)
+    }
+
     /// Controllers are about to start: not ready until each has synced its cache.
     pub fn controllers_starting(&self, n: usize) {
         self.unsynced.fetch_add(n, Ordering::SeqCst);

@@ -262,6 +262,7 @@ fn tenant_clients(
             ),
             metrics.clone(),
         )
+        .labelled("mde")
         .with_write_fence(write_fence.clone()),
     );
     // Graph security APIs: about 150 requests per minute per app and tenant.
@@ -279,6 +280,7 @@ fn tenant_clients(
             })),
             metrics.clone(),
         )
+        .labelled("graph")
         .with_write_fence(write_fence.clone()),
     );
     Ok(Clients {
@@ -410,6 +412,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.namespace.is_none() {
         tokio::spawn(guard.publish_status(client.clone()));
     }
+    // Only the leader (or the only replica) gets here; losing the lease ends the process.
+    metrics.leader.set(1);
     let ns = args.namespace.clone();
     let n = args.max_concurrent_reconciles;
     let mut tasks = tokio::task::JoinSet::new();

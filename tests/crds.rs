@@ -21,6 +21,39 @@ fn committed_crds_are_up_to_date() {
     );
 }
 
+#[test]
+fn committed_api_reference_is_up_to_date() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let generated = containment_operator::api_reference();
+    let committed = std::fs::read_to_string(format!("{root}/docs/api.md")).unwrap_or_default();
+    assert!(
+        generated == committed,
+        "docs/api.md is stale: run `make crds` and commit the result"
+    );
+    // Every field of every kind, and each example it links to exists.
+    for crd in containment_operator::api::crds() {
+        let kind = &crd.spec.names.kind;
+        assert!(generated.contains(&format!("## {kind}\n")), "{kind}");
+        if let Some(file) = containment_operator::api::reference::example(kind) {
+            assert!(
+                std::path::Path::new(&format!("{root}/examples/{file}")).exists(),
+                "{kind}: examples/{file}"
+            );
+        }
+    }
+    for needle in [
+        "| `spec.ipAddresses` | array of string | yes |",
+        "| `spec.mode` | string |",
+        "One of `Enforce`, `DryRun`, `Observe`.",
+        "| `status.targetName` | string |",
+        "`Target` = `.status.targetName`",
+        "`Resource` (wide) = `.status.target`",
+    ] {
+        assert!(generated.contains(needle), "missing {needle:?}");
+    }
+    assert!(generated.contains("Rules:\n"), "CEL rules are listed");
+}
+
 /// The chart names the containment kinds in its RBAC and admission policies (never a wildcard,
 /// which would also give the operator ContainmentPolicies and ContainmentApprovals to write):
 /// that list is every containment kind's plural, and nothing else.

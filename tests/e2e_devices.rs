@@ -276,7 +276,7 @@ fn types(a: &[Value]) -> Vec<String> {
 #[tokio::test]
 async fn device_isolation_isolates_by_name_corrects_drift_and_unisolates_on_release() {
     let env = Env::new("e2e-deviso").await;
-    let _op = env.operator();
+    let op = env.operator();
     let t = env
         .apply(
             "DeviceIsolation",
@@ -295,6 +295,7 @@ async fn device_isolation_isolates_by_name_corrects_drift_and_unisolates_on_rele
     assert_eq!(o["status"]["computerDnsName"], WS_NAME);
     assert_eq!(o["status"]["isolationState"], "Isolated");
     assert_eq!(o["status"]["target"], format!("device/{WS_NAME}"));
+    assert_eq!(o["status"]["targetName"], WS_NAME);
     assert_eq!(
         device_state(&env, WS_DEVICE).await,
         json!({"isolated": true, "isolationScope": "Selective", "codeExecutionRestricted": false})
@@ -338,6 +339,27 @@ async fn device_isolation_isolates_by_name_corrects_drift_and_unisolates_on_rele
     assert!(
         env.sim.requests().await.iter().all(|r| r["status"] != 400),
         "an action was sent while another was pending"
+    );
+    // Defender for Endpoint calls are labelled by API, ids left out (not `POST `).
+    let m = op.metrics().await;
+    let calls = |op: &str| {
+        metric_sum(
+            &m,
+            &format!("containment_azure_requests_total{{operation=\"{op}\",status=\"201\""),
+        )
+    };
+    assert_eq!(calls("POST mde machines/isolate"), 2.0, "{m}");
+    assert_eq!(calls("POST mde machines/unisolate"), 1.0, "{m}");
+    assert!(
+        metric_sum(
+            &m,
+            r#"containment_azure_requests_total{operation="GET mde machines","#
+        ) > 0.0,
+        "{m}"
+    );
+    assert!(
+        !m.contains(r#"operation="POST ""#) && !m.contains(r#"operation="GET ""#),
+        "{m}"
     );
 }
 

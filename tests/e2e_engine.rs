@@ -157,7 +157,22 @@ async fn health_readiness_and_metrics_endpoints() {
         json!({"target": target(SQL_PROD), "ipAddresses": ["203.0.113.7"]}),
     )
     .await;
-    env.wait_ready("SqlIpBlock", "ip").await;
+    let o = env.wait_ready("SqlIpBlock", "ip").await;
+    assert_eq!(o["status"]["targetName"], "sql-prod-01");
+    env.apply(
+        "SqlIpBlock",
+        "wrong",
+        json!({"target": target(STORAGE), "ipAddresses": ["203.0.113.7"]}),
+    )
+    .await;
+    env.wait_condition(
+        "SqlIpBlock",
+        "wrong",
+        "Stalled",
+        "True",
+        Some("InvalidTarget"),
+    )
+    .await;
     let get = |p: &str| {
         let url = format!("http://{addr}{p}");
         async move {
@@ -183,8 +198,63 @@ async fn health_readiness_and_metrics_endpoints() {
         "containment_reconcile_duration_seconds_bucket",
         "containment_queue_depth",
         "containment_azure_throttled_total 0",
+        // Counters start at 0 (so `increase()` sees the first drift).
+        r#"containment_drifts_total{kind="SqlIpBlock"} 0"#,
     ] {
         assert!(m.contains(needle), "missing {needle} in:\n{m}");
+    }
+    // What is Ready / Stalled right now, counted from the watch cache at each scrape.
+    let conditions = |rest: &str| {
+        format!(
+            "containment_resource_conditions{{kind=\"SqlIpBlock\",namespace=\"{}\",{rest}",
+            env.ns
+        )
+    };
+    for needle in [
+        r#"condition="Ready",status="True",reason="Contained"} 1"#,
+        r#"condition="Stalled",status="True",reason="InvalidTarget"} 1"#,
+        r#"condition="Stalled",status="False",reason="Contained"} 1"#,
+    ] {
+        let needle = conditions(needle);
+        assert!(m.contains(&needle), "missing {needle} in:\n{m}");
+    }
+    assert!(m.contains("containment_leader 1"), "{m}");
+    // Every metric the chart's alerts and dashboard query is one this operator exports.
+    let chart = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/containment-operator/files"
+    );
+    for file in ["prometheus-rules.yaml", "grafana-dashboard.json"] {
+        let text = std::fs::read_to_string(format!("{chart}/{file}")).unwrap();
+        if file.ends_with(".json") {
+            let d: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+            assert!(d["panels"].as_array().is_some_and(|p| p.len() >= 8), "{d}");
+        }
+        let names = metric_names(&text);
+        assert!(names.len() >= 5, "{file}: {names:?}");
+        for name in names {
+            let family = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                m.contains(&format!("# TYPE {family} ")),
+                "{file} queries {name}, which the operator does not export:\n{m}"
+            );
+        }
+    }
+    // A deleted containment leaves the count at once (no stale series).
+    env.delete("SqlIpBlock", "wrong").await;
+    env.wait_gone("SqlIpBlock", "wrong").await;
+    let stalled = conditions(r#"condition="Stalled",status="True""#);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric_sum(&get("/metrics").await.1, &stalled) != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            get("/metrics").await.1
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -1045,4 +1115,22 @@ async fn a_reconcile_request_is_handled_at_once_and_echoed() {
         "Disabled",
         "corrected by the requested reconcile"
     );
+}
+
+/// The `containment_…` metric names a PromQL-bearing file mentions.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("containment_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        // Not part of a longer word (e.g. `promtool`'s file names, `co.containment_…`).
+        if i == 0 || !rest.as_bytes()[i - 1].is_ascii_alphanumeric() {
+            names.insert(name.clone());
+        }
+        rest = &rest[i + name.len()..];
+    }
+    names
 }

@@ -369,17 +369,12 @@ async fn the_blast_radius_holds_under_a_burst_and_the_excess_waits() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let metrics = reqwest::get(format!("http://{}/metrics", op.metrics_addr().await))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = op.metrics().await;
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("containment_guard_denials_total{")
-                && l.contains("reason=\"BlastRadiusExceeded\"")),
+        metric_sum(
+            &metrics,
+            r#"containment_guard_denials_total{kind="SqlIpBlock",reason="BlastRadiusExceeded"}"#
+        ) >= 1.0,
         "{metrics}"
     );
 }

@@ -365,7 +365,7 @@ async fn invalid_identity_specs_are_rejected_naming_the_field() {
 #[tokio::test]
 async fn user_containment_disables_revokes_once_per_trigger_removes_roles_and_restores() {
     let env = Env::new("e2e-usrc").await;
-    let _op = env.operator();
+    let op = env.operator();
     let roles_before = mallory_roles(&env).await;
     assert_eq!(roles_before.len(), 3, "{roles_before:?}");
     let t = env
@@ -396,6 +396,7 @@ async fn user_containment_disables_revokes_once_per_trigger_removes_roles_and_re
     assert_eq!(o["status"]["accountEnabled"], false);
     assert_eq!(o["status"]["directoryRoles"], json!([]));
     assert_eq!(o["status"]["target"], format!("user/{MALLORY}"));
+    assert_eq!(o["status"]["targetName"], MALLORY);
     assert_eq!(
         o["status"]["signInSessionsValidFromDateTime"],
         u["signInSessionsValidFromDateTime"]
@@ -461,6 +462,20 @@ async fn user_containment_disables_revokes_once_per_trigger_removes_roles_and_re
         revokes(&env.sim.writes().await),
         2,
         "a revocation has no undo"
+    );
+    // Graph calls are labelled by API, ids left out (not `POST `).
+    let m = op.metrics().await;
+    let calls = |op: &str| {
+        metric_sum(
+            &m,
+            &format!("containment_azure_requests_total{{operation=\"{op}\",status=\"2"),
+        )
+    };
+    assert_eq!(calls("POST graph users/revokeSignInSessions"), 2.0, "{m}");
+    assert!(calls("PATCH graph users") >= 2.0, "{m}");
+    assert!(
+        !m.contains(r#"operation="POST ""#) && !m.contains(r#"operation="PATCH ""#),
+        "{m}"
     );
 }
 
@@ -769,6 +784,7 @@ async fn privileged_access_policy_soaks_report_only_then_enforces_corrects_drift
     let p = &ours[0];
     assert_eq!(p["state"], "enabledForReportingButNotEnforced");
     assert_eq!(o["status"]["policyId"], p["id"]);
+    assert_eq!(o["status"]["targetName"], "1 user, 1 role");
     assert_eq!(
         o["status"]["policyState"],
         "enabledForReportingButNotEnforced"

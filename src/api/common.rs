@@ -61,9 +61,12 @@ pub enum ReleasePolicy {
 pub struct CommonStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The resolved ARM id of the target (shown by `kubectl get`).
+    /// The resolved ARM id of the target (shown by `kubectl get -o wide`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// The target in short, its name (shown by `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_name: Option<String>,
     /// Ready, Reconciling and Stalled (kstatus semantics).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -8,12 +8,13 @@ macro_rules! containment_kind {
         #[kube(
             group = "containment.defenderc2.io", version = "v1alpha1", kind = $kind, namespaced,
             status = $status, shortname = $short, category = "containment",
-            printcolumn = r#"{"name":"Target","type":"string","jsonPath":".status.target"}"#,
+            printcolumn = r#"{"name":"Target","type":"string","jsonPath":".status.targetName"}"#,
             printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
             printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
             printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
             printcolumn = r#"{"name":"Drifts","type":"integer","jsonPath":".status.driftCount"}"#,
             printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+            printcolumn = r#"{"name":"Resource","type":"string","priority":1,"jsonPath":".status.target"}"#,
             printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
         )]
         #[serde(rename_all = "camelCase")]
@@ -31,6 +32,7 @@ pub mod identity;
 pub mod indicator;
 pub mod network;
 pub mod policy;
+pub mod reference;
 pub mod security;
 pub mod sql;
 pub mod storage;

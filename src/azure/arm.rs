@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::error::{AzureError, Class, parse_error_body};
 use super::limiter::{Limiter, OpClass};
-use super::resource_id::{resource_type, subscription_of};
+use super::resource_id::{operation_label, subscription_of};
 use crate::metrics::{Metrics, OpStatus};
 
 pub const USER_AGENT: &str = concat!("containment-operator/", env!("CARGO_PKG_VERSION"));
@@ -125,6 +125,8 @@ pub struct Arm {
     limiter: Arc<Limiter>,
     metrics: Arc<Metrics>,
     max_attempts: u32,
+    /// The service in metric labels of paths without an ARM provider (`graph`, `mde`).
+    service: &'static str,
     /// Closed when this replica may no longer hold the leader lease: no write leaves then.
     write_fence: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
@@ -181,8 +183,15 @@ impl Arm {
             limiter,
             metrics,
             max_attempts: 5,
+            service: "",
             write_fence: None,
         }
+    }
+
+    /// Name the service in the metric labels of its requests (`graph`, `mde`).
+    pub fn labelled(mut self, service: &'static str) -> Self {
+        self.service = service;
+        self
     }
 
     /// Refuse every write once `fence` is closed (leadership may have passed to another replica).
@@ -262,8 +271,7 @@ impl Arm {
         let url = self.url(r.path, r.api_version)?;
         let class = OpClass::of(r.method);
         let scope = self.limiter_scope(r.path);
-        let rtype = resource_type(r.path.split('?').next().unwrap_or_default());
-        let operation = format!("{} {rtype}", r.method);
+        let operation = operation_label(self.service, r.method, r.path);
         let method = reqwest::Method::from_bytes(r.method.as_bytes())
             .map_err(|e| AzureError::Config(e.to_string()))?;
         let mut attempt = 0;

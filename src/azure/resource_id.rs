@@ -69,6 +69,32 @@ pub fn resource_type(path: &str) -> String {
     parts.join("/")
 }
 
+/// The metric label of a request. ARM paths name their resource type (`PUT
+/// Microsoft.Sql/servers/firewallRules`); Graph and Defender for Endpoint paths have no provider,
+/// so they are named by service and path with the ids left out (`POST mde machines/isolate`,
+/// `PATCH graph users`): a bounded label set that still says which API was called.
+pub fn operation_label(service: &str, method: &str, path: &str) -> String {
+    let rtype = resource_type(path);
+    if !rtype.is_empty() || service.is_empty() {
+        return format!("{method} {rtype}");
+    }
+    let path = path.split('?').next().unwrap_or_default();
+    // Absolute URLs (next links, operation URLs): the path after the host.
+    let path = match path.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
+        None => path,
+    };
+    let template: Vec<&str> = path
+        .split('/')
+        .filter(|s| !matches!(*s, "" | "v1.0" | "beta" | "api"))
+        // `servicePrincipals(appId='…')` is the collection `servicePrincipals` keyed by appId.
+        .map(|s| s.split('(').next().unwrap_or_default())
+        // API words are letters (and `microsoft.graph.…` casts); ids, UPNs and hashes are not.
+        .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphabetic() || c == '.'))
+        .collect();
+    format!("{method} {service} {}", template.join("/"))
+}
+
 /// The subscription id in an ARM path, for the limiter scope.
 pub fn subscription_of(path: &str) -> Option<&str> {
     let mut it = path.split('/');
@@ -124,6 +150,64 @@ mod tests {
         assert!(
             err.contains("spec.target.resourceId is a Microsoft.Sql/servers"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn graph_and_mde_operations_are_labelled_by_service_and_path_without_ids() {
+        let label = |svc, m, p| operation_label(svc, m, p);
+        assert_eq!(
+            label(
+                "mde",
+                "POST",
+                "/api/machines/1e5bc9d7e413ddd7902c2932e418702b84d0cc07/isolate"
+            ),
+            "POST mde machines/isolate"
+        );
+        assert_eq!(
+            label(
+                "mde",
+                "GET",
+                "/api/machineactions?$filter=machineId eq 'abc1'"
+            ),
+            "GET mde machineactions"
+        );
+        assert_eq!(
+            label("mde", "DELETE", "/api/indicators/42"),
+            "DELETE mde indicators"
+        );
+        assert_eq!(
+            label(
+                "graph",
+                "POST",
+                "/v1.0/security/threatSubmission/urlThreats"
+            ),
+            "POST graph security/threatSubmission/urlThreats"
+        );
+        assert_eq!(
+            label(
+                "graph",
+                "GET",
+                "/v1.0/servicePrincipals(appId='00000003-0000-0000-c000-000000000000')?$select=id"
+            ),
+            "GET graph servicePrincipals"
+        );
+        assert_eq!(
+            label("graph", "PATCH", "/v1.0/users/alice@contoso.com"),
+            "PATCH graph users"
+        );
+        assert_eq!(
+            label(
+                "graph",
+                "GET",
+                "https://graph.microsoft.com/beta/identity/conditionalAccess/policies?$skiptoken=x1"
+            ),
+            "GET graph identity/conditionalAccess/policies"
+        );
+        // ARM keeps its resource-type label, whatever the client.
+        assert_eq!(
+            label("", "PUT", &format!("{SRV}/firewallRules/AllowAll")),
+            "PUT Microsoft.Sql/servers/firewallRules"
         );
     }
 

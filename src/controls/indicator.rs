@@ -335,6 +335,11 @@ impl Control for ThreatIndicatorControl {
         })
     }
 
+    /// The tenant's list is every indicator's target: the value says which one this is.
+    fn target_name(obj: &ThreatIndicator, _t: &ResourceId) -> String {
+        obj.spec.value.clone()
+    }
+
     fn register(&self, obj: &ThreatIndicator, t: &ResourceId, on: &OnTarget<ThreatIndicator>) {
         self.registry.register_on(&t.id, obj, on, want_of);
     }

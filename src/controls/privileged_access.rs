@@ -333,6 +333,25 @@ impl Control for PrivilegedAccessPolicyControl {
         })
     }
 
+    /// Its own policy has no name worth showing: who it covers is the story.
+    fn target_name(obj: &PrivilegedAccessPolicy, _t: &ResourceId) -> String {
+        let s = &obj.spec;
+        let count = |n: usize, what: &str| match n {
+            0 => None,
+            1 => Some(format!("1 {what}")),
+            n => Some(format!("{n} {what}s")),
+        };
+        [
+            count(s.users.len(), "user"),
+            count(s.groups.len(), "group"),
+            count(s.directory_roles.len(), "role"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+
     /// The guard refuses a policy that would apply to a protected identity.
     fn subject(&self, o: &Owned) -> Option<Subject> {
         Some(Subject::Identity(o.included.clone()))

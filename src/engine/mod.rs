@@ -163,6 +163,12 @@ pub trait Control: Send + Sync + 'static {
         crate::azure::resource_id::resolve(&obj.common().target, Self::resource_type(obj))
     }
 
+    /// The target in a few characters: `kubectl get`'s TARGET column (`status.targetName`; the
+    /// full id is `status.target`, shown by `-o wide`).
+    fn target_name(_obj: &Self::K, target: &ResourceId) -> String {
+        target.name.clone()
+    }
+
     /// A 2xx answer that still reports this resource's part as failed (a batch call answers
     /// per item): the error the write ends with instead, e.g. a limit reached.
     fn reply_error(&self, _obj: &Self::K, _step: &Step, _reply: &Value) -> Option<AzureError> {

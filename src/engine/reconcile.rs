@@ -23,7 +23,8 @@ use super::ledger::{self, Unconfirmed};
 use super::{Control, Ctx, FIELD_MANAGER, FINALIZER, Kind, RunError, Step, audit};
 use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::azure::{ArmRequest, AzureError, Class, Poll, ResourceId};
-use crate::metrics::{KindLabel, KindReason, KindResult};
+use crate::guard;
+use crate::metrics::{ConditionLabels, KindLabel, KindReason, KindResult};
 use apply::apply;
 
 struct Shared<C: Control> {
@@ -72,6 +73,19 @@ pub async fn run<C: Control>(
         );
         watcher::Config::default()
     };
+    cx.metrics
+        .count_conditions(condition_source::<C>(kind.clone(), reader.clone()));
+    // Counters start at 0, so that `increase()` in the chart's alerts sees the first one.
+    let _ = cx
+        .metrics
+        .drifts
+        .get_or_create(&KindLabel { kind: kind.clone() });
+    for reason in [guard::OUT_OF_SCOPE, guard::PROTECTED, guard::BLAST_RADIUS] {
+        let _ = cx.metrics.guard_denials.get_or_create(&KindReason {
+            kind: kind.clone(),
+            reason: reason.into(),
+        });
+    }
     let (wake, woken) = futures::channel::mpsc::unbounded();
     let shared = Arc::new(Shared {
         control,
@@ -110,6 +124,39 @@ pub async fn run<C: Control>(
             }
         })
         .await;
+}
+
+/// The conditions of every resource in this kind's watch cache (a resource with none yet counts
+/// as Ready `Unknown`).
+fn condition_source<C: Control>(
+    kind: String,
+    store: reflector::Store<C::K>,
+) -> crate::metrics::ConditionSource {
+    Box::new(move || {
+        let mut out = Vec::new();
+        for obj in store.state() {
+            let labels = |condition: &str, status: &str, reason: &str| ConditionLabels {
+                kind: kind.clone(),
+                namespace: obj.namespace().unwrap_or_default(),
+                condition: condition.into(),
+                status: status.into(),
+                reason: reason.into(),
+            };
+            let conditions = obj
+                .common_status()
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or_default();
+            if conditions.is_empty() {
+                out.push(labels("Ready", "Unknown", ""));
+            }
+            out.extend(
+                conditions
+                    .iter()
+                    .map(|c| labels(&c.type_, &c.status, &c.reason)),
+            );
+        }
+        out
+    })
 }
 
 /// Tests only: debug builds hold every watch change `CONTAINMENT_TEST_WATCH_LAG_MS` before the
@@ -851,6 +898,7 @@ fn write_of<'a>(
 const COMMON_KEYS: &[&str] = &[
     "observedGeneration",
     "target",
+    "targetName",
     "conditions",
     "lastAppliedTime",
     "lastVerifiedTime",

@@ -354,6 +354,12 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The operator's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.metrics_addr().await);
+        reqwest::get(url).await.unwrap().text().await.unwrap()
+    }
+
     /// The metrics address the operator printed.
     pub async fn metrics_addr(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -652,6 +658,16 @@ impl Env {
             })
             .collect()
     }
+}
+
+/// The sum of the samples whose series starts with `series` (a metric name and leading labels,
+/// e.g. `containment_azure_requests_total{operation="POST mde machines/isolate",`).
+pub fn metric_sum(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 pub fn condition<'a>(o: &'a Value, type_: &str) -> Option<&'a Value> {

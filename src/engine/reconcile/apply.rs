@@ -132,6 +132,7 @@ impl<'a, C: Control> Pipeline<'a, C> {
     fn new(obj: Arc<C::K>, sh: &'a Shared<C>, target: ResourceId) -> Self {
         let mut run = Run::new(obj.clone(), sh);
         run.status.target = Some(target.id.clone());
+        run.status.target_name = Some(short(&C::target_name(&obj, &target)));
         let on = super::on_target_sealed(sh, &obj, &target);
         let shared_before = std::mem::take(&mut run.status.shared_with);
         if C::COMPOSES {
@@ -926,4 +927,14 @@ impl<'a, C: Control> Pipeline<'a, C> {
     fn succeeded(&self) {
         self.sh.cx.failure(&key_of(self.obj.as_ref()), false);
     }
+}
+
+/// At most 40 characters (a URL or a hash as indicator value would widen every row).
+fn short(name: &str) -> String {
+    const MAX: usize = 40;
+    if name.chars().count() <= MAX {
+        return name.to_string();
+    }
+    let head: String = name.chars().take(MAX - 1).collect();
+    format!("{head}…")
 }
