@@ -1117,6 +1117,74 @@ async fn a_reconcile_request_is_handled_at_once_and_echoed() {
     );
 }
 
+/// After the cause of a Stalled containment is fixed, a reconcile request heals it at once
+/// instead of after the 5-minute Stalled retry, and the handled value is echoed.
+#[tokio::test]
+async fn a_reconcile_request_heals_a_stalled_resource_at_once() {
+    let env = Env::new("e2e-reconcile-stalled").await;
+    let _op = env.operator();
+    // One refused read: Stalled AuthorizationFailed, retried in 5 minutes.
+    env.sim
+        .fault(
+            json!({"match": {"method": "GET", "pathRegex": "servers/sql-prod-01$"},
+            "status": 403, "errorCode": "AuthorizationFailed", "count": 1}),
+        )
+        .await;
+    env.apply(
+        "SqlPublicAccessLockdown",
+        "fixed",
+        json!({"target": target(SQL_PROD)}),
+    )
+    .await;
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "fixed",
+        "Stalled",
+        "True",
+        Some("AuthorizationFailed"),
+    )
+    .await;
+    let requested = "2026-12-03T12:00:00Z";
+    let t = std::time::Instant::now();
+    env.api("SqlPublicAccessLockdown")
+        .patch(
+            "fixed",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
+                "containment.defenderc2.io/reconcile-requested-at": requested}}})),
+        )
+        .await
+        .unwrap();
+    env.wait(
+        "SqlPublicAccessLockdown",
+        "fixed",
+        "the request echoed",
+        Duration::from_secs(30),
+        |o| o.is_some_and(|o| o["status"]["lastHandledReconcileAt"] == requested),
+    )
+    .await;
+    let echoed = t.elapsed();
+    env.wait_condition(
+        "SqlPublicAccessLockdown",
+        "fixed",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    let ready = t.elapsed();
+    eprintln!(
+        "reconcile request on a Stalled resource: echoed after {} ms, Ready after {} ms",
+        echoed.as_millis(),
+        ready.as_millis()
+    );
+    assert!(echoed < Duration::from_secs(1), "echoed after {echoed:?}");
+    assert_eq!(
+        env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
+        "Disabled"
+    );
+}
+
 /// The `containment_…` metric names a PromQL-bearing file mentions.
 fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
     let mut names = std::collections::BTreeSet::new();
