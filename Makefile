@@ -60,8 +60,18 @@ lint: ## rustfmt and clippy (warnings are errors)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+.PHONY: supply-chain
+supply-chain: ## cargo deny (licenses, bans, sources; deny.toml) and the CycloneDX SBOM in target/sbom/
+	packaging/cargo-tools.sh
+	packaging/supply-chain.sh
+
+.PHONY: deny-advisories
+deny-advisories: ## cargo deny check advisories (fetches the RustSec database from GitHub)
+	packaging/cargo-tools.sh
+	PATH="$(CONTAINMENT_CACHE_DIR)/tools/bin:$$PATH" $(CARGO) deny --locked --workspace check advisories
+
 .PHONY: test
-test: controlplane tools lint build ## The whole test suite (packaging checks included), on one shared local control plane
+test: controlplane tools lint build supply-chain ## The whole test suite (packaging and supply-chain checks included), on one shared local control plane
 	$(TESTENV) exec -- bash -c 'packaging/check.sh && $(CARGO) test --workspace --locked'
 
 .PHONY: up
