@@ -342,21 +342,10 @@ async fn device_isolation_isolates_by_name_corrects_drift_and_unisolates_on_rele
     );
     // Defender for Endpoint calls are labelled by API, ids left out (not `POST `).
     let m = op.metrics().await;
-    let calls = |op: &str| {
-        metric_sum(
-            &m,
-            &format!("containment_azure_requests_total{{operation=\"{op}\",status=\"201\""),
-        )
-    };
+    let calls = |op: &str| requests_of(&m, op, "201");
     assert_eq!(calls("POST mde machines/isolate"), 2.0, "{m}");
     assert_eq!(calls("POST mde machines/unisolate"), 1.0, "{m}");
-    assert!(
-        metric_sum(
-            &m,
-            r#"containment_azure_requests_total{operation="GET mde machines","#
-        ) > 0.0,
-        "{m}"
-    );
+    assert!(requests_of(&m, "GET mde machines", "2") > 0.0, "{m}");
     assert!(
         !m.contains(r#"operation="POST ""#) && !m.contains(r#"operation="GET ""#),
         "{m}"

@@ -1016,15 +1016,8 @@ async fn the_kill_switch_freezes_every_azure_call_and_lifts_cleanly() {
     )
     .await
     .unwrap();
-    env.api("StoragePublicAccessLockdown")
-        .patch(
-            "y",
-            &Default::default(),
-            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
-                "containment.defenderc2.io/reconcile-requested-at": "frozen-again"}}})),
-        )
-        .await
-        .unwrap();
+    env.reconcile_now("StoragePublicAccessLockdown", "y", "frozen-again")
+        .await;
     env.wait_condition(
         "StoragePublicAccessLockdown",
         "y",
@@ -1085,23 +1078,10 @@ async fn a_reconcile_request_is_handled_at_once_and_echoed() {
         "not yet checked: the drift interval is 10 min"
     );
     let requested = "2026-12-02T10:00:00Z";
-    env.api("SqlPublicAccessLockdown")
-        .patch(
-            "now",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
-                "containment.defenderc2.io/reconcile-requested-at": requested}}})),
-        )
-        .await
-        .unwrap();
-    env.wait(
-        "SqlPublicAccessLockdown",
-        "now",
-        "the request echoed",
-        Duration::from_secs(15),
-        |o| o.is_some_and(|o| o["status"]["lastHandledReconcileAt"] == requested),
-    )
-    .await;
+    env.reconcile_now("SqlPublicAccessLockdown", "now", requested)
+        .await;
+    env.wait_reconcile_handled("SqlPublicAccessLockdown", "now", requested)
+        .await;
     env.wait_condition(
         "SqlPublicAccessLockdown",
         "now",
@@ -1146,23 +1126,10 @@ async fn a_reconcile_request_heals_a_stalled_resource_at_once() {
     .await;
     let requested = "2026-12-03T12:00:00Z";
     let t = std::time::Instant::now();
-    env.api("SqlPublicAccessLockdown")
-        .patch(
-            "fixed",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
-                "containment.defenderc2.io/reconcile-requested-at": requested}}})),
-        )
-        .await
-        .unwrap();
-    env.wait(
-        "SqlPublicAccessLockdown",
-        "fixed",
-        "the request echoed",
-        Duration::from_secs(30),
-        |o| o.is_some_and(|o| o["status"]["lastHandledReconcileAt"] == requested),
-    )
-    .await;
+    env.reconcile_now("SqlPublicAccessLockdown", "fixed", requested)
+        .await;
+    env.wait_reconcile_handled("SqlPublicAccessLockdown", "fixed", requested)
+        .await;
     let echoed = t.elapsed();
     env.wait_condition(
         "SqlPublicAccessLockdown",

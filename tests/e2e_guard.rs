@@ -434,18 +434,6 @@ async fn patch_status(env: &Env, kind: &str, name: &str, status: Value) {
         .unwrap();
 }
 
-async fn reconcile_now(env: &Env, kind: &str, name: &str, value: &str) {
-    env.api(kind)
-        .patch(
-            name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
-                "containment.defenderc2.io/reconcile-requested-at": value}}})),
-        )
-        .await
-        .unwrap();
-}
-
 /// Whoever can write a containment's status cannot choose what its release does: a
 /// `status.restore` the operator did not seal stalls the resource (RestoreRecordTampered) and
 /// deleting it releases nothing and keeps the finalizer; the record put back as the operator
@@ -473,7 +461,7 @@ async fn an_edited_restore_record_releases_nothing_and_stalls() {
         "startIpAddress": "0.0.0.0", "endIpAddress": "255.255.255.255"}}}),
     )
     .await;
-    reconcile_now(&env, "SqlIpBlock", "t", "1").await;
+    env.reconcile_now("SqlIpBlock", "t", "1").await;
     let o = env
         .wait_condition(
             "SqlIpBlock",
@@ -526,7 +514,7 @@ async fn an_edited_restore_record_releases_nothing_and_stalls() {
         json!({"restore": {"forged": null}}),
     )
     .await;
-    reconcile_now(&env, "SqlIpBlock", "t", "2").await;
+    env.reconcile_now("SqlIpBlock", "t", "2").await;
     env.wait_gone("SqlIpBlock", "t").await;
     assert!(
         env.sim
@@ -560,7 +548,7 @@ async fn an_edited_restore_record_releases_nothing_and_stalls() {
         "recordSeal": a["status"]["recordSeal"]}),
     )
     .await;
-    reconcile_now(&env, "SqlIpBlock", "b", "1").await;
+    env.reconcile_now("SqlIpBlock", "b", "1").await;
     env.wait_condition(
         "SqlIpBlock",
         "b",

@@ -465,12 +465,7 @@ async fn user_containment_disables_revokes_once_per_trigger_removes_roles_and_re
     );
     // Graph calls are labelled by API, ids left out (not `POST `).
     let m = op.metrics().await;
-    let calls = |op: &str| {
-        metric_sum(
-            &m,
-            &format!("containment_azure_requests_total{{operation=\"{op}\",status=\"2"),
-        )
-    };
+    let calls = |op: &str| requests_of(&m, op, "2");
     assert_eq!(calls("POST graph users/revokeSignInSessions"), 2.0, "{m}");
     assert!(calls("PATCH graph users") >= 2.0, "{m}");
     assert!(

@@ -175,7 +175,15 @@ fn describe(node: &Value) -> String {
             .collect();
         parts.push(format!("One of {}.", values.join(", ")));
     }
-    for (key, label) in [
+    parts.extend(limits(node, ""));
+    if !std::ptr::eq(inner, node) {
+        parts.extend(limits(inner, "Each entry: "));
+    }
+    parts.join(" ").replace('|', "\\|")
+}
+
+fn limits(node: &Value, prefix: &str) -> Vec<String> {
+    [
         ("pattern", "Pattern"),
         ("minLength", "Min length"),
         ("maxLength", "Max length"),
@@ -183,16 +191,17 @@ fn describe(node: &Value) -> String {
         ("maximum", "Maximum"),
         ("minItems", "Min items"),
         ("maxItems", "Max items"),
-    ] {
-        if let Some(v) = node.get(key).or_else(|| inner.get(key)) {
-            let v = v
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| v.to_string());
-            parts.push(format!("{label} `{v}`."));
-        }
-    }
-    parts.join(" ").replace('|', "\\|")
+    ]
+    .into_iter()
+    .filter_map(|(key, label)| {
+        let v = node.get(key)?;
+        let v = v
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string());
+        Some(format!("{prefix}{label} `{v}`."))
+    })
+    .collect()
 }
 
 /// Descriptions on one line (a table cell holds no newline).

@@ -546,6 +546,33 @@ impl Env {
         Ok(t)
     }
 
+    /// Ask for a reconcile now (`kubectl annotate … reconcile-requested-at=<value> --overwrite`).
+    pub async fn reconcile_now(&self, kind: &str, name: &str, value: &str) {
+        self.api(kind)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {
+                    "containment.defenderc2.io/reconcile-requested-at": value}}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Wait until `status.lastHandledReconcileAt` echoes a reconcile request (as a script would
+    /// with `kubectl wait --for=jsonpath=…`).
+    pub async fn wait_reconcile_handled(&self, kind: &str, name: &str, value: &str) -> Value {
+        self.wait(
+            kind,
+            name,
+            "the request echoed",
+            Duration::from_secs(30),
+            |o| o.is_some_and(|o| o["status"]["lastHandledReconcileAt"] == value),
+        )
+        .await
+        .expect("exists")
+    }
+
     pub async fn delete(&self, kind: &str, name: &str) {
         self.api(kind)
             .delete(name, &DeleteParams::default())
@@ -658,6 +685,15 @@ impl Env {
             })
             .collect()
     }
+}
+
+/// The count of Azure requests of one operation label whose status starts with `status`
+/// (`"2"`: every success).
+pub fn requests_of(metrics: &str, operation: &str, status: &str) -> f64 {
+    metric_sum(
+        metrics,
+        &format!("containment_azure_requests_total{{operation=\"{operation}\",status=\"{status}"),
+    )
 }
 
 /// The sum of the samples whose series starts with `series` (a metric name and leading labels,
