@@ -120,7 +120,10 @@ render --set azure.clientId=x --set metrics.prometheusRule.enabled=true --show-o
   | sed -n '/^spec:/,$p' | sed '1d; s/^  //' > "$work/rendered-rules.yaml"
 "$promtool" check rules "$work/rendered-rules.yaml"
 render --set azure.clientId=x --set metrics.grafanaDashboard.enabled=true --show-only templates/monitoring.yaml \
-  | grep -q '"title": "containment-operator"' || { echo "packaging: the dashboard ConfigMap lacks the dashboard" >&2; exit 1; }
+  > "$work/dashboard.yaml"
+grep -q '"title": "containment-operator"' "$work/dashboard.yaml" \
+  && grep -q 'grafana_dashboard: "1"' "$work/dashboard.yaml" \
+  || { echo "packaging: the dashboard ConfigMap lacks the dashboard or the Grafana sidecar's label" >&2; exit 1; }
 step "kubeconform -strict: kustomize base and workload-identity overlay"
 "$kubectl" kustomize deploy/base | conform
 "$kubectl" kustomize deploy/overlays/workload-identity | conform
