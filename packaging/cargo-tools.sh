@@ -11,6 +11,7 @@ install() {
     echo "tools: building $crate $version from crates.io (first time only)"
     # A private root: the binary never lands half-written at the cached path.
     local tmp; tmp="$(mktemp -d "$out/.build.XXXXXX")"
+    chmod 755 "$tmp"
     cargo install --quiet --locked --root "$tmp" --version "$version" "$crate"
     rm -rf "$dir"; mv "$tmp" "$dir"
   fi
