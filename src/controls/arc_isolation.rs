@@ -12,14 +12,7 @@ use crate::engine::{Assessment, Control, Stall, Step, Subject};
 
 pub const ARC_API: &str = "2022-12-27";
 
-impl crate::engine::Kind for ArcIsolation {
-    fn common(&self) -> std::borrow::Cow<'_, crate::api::common::CommonSpec> {
-        std::borrow::Cow::Borrowed(&self.spec.common)
-    }
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref().map(|s| &s.common)
-    }
-}
+crate::impl_kind!(ArcIsolation, status: s => &s.common);
 
 #[derive(Debug, Clone, Default)]
 pub struct Observed {

@@ -3,11 +3,9 @@
 //! always the list as read with only the `ManagePermissionGrantsForSelf.*` entries changed
 //! (azure-api-facts §3.26).
 
-use std::borrow::Cow;
-
 use serde_json::{Value, json};
 
-use crate::api::common::{CommonSpec, CommonStatus, ReleasePolicy};
+use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::api::graph::{ConsentLockdown, UserConsent};
 use crate::azure::{AzureError, Clients, ResourceId, Service};
 use crate::engine::{Assessment, Control, Stall, Step};
@@ -16,14 +14,7 @@ const PATH: &str = "/v1.0/policies/authorizationPolicy";
 const SELF_PREFIX: &str = "managepermissiongrantsforself.";
 pub const LOW_RISK: &str = "ManagePermissionGrantsForSelf.microsoft-user-default-low";
 
-impl crate::engine::Kind for ConsentLockdown {
-    fn common(&self) -> Cow<'_, CommonSpec> {
-        Cow::Owned(self.spec.common.to_common())
-    }
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref().map(|s| &s.common)
-    }
-}
+crate::impl_kind!(ConsentLockdown, tenant);
 
 fn is_self(entry: &str) -> bool {
     entry.to_ascii_lowercase().starts_with(SELF_PREFIX)

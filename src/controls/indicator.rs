@@ -7,7 +7,6 @@
 //! `LIFETIME` ahead, renewed while the resource is in force — so an indicator outlives a lost
 //! operator by weeks, not forever (azure-api-facts §3.16).
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
-use crate::api::common::{CommonSpec, CommonStatus, Mode, ReleasePolicy};
+use crate::api::common::{CommonStatus, Mode, ReleasePolicy};
 use crate::api::indicator::{IndicatorAction, IndicatorSeverity, IndicatorType, ThreatIndicator};
 use crate::azure::{AzureError, Clients, ResourceId, Service};
 use crate::controls::coalesce::Registry;
@@ -32,14 +31,7 @@ pub const TENANT_LIMIT: usize = 15_000;
 const LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 const RENEW_BEFORE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-impl crate::engine::Kind for ThreatIndicator {
-    fn common(&self) -> Cow<'_, CommonSpec> {
-        Cow::Owned(self.spec.common.to_common())
-    }
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref().map(|s| &s.common)
-    }
-}
+crate::impl_kind!(ThreatIndicator, tenant);
 
 fn type_name(t: IndicatorType) -> &'static str {
     match t {

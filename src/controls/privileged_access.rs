@@ -5,13 +5,12 @@
 //! since the policy's own `createdDateTime` (Azure's clock and record, so a restart or a lost
 //! status does not restart the soak). Edits to what it owns are put back; release deletes it.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-use crate::api::common::{CommonSpec, CommonStatus, ReleasePolicy};
+use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::api::identity::{GrantOperator, PolicyResources, PrivilegedAccessPolicy};
 use crate::azure::{AzureError, Clients, ResourceId, Service};
 use crate::engine::{Assessment, Control, Stall, Step, Subject, Wait};
@@ -24,14 +23,7 @@ pub const ENABLED: &str = "enabled";
 /// Reconciling reason while the policy soaks in report-only.
 pub const SOAKING: &str = "ReportOnly";
 
-impl crate::engine::Kind for PrivilegedAccessPolicy {
-    fn common(&self) -> Cow<'_, CommonSpec> {
-        Cow::Owned(self.spec.common.to_common())
-    }
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref().map(|s| &s.common)
-    }
-}
+crate::impl_kind!(PrivilegedAccessPolicy, tenant);
 
 /// The tenant's policies that carry this resource's tag (oldest first), as read at `now`.
 #[derive(Debug, Clone)]

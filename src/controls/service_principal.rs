@@ -4,12 +4,11 @@
 //! (irreversible). Microsoft first-party apps and the operator's own principal are refused
 //! (azure-api-facts §3.24).
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::api::common::{CommonSpec, CommonStatus, ReleasePolicy};
+use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::api::identity::{ServicePrincipalContainment, ServicePrincipalTarget};
 use crate::azure::{AzureError, Clients, ResourceId, Service, odata_eq_filter};
 use crate::engine::{Assessment, Control, Stall, Step, Subject};
@@ -20,17 +19,7 @@ const SELECT: &str = "id,appId,displayName,accountEnabled,appOwnerOrganizationId
 const GRANT_KEY: &[&str] = &["clientId", "consentType", "principalId", "resourceId"];
 const ASSIGNMENT_KEY: &[&str] = &["resourceId", "appRoleId"];
 
-impl crate::engine::Kind for ServicePrincipalContainment {
-    fn common(&self) -> Cow<'_, CommonSpec> {
-        Cow::Owned(self.spec.common.to_common())
-    }
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref().map(|s| &s.common)
-    }
-    fn trigger(&self) -> Option<&str> {
-        self.spec.trigger.as_deref()
-    }
-}
+crate::impl_kind!(ServicePrincipalContainment, tenant, trigger);
 
 /// The service principal and what it holds, as Graph shows them.
 #[derive(Debug, Clone, Default)]

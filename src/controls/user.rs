@@ -3,13 +3,12 @@
 //! are synchronous, but reads are eventually consistent: the engine retries the read-back
 //! (`READ_LAG`).
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::api::common::{ActionLedger, CommonSpec, CommonStatus, ReleasePolicy};
+use crate::api::common::{ActionLedger, CommonStatus, ReleasePolicy};
 use crate::api::identity::{DirectoryRole, UserContainment, UserTarget};
 use crate::azure::{AzureError, Clients, ResourceId, Service, odata_eq_filter};
 use crate::engine::{Assessment, Control, Stall, Step, Subject};
@@ -20,17 +19,7 @@ const ROLES: &str = "/v1.0/roleManagement/directory";
 const SELECT: &str =
     "id,userPrincipalName,accountEnabled,onPremisesSyncEnabled,signInSessionsValidFromDateTime";
 
-impl crate::engine::Kind for UserContainment {
-    fn common(&self) -> Cow<'_, CommonSpec> {
-        Cow::Owned(self.spec.common.to_common())
-    }
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref().map(|s| &s.common)
-    }
-    fn trigger(&self) -> Option<&str> {
-        self.spec.trigger.as_deref()
-    }
-}
+crate::impl_kind!(UserContainment, tenant, trigger);
 
 /// A directory role held, and how (its assignment id for a direct one).
 #[derive(Debug, Clone, PartialEq)]

@@ -25,14 +25,7 @@ const PRIORITIES: std::ops::RangeInclusive<i64> = 1..=100;
 /// that switched it is long gone.
 pub const PRIOR_MODE_TAG: &str = "containment-operator-prior-mode";
 
-impl crate::engine::Kind for WafIpBlock {
-    fn common(&self) -> std::borrow::Cow<'_, crate::api::common::CommonSpec> {
-        std::borrow::Cow::Borrowed(&self.spec.common)
-    }
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref().map(|s| &s.common)
-    }
-}
+crate::impl_kind!(WafIpBlock, status: s => &s.common);
 
 /// What one WafIpBlock wants in the policy.
 #[derive(Debug, Clone, PartialEq)]

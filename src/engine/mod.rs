@@ -75,6 +75,21 @@ macro_rules! impl_kind {
             }
         }
     };
+    // Tenant-scoped kinds (`spec.common` is a `TenantCommonSpec`: no ARM target), their status
+    // flattening `CommonStatus` as `common`; `trigger` for those that also run actions.
+    ($t:ty, tenant $(, $trigger:ident)?) => {
+        impl $crate::engine::Kind for $t {
+            fn common(&self) -> std::borrow::Cow<'_, $crate::api::common::CommonSpec> {
+                std::borrow::Cow::Owned(self.spec.common.to_common())
+            }
+            fn common_status(&self) -> Option<&$crate::api::common::CommonStatus> {
+                self.status.as_ref().map(|s| &s.common)
+            }
+            $(fn $trigger(&self) -> Option<&str> {
+                self.spec.$trigger.as_deref()
+            })?
+        }
+    };
     // One-shot actions: `spec.trigger` and optionally `spec.schedule`.
     ($t:ty, action $(, schedule = $schedule:ident)?) => {
         impl $crate::engine::Kind for $t {
