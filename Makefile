@@ -72,7 +72,7 @@ deny-advisories: ## cargo deny check advisories (fetches the RustSec database fr
 
 .PHONY: test
 test: controlplane tools lint build supply-chain ## The whole test suite (packaging and supply-chain checks included), on one shared local control plane
-	$(TESTENV) exec -- bash -c 'packaging/check.sh && $(CARGO) test --workspace --locked'
+	$(TESTENV) exec -- bash -c 'packaging/check.sh && scripts/demo-check.sh && $(CARGO) test --workspace --locked'
 
 .PHONY: up
 up: controlplane ## Start the control plane and azure-sim in the background; writes .local/kubeconfig and .local/env

@@ -2,7 +2,7 @@
 # `make down`: stop what `make up` started.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-local_dir="$PWD/.local"
+local_dir="${CONTAINMENT_LOCAL_DIR:-$PWD/.local}"  # make test points it at a scratch directory
 if [ -f "$local_dir/operator.pid" ]; then
   pid=$(cat "$local_dir/operator.pid")
   kill "$pid" 2>/dev/null && echo "containment-operator stopped (pid $pid)"

@@ -3,7 +3,7 @@
 # crds/ exists), operator not started. Writes .local/kubeconfig and .local/env.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-local_dir="$PWD/.local"
+local_dir="${CONTAINMENT_LOCAL_DIR:-$PWD/.local}"  # make test points it at a scratch directory
 mkdir -p "$local_dir/sim"
 
 crds=()

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod guard;
 pub mod kinds;
 pub mod metrics;
+pub mod overview;
 pub mod permissions;
 pub mod run;
 

@@ -1,7 +1,7 @@
 //! containment-operator: declarative Azure and Microsoft security containment.
 
 use clap::{Parser, Subcommand};
-use containment_operator::{permissions, run};
+use containment_operator::{overview, permissions, run};
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +22,19 @@ struct Cli {
 enum Command {
     /// Run the controllers (in cluster, or with KUBECONFIG).
     Run(Box<run::RunArgs>),
+    /// Every containment in one table that fits the terminal (kubectl plugin: link this binary
+    /// as `kubectl-containment` on PATH, then `kubectl containment get -A`).
+    Get {
+        /// List every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// The namespace to list (default: the kubeconfig context's).
+        #[arg(short, long, conflicts_with = "all_namespaces")]
+        namespace: Option<String>,
+        /// Truncate TARGET, then NAME, to fit this many columns (0: never truncate).
+        #[arg(long, env = "COLUMNS", default_value_t = 120)]
+        width: usize,
+    },
     /// Print every CRD as YAML (the source of crds/).
     Crds,
     /// Print the API reference as Markdown, generated from the CRD schemas (docs/api.md).
@@ -67,6 +80,26 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 serde_json::to_string_pretty(&permissions::document(&grants, &scope))?
             );
+        }
+        Command::Get {
+            all_namespaces,
+            namespace,
+            width,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let table = rt.block_on(async {
+                let client = kube::Client::try_default().await?;
+                let ns = match (all_namespaces, namespace) {
+                    (true, _) => None,
+                    (false, Some(ns)) => Some(ns),
+                    (false, None) => Some(client.default_namespace().to_string()),
+                };
+                let rows = overview::list(client, ns.as_deref()).await?;
+                anyhow::Ok(overview::render(&rows, all_namespaces, width))
+            })?;
+            print!("{table}");
         }
         Command::Run(args) => {
             init_logs(&cli.log_format);

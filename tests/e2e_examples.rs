@@ -59,6 +59,7 @@ async fn every_example_converges() {
         env.wait_ready(kind, name).await;
     }
     kubectl_tables(&env, &kinds).await;
+    kubectl_containment_get(&env, &applied);
     // The demo's ContainmentPolicy (make up / make demo apply it) is admitted as written.
     let text = std::fs::read_to_string(format!("{dir}/policy/containment-demo.yaml")).unwrap();
     let policy: DynamicObject = serde_yaml::from_str(&text).unwrap();
@@ -75,7 +76,6 @@ async fn every_example_converges() {
 /// What `kubectl get containment -A` prints, as the API server renders it (the Table kubectl
 /// asks for): the documented columns, a short TARGET, the full id only in `-o wide`.
 async fn kubectl_tables(env: &Env, kinds: &[&str]) {
-    let mut widest = (0, String::new());
     for kind in kinds {
         let req = http::Request::get(env.api(kind).resource_url())
             .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
@@ -101,9 +101,6 @@ async fn kubectl_tables(env: &Env, kinds: &[&str]) {
             "{kind}"
         );
         assert_eq!(wide, ["Resource", "Message"], "{kind}");
-        // kubectl's columns: NAMESPACE, kind.group/name, then the kind's; 3 spaces between.
-        let mut widths = vec!["NAMESPACE".len(), "NAME".len()];
-        widths.extend(shown[1..].iter().map(|c| c.len()));
         for row in table["rows"].as_array().unwrap() {
             let cells = row["cells"].as_array().unwrap();
             let text = |i: usize| match &cells[i] {
@@ -124,26 +121,94 @@ async fn kubectl_tables(env: &Env, kinds: &[&str]) {
                 wide_id.len() >= target.len(),
                 "{kind}: RESOURCE {wide_id:?}"
             );
-            let name = format!(
-                "{}.containment.defenderc2.io/{}",
-                kind.to_lowercase(),
-                text(0)
-            );
-            let row_widths = [env.ns.len(), name.chars().count()]
-                .into_iter()
-                .chain((1..shown.len()).map(|i| text(i).chars().count()));
-            for (w, r) in widths.iter_mut().zip(row_widths) {
-                *w = (*w).max(r);
-            }
-        }
-        let width = widths.iter().sum::<usize>() + 3 * (widths.len() - 1);
-        eprintln!("kubectl get containment -A: {kind} rows are {width} columns wide");
-        if width > widest.0 {
-            widest = (width, kind.to_string());
         }
     }
-    eprintln!(
-        "kubectl get containment -A: widest table {} columns ({})",
-        widest.0, widest.1
+}
+
+/// Run kubectl with the test's kubeconfig and, on PATH, this build linked as the kubectl plugin
+/// `kubectl-containment`; stdout, or a panic with stderr.
+fn kubectl(env: &Env, args: &[&str]) -> String {
+    let plugins = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(BIN, plugins.path().join("kubectl-containment")).unwrap();
+    let path = format!(
+        "{}:{}",
+        plugins.path().display(),
+        std::env::var("PATH").unwrap_or_default()
     );
+    let kubectl = testenv::Assets::locate().unwrap().kubectl;
+    let out = std::process::Command::new(kubectl)
+        .args(args)
+        .env("KUBECONFIG", &env.kubeconfig)
+        .env("PATH", path)
+        .env_remove("COLUMNS")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn widest(table: &str) -> usize {
+    table.lines().map(|l| l.chars().count()).max().unwrap_or(0)
+}
+
+/// The demo through kubectl itself: `kubectl get containment -A` (one table per kind, names
+/// prefixed `kind.group/` by kubectl: reported, not bounded) and the plugin view
+/// `kubectl containment get`, which fits 120 columns and names every example.
+fn kubectl_containment_get(env: &Env, applied: &[(String, String)]) {
+    let category = kubectl(env, &["get", "containment", "-n", &env.ns]);
+    for (kind, name) in applied {
+        let prefixed = format!("{}.containment.defenderc2.io/{name}", kind.to_lowercase());
+        assert!(category.contains(&prefixed), "{prefixed}:\n{category}");
+    }
+    // Why the plugin exists (README "Status"): kubectl's own category listing cannot fit.
+    eprintln!(
+        "kubectl get containment -n NS: widest row {} columns",
+        widest(&category)
+    );
+    assert!(widest(&category) > 120, "{category}");
+    let shorts: std::collections::HashMap<String, String> = containment_operator::api::crds()
+        .into_iter()
+        .map(|c| {
+            (
+                c.spec.names.kind,
+                c.spec.names.short_names.unwrap()[0].clone(),
+            )
+        })
+        .collect();
+    for args in [
+        vec!["containment", "get", "-n", env.ns.as_str()],
+        vec!["containment", "get", "-A"],
+    ] {
+        let table = kubectl(env, &args);
+        eprintln!("kubectl {}:\n{table}", args.join(" "));
+        assert!(widest(&table) <= 120, "wider than 120 columns:\n{table}");
+        let lines: Vec<&str> = table.lines().collect();
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        let mut expected = vec!["NAME", "TARGET", "MODE", "READY", "REASON", "DRIFTS", "AGE"];
+        if args.contains(&"-A") {
+            expected.insert(0, "NAMESPACE");
+        }
+        assert_eq!(header, expected, "{table}");
+        for (kind, name) in applied {
+            let id = format!("{}/{name}", shorts[kind]);
+            let row = lines
+                .iter()
+                .find(|l| {
+                    l.split_whitespace().any(|c| c == id)
+                        && (!args.contains(&"-A") || l.starts_with(&env.ns))
+                })
+                .unwrap_or_else(|| panic!("no row {id}:\n{table}"));
+            let ready = if kind == "PrivilegedAccessPolicy" {
+                "False   ReportOnly"
+            } else {
+                "True "
+            };
+            assert!(row.contains("Enforce") && row.contains(ready), "{row}");
+        }
+    }
 }
