@@ -312,6 +312,29 @@ async fn ip_lists_and_cross_field_rules_are_enforced() {
     );
     create(&api, &ar, "y", json!({"target": sql_target(), "publicNetworkAccess": "Restricted", "allowedIpRanges": ["203.0.113.0/24"]})).await.unwrap();
 
+    let (api, ar) = api_of("StorageSoftDeleteProtection").await;
+    let got = create(&api, &ar, "defaults", json!({"target": sql_target()}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            &got.data["spec"]["blobRetentionDays"],
+            &got.data["spec"]["containerRetentionDays"]
+        ),
+        (&json!(14), &json!(14))
+    );
+    for (field, days) in [("blobRetentionDays", 0), ("containerRetentionDays", 366)] {
+        let err = create(
+            &api,
+            &ar,
+            "days",
+            json!({"target": sql_target(), field: days}),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains(&format!("spec.{field}")), "{field}: {err}");
+    }
+
     let (api, ar) = api_of("StorageKeyRotation").await;
     let err = create(
         &api,

@@ -65,6 +65,13 @@ fn case(kind: &str) -> Case {
             "revokeUserDelegationKeys",
             false,
         ),
+        "StorageSoftDeleteProtection" => c(
+            "StorageSoftDeleteProtection",
+            json!({"target": target(STORAGE)}),
+            1,
+            "stprod01/blobServices/default$",
+            false,
+        ),
         "CosmosKeyRotation" => c(
             "CosmosKeyRotation",
             json!({"target": target(COSMOS)}),
@@ -273,6 +280,7 @@ matrix_tests! {
     storage_key_rotation => "StorageKeyRotation",
     storage_public_access_lockdown => "StoragePublicAccessLockdown",
     storage_sas_revocation => "StorageSasRevocation",
+    storage_soft_delete_protection => "StorageSoftDeleteProtection",
     cosmos_key_rotation => "CosmosKeyRotation",
     cosmos_public_access_lockdown => "CosmosPublicAccessLockdown",
     defender_alert_state => "DefenderAlertState",

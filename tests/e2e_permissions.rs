@@ -25,6 +25,7 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
             json!({"target": target(STORAGE), "rotateAccountKeys": true}),
             false,
         ),
+        "StorageSoftDeleteProtection" => (json!({"target": target(STORAGE)}), false),
         "CosmosKeyRotation" => (
             json!({"target": target(COSMOS), "keyKinds": ["primary"]}),
             false,
@@ -55,12 +56,13 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
     }
 }
 
-const KINDS: [&str; 10] = [
+const KINDS: [&str; 11] = [
     "SqlIpBlock",
     "SqlPublicAccessLockdown",
     "StorageKeyRotation",
     "StoragePublicAccessLockdown",
     "StorageSasRevocation",
+    "StorageSoftDeleteProtection",
     "CosmosKeyRotation",
     "CosmosPublicAccessLockdown",
     "DefenderAlertState",

@@ -362,3 +362,81 @@ async fn lockdowns_on_one_account_share_their_drift_reads() {
         .count();
     assert_eq!(patches, 2, "one lockdown PATCH, one correction");
 }
+
+const BLOB_SERVICE: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-prod/providers/Microsoft.Storage/storageAccounts/stprod01/blobServices/default";
+
+#[tokio::test]
+async fn soft_delete_is_raised_not_shortened_keeps_cors_corrects_drift_and_restores() {
+    let env = Env::new("e2e-stsdp").await;
+    let before = env.sim.resource(BLOB_SERVICE).await["properties"].clone();
+    assert_eq!(before["cors"]["corsRules"].as_array().unwrap().len(), 1);
+    let _op = env.operator();
+    // Container soft delete is already on for 7 days: asking for 3 keeps 7.
+    let t = env
+        .apply(
+            "StorageSoftDeleteProtection",
+            "sd",
+            json!({"target": target(STORAGE), "blobRetentionDays": 30, "containerRetentionDays": 3}),
+        )
+        .await;
+    let o = env
+        .wait_condition(
+            "StorageSoftDeleteProtection",
+            "sd",
+            "Ready",
+            "True",
+            Some("Contained"),
+        )
+        .await;
+    eprintln!(
+        "apply→Ready StorageSoftDeleteProtection: {} ms",
+        t.elapsed().as_millis()
+    );
+    let props = env.sim.resource(BLOB_SERVICE).await["properties"].clone();
+    assert_eq!(
+        props["deleteRetentionPolicy"],
+        json!({"enabled": true, "days": 30})
+    );
+    assert_eq!(
+        props["containerDeleteRetentionPolicy"],
+        json!({"enabled": true, "days": 7})
+    );
+    // Everything the PUT does not own came back as read (a PUT without cors deletes CORS).
+    assert_eq!(props["cors"], before["cors"]);
+    assert_eq!(props["isVersioningEnabled"], true);
+    assert_eq!(
+        o["status"]["restore"]["prior"],
+        json!({"deleteRetentionPolicy": {"enabled": false}})
+    );
+    assert_eq!(o["status"]["targetName"], "stprod01");
+    assert_eq!(env.sim.successful_writes().await.len(), 1);
+
+    // Someone shortens blob retention to 1 day: put back to 30, CORS still intact.
+    let mut drifted = env.sim.resource(BLOB_SERVICE).await;
+    drifted["properties"]["deleteRetentionPolicy"] = json!({"enabled": true, "days": 1});
+    env.sim.put(BLOB_SERVICE, drifted).await;
+    env.wait(
+        "StorageSoftDeleteProtection",
+        "sd",
+        "drift corrected",
+        Duration::from_secs(20),
+        |o| o.is_some_and(|o| o["status"]["driftCount"] == 1),
+    )
+    .await;
+    let props = env.sim.resource(BLOB_SERVICE).await["properties"].clone();
+    assert_eq!(props["deleteRetentionPolicy"]["days"], 30);
+    assert_eq!(props["cors"], before["cors"]);
+    assert_eq!(env.sim.successful_writes().await.len(), 2);
+
+    // Release: blob soft delete back off as recorded; the container policy was never ours.
+    env.delete("StorageSoftDeleteProtection", "sd").await;
+    env.wait_gone("StorageSoftDeleteProtection", "sd").await;
+    let props = env.sim.resource(BLOB_SERVICE).await["properties"].clone();
+    assert_eq!(props["deleteRetentionPolicy"], json!({"enabled": false}));
+    assert_eq!(
+        props["containerDeleteRetentionPolicy"],
+        json!({"enabled": true, "days": 7})
+    );
+    assert_eq!(props["cors"], before["cors"]);
+    assert_eq!(props["isVersioningEnabled"], true);
+}

@@ -349,6 +349,16 @@ async fn blob_service_put_replaces_and_defender_settings_are_created() {
         b["properties"].get("cors").is_none(),
         "omitting cors deletes the CORS rules: {b}"
     );
+    let six =
+        json!({"properties": {"cors": {"corsRules": vec![json!({"allowedOrigins": ["*"]}); 6]}}});
+    assert_eq!(sim.call(&t, "PUT", &blob, Some(six)).await.0, 400);
+    let container_purge = json!({"properties": {"containerDeleteRetentionPolicy": {"enabled": true, "days": 7, "allowPermanentDelete": false}}});
+    assert_eq!(
+        sim.call(&t, "PUT", &blob, Some(container_purge)).await.0,
+        400
+    );
+    let too_long = json!({"properties": {"deleteRetentionPolicy": {"enabled": true, "days": 366}}});
+    assert_eq!(sim.call(&t, "PUT", &blob, Some(too_long)).await.0, 400);
     let d = format!(
         "{acct}/providers/Microsoft.Security/defenderForStorageSettings/current?api-version=2025-01-01"
     );

@@ -48,6 +48,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         storage::StorageKeyRotation::crd(),
         storage::StoragePublicAccessLockdown::crd(),
         storage::StorageSasRevocation::crd(),
+        storage::StorageSoftDeleteProtection::crd(),
         cosmos::CosmosKeyRotation::crd(),
         cosmos::CosmosPublicAccessLockdown::crd(),
         security::DefenderAlertState::crd(),

@@ -127,3 +127,27 @@ pub struct StorageSasRevocationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sas_status: Option<SasStatus>,
 }
+
+fn fourteen() -> u32 {
+    14
+}
+
+containment_kind! {
+    kind = "StorageSoftDeleteProtection", shortname = "stsdp", status = "CommonStatus",
+    /// Blob and container soft delete on for at least the given days (an existing longer
+    /// retention is kept), and permanent delete of soft-deleted data off. The previous retention
+    /// policies are recorded and restored on release; every other blob service property is sent
+    /// back as read.
+    pub struct StorageSoftDeleteProtectionSpec {
+        #[serde(flatten)]
+        pub common: CommonSpec,
+        /// Soft-deleted blobs are kept at least this many days (1–365).
+        #[serde(default = "fourteen")]
+        #[schemars(range(min = 1, max = 365))]
+        pub blob_retention_days: u32,
+        /// Deleted containers are kept at least this many days (1–365).
+        #[serde(default = "fourteen")]
+        #[schemars(range(min = 1, max = 365))]
+        pub container_retention_days: u32,
+    }
+}

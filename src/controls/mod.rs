@@ -18,6 +18,7 @@ pub mod sql_public_access;
 pub mod storage_key_rotation;
 pub mod storage_public_access;
 pub mod storage_sas_revocation;
+pub mod storage_soft_delete;
 pub mod threat_submission;
 pub mod user;
 pub mod waf;

@@ -208,6 +208,26 @@ fn blob_services(st: &mut State, ctx: &Ctx) -> Resp {
             );
         }
     }
+    // Up to five CorsRule elements [spec: BlobServiceProperties.cors].
+    if body["properties"]["cors"]["corsRules"]
+        .as_array()
+        .is_some_and(|r| r.len() > 5)
+    {
+        return bad_request(
+            "InvalidXmlNodeValue",
+            "properties.cors.corsRules: at most five CORS rules are allowed.",
+        );
+    }
+    // allowPermanentDelete applies to the blob policy only [spec: DeleteRetentionPolicy].
+    if body["properties"]["containerDeleteRetentionPolicy"]
+        .get("allowPermanentDelete")
+        .is_some()
+    {
+        return bad_request(
+            "InvalidValuesForRequestParameters",
+            "properties.containerDeleteRetentionPolicy.allowPermanentDelete is not allowed: it applies to the blob service's deleteRetentionPolicy only.",
+        );
+    }
     // A PUT replaces the properties: omitting cors deletes every CORS rule, as in Azure.
     let mut next = current;
     next["properties"] = body["properties"].clone();
