@@ -41,7 +41,7 @@ macro_rules! kinds {
 
 use crate::controls::{
     arc_isolation, consent, cosmos, defender_alert, device, indicator, privileged_access,
-    service_principal, sql_ip_block, sql_public_access, storage_key_rotation,
+    service_principal, sql_ip_block, sql_public_access, storage_defender, storage_key_rotation,
     storage_public_access, storage_sas_revocation, storage_soft_delete, threat_submission, user,
     waf,
 };
@@ -52,6 +52,7 @@ kinds! {
     "StorageKeyRotation" => storage_key_rotation::StorageKeyRotationControl { graph: &[], mde: &[] },
     "StoragePublicAccessLockdown" => storage_public_access::StoragePublicAccessLockdownControl { graph: &[], mde: &[] },
     "StorageSasRevocation" => storage_sas_revocation::StorageSasRevocationControl { graph: &[], mde: &[] },
+    "StorageDefenderProtection" => storage_defender::StorageDefenderProtectionControl { graph: &[], mde: &[] },
     "StorageSoftDeleteProtection" => storage_soft_delete::StorageSoftDeleteProtectionControl { graph: &[], mde: &[] },
     "CosmosKeyRotation" => cosmos::CosmosKeyRotationControl { graph: &[], mde: &[] },
     "CosmosPublicAccessLockdown" => cosmos::CosmosPublicAccessLockdownControl { graph: &[], mde: &[] },

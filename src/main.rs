@@ -44,7 +44,8 @@ enum Command {
     Permissions {
         /// Kinds to include, comma-separated (default: all). `Kind:Variant` narrows a kind to
         /// what some of its specs need: WafIpBlock:AppGateway, WafIpBlock:FrontDoor,
-        /// StorageKeyRotation:AccountKeysOnly, StorageSasRevocation:DelegationKeysOnly.
+        /// StorageKeyRotation:AccountKeysOnly, StorageSasRevocation:DelegationKeysOnly,
+        /// StorageDefenderProtection:ActivityMonitoringOnly.
         #[arg(long, value_delimiter = ',')]
         kinds: Vec<String>,
         /// AssignableScopes of the role.

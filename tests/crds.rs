@@ -312,6 +312,38 @@ async fn ip_lists_and_cross_field_rules_are_enforced() {
     );
     create(&api, &ar, "y", json!({"target": sql_target(), "publicNetworkAccess": "Restricted", "allowedIpRanges": ["203.0.113.0/24"]})).await.unwrap();
 
+    let (api, ar) = api_of("StorageDefenderProtection").await;
+    let got = create(
+        &api,
+        &ar,
+        "scan",
+        json!({"target": sql_target(), "malwareScanning": {}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.data["spec"]["malwareScanning"]["capGBPerMonth"], 5000);
+    assert_eq!(got.data["spec"]["sensitiveDataDiscovery"], false);
+    for (scan, msg) in [
+        (
+            json!({"capGBPerMonth": 0}),
+            "spec.malwareScanning.capGBPerMonth must be -1 (no cap) or at least 1",
+        ),
+        (
+            json!({"scanResultsEventGridTopicResourceId": "/subscriptions/s/topics/t"}),
+            "spec.malwareScanning.scanResultsEventGridTopicResourceId must be an Event Grid topic id",
+        ),
+    ] {
+        let err = create(
+            &api,
+            &ar,
+            "bad",
+            json!({"target": sql_target(), "malwareScanning": scan}),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains(msg), "{err}");
+    }
+
     let (api, ar) = api_of("StorageSoftDeleteProtection").await;
     let got = create(&api, &ar, "defaults", json!({"target": sql_target()}))
         .await

@@ -72,6 +72,13 @@ fn case(kind: &str) -> Case {
             "stprod01/blobServices/default$",
             false,
         ),
+        "StorageDefenderProtection" => c(
+            "StorageDefenderProtection",
+            json!({"target": target(STORAGE), "malwareScanning": {}, "sensitiveDataDiscovery": true}),
+            1,
+            "defenderForStorageSettings/current$",
+            false,
+        ),
         "CosmosKeyRotation" => c(
             "CosmosKeyRotation",
             json!({"target": target(COSMOS)}),
@@ -281,6 +288,7 @@ matrix_tests! {
     storage_public_access_lockdown => "StoragePublicAccessLockdown",
     storage_sas_revocation => "StorageSasRevocation",
     storage_soft_delete_protection => "StorageSoftDeleteProtection",
+    storage_defender_protection => "StorageDefenderProtection",
     cosmos_key_rotation => "CosmosKeyRotation",
     cosmos_public_access_lockdown => "CosmosPublicAccessLockdown",
     defender_alert_state => "DefenderAlertState",

@@ -26,6 +26,10 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
             false,
         ),
         "StorageSoftDeleteProtection" => (json!({"target": target(STORAGE)}), false),
+        "StorageDefenderProtection" => (
+            json!({"target": target(STORAGE), "malwareScanning": {}}),
+            false,
+        ),
         "CosmosKeyRotation" => (
             json!({"target": target(COSMOS), "keyKinds": ["primary"]}),
             false,
@@ -56,13 +60,14 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
     }
 }
 
-const KINDS: [&str; 11] = [
+const KINDS: [&str; 12] = [
     "SqlIpBlock",
     "SqlPublicAccessLockdown",
     "StorageKeyRotation",
     "StoragePublicAccessLockdown",
     "StorageSasRevocation",
     "StorageSoftDeleteProtection",
+    "StorageDefenderProtection",
     "CosmosKeyRotation",
     "CosmosPublicAccessLockdown",
     "DefenderAlertState",
@@ -194,6 +199,11 @@ async fn each_narrowed_variant_suffices_for_its_specs() {
         (
             "StorageSasRevocation:DelegationKeysOnly",
             "StorageSasRevocation",
+            json!({"target": target(STORAGE)}),
+        ),
+        (
+            "StorageDefenderProtection:ActivityMonitoringOnly",
+            "StorageDefenderProtection",
             json!({"target": target(STORAGE)}),
         ),
         (

@@ -440,3 +440,99 @@ async fn soft_delete_is_raised_not_shortened_keeps_cors_corrects_drift_and_resto
     assert_eq!(props["cors"], before["cors"]);
     assert_eq!(props["isVersioningEnabled"], true);
 }
+
+const DEFENDER: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-prod/providers/Microsoft.Storage/storageAccounts/stprod01/providers/Microsoft.Security/defenderForStorageSettings/current";
+
+#[tokio::test]
+async fn defender_for_storage_is_enabled_reported_corrected_and_handed_back() {
+    let env = Env::new("e2e-stdfp").await;
+    let _op = env.operator();
+    let t = env
+        .apply(
+            "StorageDefenderProtection",
+            "dfp",
+            json!({"target": target(STORAGE), "malwareScanning": {"capGBPerMonth": 1000}}),
+        )
+        .await;
+    let o = env
+        .wait_condition(
+            "StorageDefenderProtection",
+            "dfp",
+            "Ready",
+            "True",
+            Some("Contained"),
+        )
+        .await;
+    eprintln!(
+        "apply→Ready StorageDefenderProtection: {} ms",
+        t.elapsed().as_millis()
+    );
+    let props = env.sim.resource(DEFENDER).await["properties"].clone();
+    assert_eq!(
+        (
+            &props["isEnabled"],
+            &props["overrideSubscriptionLevelSettings"]
+        ),
+        (&json!(true), &json!(true))
+    );
+    assert_eq!(
+        props["malwareScanning"]["onUpload"],
+        json!({"isEnabled": true, "capGBPerMonth": 1000})
+    );
+    // Azure's per-feature outcome is in status and in the message.
+    assert_eq!(o["status"]["malwareScanning"]["code"], "Succeeded", "{o}");
+    let msg = condition(&o, "Ready").unwrap()["message"].as_str().unwrap();
+    assert!(
+        msg.contains("cap 1000 GB/month") && msg.contains("malwareScanning Succeeded"),
+        "{msg}"
+    );
+    assert_eq!(o["status"]["restore"], json!({"hadSetting": false}));
+    assert_eq!(env.sim.successful_writes().await.len(), 1);
+
+    // Someone turns malware scanning off: turned back on.
+    let mut drifted = env.sim.resource(DEFENDER).await;
+    drifted["properties"]["malwareScanning"]["onUpload"]["isEnabled"] = json!(false);
+    env.sim.put(DEFENDER, drifted).await;
+    env.wait(
+        "StorageDefenderProtection",
+        "dfp",
+        "drift corrected",
+        Duration::from_secs(20),
+        |o| o.is_some_and(|o| o["status"]["driftCount"] == 1),
+    )
+    .await;
+    assert_eq!(
+        env.sim.resource(DEFENDER).await["properties"]["malwareScanning"]["onUpload"]["isEnabled"],
+        true
+    );
+
+    // Release: it had no setting of its own, so the subscription's plan applies again.
+    env.delete("StorageDefenderProtection", "dfp").await;
+    env.wait_gone("StorageDefenderProtection", "dfp").await;
+    let props = env.sim.resource(DEFENDER).await["properties"].clone();
+    assert_eq!(props["overrideSubscriptionLevelSettings"], false);
+    assert_eq!(props["isEnabled"], false);
+
+    // A 2xx whose feature status says Failed is not success (here: a scan-results topic that
+    // does not exist): Stalled with Azure's words, not Ready.
+    env.apply(
+        "StorageDefenderProtection",
+        "topic",
+        json!({"target": target(STORAGE), "malwareScanning": {"scanResultsEventGridTopicResourceId": format!("/subscriptions/{SUB}/resourceGroups/rg-prod/providers/Microsoft.EventGrid/topics/missing")}}),
+    )
+    .await;
+    let o = env
+        .wait_condition(
+            "StorageDefenderProtection",
+            "topic",
+            "Stalled",
+            "True",
+            Some("MalwareScanningFailed"),
+        )
+        .await;
+    let msg = condition(&o, "Stalled").unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(msg.contains("topics/missing"), "{msg}");
+    assert_eq!(o["status"]["malwareScanning"]["code"], "Failed", "{o}");
+}

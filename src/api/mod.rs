@@ -49,6 +49,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         storage::StoragePublicAccessLockdown::crd(),
         storage::StorageSasRevocation::crd(),
         storage::StorageSoftDeleteProtection::crd(),
+        storage::StorageDefenderProtection::crd(),
         cosmos::CosmosKeyRotation::crd(),
         cosmos::CosmosPublicAccessLockdown::crd(),
         security::DefenderAlertState::crd(),

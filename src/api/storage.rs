@@ -151,3 +151,63 @@ containment_kind! {
         pub container_retention_days: u32,
     }
 }
+
+/// On-upload malware scanning (billed per GB scanned).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MalwareScanning {
+    /// At most this many GB scanned per month; -1 means no cap.
+    #[serde(default = "five_thousand", rename = "capGBPerMonth")]
+    #[schemars(range(min = -1))]
+    #[x_kube(validation = Rule::new("self == -1 || self >= 1").message("spec.malwareScanning.capGBPerMonth must be -1 (no cap) or at least 1"))]
+    pub cap_gb_per_month: i32,
+    /// Event Grid topic that receives scan results (its ARM id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new("self.startsWith('/subscriptions/') && self.contains('/providers/Microsoft.EventGrid/topics/')").message("spec.malwareScanning.scanResultsEventGridTopicResourceId must be an Event Grid topic id (/subscriptions/…/providers/Microsoft.EventGrid/topics/…)"))]
+    pub scan_results_event_grid_topic_resource_id: Option<String>,
+}
+
+fn five_thousand() -> i32 {
+    5000
+}
+
+containment_kind! {
+    kind = "StorageDefenderProtection", shortname = "stdfp", status = "StorageDefenderProtectionStatus",
+    /// Defender for Storage on for the account, overriding the subscription's plan, with
+    /// optional on-upload malware scanning and sensitive data discovery. The previous settings
+    /// are recorded and put back on release (no setting before: back to the subscription's).
+    pub struct StorageDefenderProtectionSpec {
+        #[serde(flatten)]
+        pub common: CommonSpec,
+        /// Scan every uploaded blob for malware.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub malware_scanning: Option<MalwareScanning>,
+        /// Classify sensitive data in the account's blobs.
+        #[serde(default)]
+        pub sensitive_data_discovery: bool,
+    }
+}
+
+/// The outcome Azure reported for enabling one Defender feature (`operationStatus`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageDefenderProtectionStatus {
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// Malware scanning's `operationStatus` from the last write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub malware_scanning: Option<FeatureStatus>,
+    /// Sensitive data discovery's `operationStatus` from the last write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitive_data_discovery: Option<FeatureStatus>,
+}

@@ -15,6 +15,7 @@ pub mod rotation;
 pub mod service_principal;
 pub mod sql_ip_block;
 pub mod sql_public_access;
+pub mod storage_defender;
 pub mod storage_key_rotation;
 pub mod storage_public_access;
 pub mod storage_sas_revocation;

@@ -569,6 +569,12 @@ impl<'a, C: Control> Run<'a, C> {
             .await;
         let common = self.obj.common().into_owned();
         let reason = common.reason.as_deref();
+        // What an answer reports is kept even when it reports a failure (e.g. which feature
+        // of a write failed), so status shows Azure's own account of it.
+        if let Ok(r) = &reply {
+            let from_reply = self.sh.control.on_reply(step, &r.body);
+            self.extra.extend(from_reply);
+        }
         let reply = reply.and_then(|r| {
             match self
                 .sh
@@ -615,8 +621,6 @@ impl<'a, C: Control> Run<'a, C> {
         az.last_request_id = reply.request_id.clone();
         az.last_correlation_id = reply.correlation_id.clone();
         self.status.last_applied_time = Some(now());
-        let from_reply = self.sh.control.on_reply(step, &reply.body);
-        self.extra.extend(from_reply);
         self.event(
             EventType::Normal,
             "Applied",

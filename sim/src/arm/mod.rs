@@ -219,12 +219,15 @@ fn dispatch(sim: &Sim, st: &mut State, req: &Req, path: &str, claims: &Claims) -
             ),
         );
     }
+    // Owned: behaviours borrow the state mutably.
+    let principal = p.clone();
     let ctx = Ctx {
         sim,
         req,
         path,
         m: &m,
         version,
+        principal: &principal,
     };
     let t = m.route.template;
     if t.contains("/Microsoft.Storage/") {
@@ -257,6 +260,8 @@ pub struct Ctx<'a> {
     pub path: &'a str,
     pub m: &'a Matched,
     pub version: &'a str,
+    /// The caller, for behaviours whose effects need more than the route's permission.
+    pub principal: &'a crate::world::Principal,
 }
 
 impl Ctx<'_> {

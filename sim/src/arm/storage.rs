@@ -235,6 +235,18 @@ fn blob_services(st: &mut State, ctx: &Ctx) -> Resp {
     Resp::json(StatusCode::OK, &next)
 }
 
+/// What Defender for Storage's malware scanning and sensitive data discovery do on the caller's
+/// behalf [docs: "Required permissions for enabling Defender for Storage"].
+const DEFENDER_FEATURE_ACTIONS: [&str; 7] = [
+    "Microsoft.Storage/storageAccounts/write",
+    "Microsoft.EventGrid/eventSubscriptions/read",
+    "Microsoft.EventGrid/eventSubscriptions/write",
+    "Microsoft.EventGrid/eventSubscriptions/delete",
+    "Microsoft.Authorization/roleAssignments/read",
+    "Microsoft.Authorization/roleAssignments/write",
+    "Microsoft.Authorization/roleAssignments/delete",
+];
+
 pub fn defender(st: &mut State, ctx: &Ctx) -> Resp {
     let parent = ctx.m.param("resourceId");
     if ctx.m.param("settingName") != "current" {
@@ -251,20 +263,55 @@ pub fn defender(st: &mut State, ctx: &Ctx) -> Resp {
     if !body["properties"]["isEnabled"].is_boolean() {
         return bad_request("InvalidRequestContent", "properties.isEnabled is required.");
     }
+    // Malware scanning and sensitive data discovery create (and on disable delete) Event Grid
+    // subscriptions and role assignments on the account in the caller's name, so the caller
+    // needs those permissions too (facts §3.4, "Required permissions").
+    let features_on = |p: &Value| {
+        p["isEnabled"] == true
+            && (p["malwareScanning"]["onUpload"]["isEnabled"] == true
+                || p["sensitiveDataDiscovery"]["isEnabled"] == true)
+    };
+    let stored_on = get_stored(st, &id).is_some_and(|r| features_on(&r["properties"]));
+    if features_on(&body["properties"]) || stored_on {
+        for action in DEFENDER_FEATURE_ACTIONS {
+            if !crate::authz::allowed(ctx.principal, action, parent) {
+                return Resp::arm_error(
+                    StatusCode::FORBIDDEN,
+                    "AuthorizationFailed",
+                    &format!(
+                        "The client '{oid}' with object id '{oid}' does not have authorization to perform action '{action}' over scope '{parent}' or the scope is invalid. Enabling or disabling malware scanning or sensitive data discovery needs it.",
+                        oid = ctx.principal.object_id
+                    ),
+                );
+            }
+        }
+    }
     let existed = get_stored(st, &id).is_some();
     let mut props = body["properties"].clone();
+    let mut partial = false;
     for part in ["malwareScanning", "sensitiveDataDiscovery"] {
         if props.get(part).is_some() {
             props[part]["operationStatus"] = json!({"code": "Succeeded", "message": "Succeeded"});
         }
     }
+    // A scan-results topic that does not exist: the setting is saved, malware scanning's part
+    // fails, and the answer is 201 "partially succeeded" [spec]. The failure code is not
+    // documented; the simulator says Failed.
+    if let Some(topic) = props["malwareScanning"]["scanResultsEventGridTopicResourceId"].as_str()
+        && get_stored(st, topic).is_none()
+    {
+        props["malwareScanning"]["operationStatus"] = json!({"code": "Failed",
+            "message": format!("The Event Grid topic '{topic}' was not found.")});
+        partial = true;
+    }
     let r = json!({"id": id, "name": "current", "type": "Microsoft.Security/defenderForStorageSettings", "properties": props});
     st.resources.insert(key(&id), r.clone());
     Resp::json(
-        if existed {
-            StatusCode::OK
-        } else {
+        // 201 is both "created" and "partially succeeded" in the spec.
+        if partial || !existed {
             StatusCode::CREATED
+        } else {
+            StatusCode::OK
         },
         &r,
     )
