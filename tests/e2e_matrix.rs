@@ -44,6 +44,13 @@ fn case(kind: &str) -> Case {
             "servers/sql-prod-01$",
             true,
         ),
+        "SqlEntraOnlyAuthentication" => c(
+            "SqlEntraOnlyAuthentication",
+            json!({"target": target(SQL_PROD)}),
+            1,
+            "azureADOnlyAuthentications/Default$",
+            true,
+        ),
         "StorageKeyRotation" => c(
             "StorageKeyRotation",
             json!({"target": target(STORAGE)}),
@@ -284,6 +291,7 @@ macro_rules! matrix_tests {
 matrix_tests! {
     sql_ip_block => "SqlIpBlock",
     sql_public_access_lockdown => "SqlPublicAccessLockdown",
+    sql_entra_only_authentication => "SqlEntraOnlyAuthentication",
     storage_key_rotation => "StorageKeyRotation",
     storage_public_access_lockdown => "StoragePublicAccessLockdown",
     storage_sas_revocation => "StorageSasRevocation",

@@ -16,6 +16,7 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
             false,
         ),
         "SqlPublicAccessLockdown" => (json!({"target": target(SQL_PROD)}), false),
+        "SqlEntraOnlyAuthentication" => (json!({"target": target(SQL_PROD)}), false),
         "StorageKeyRotation" => (
             json!({"target": target(STORAGE), "keys": ["key1"], "publishTo": {"secretName": "keys"}}),
             false,
@@ -60,9 +61,10 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
     }
 }
 
-const KINDS: [&str; 12] = [
+const KINDS: [&str; 13] = [
     "SqlIpBlock",
     "SqlPublicAccessLockdown",
+    "SqlEntraOnlyAuthentication",
     "StorageKeyRotation",
     "StoragePublicAccessLockdown",
     "StorageSasRevocation",

@@ -622,3 +622,108 @@ async fn releasing_one_block_wakes_the_other_on_its_server() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn entra_only_authentication_is_turned_on_kept_on_and_restored() {
+    let env = Env::new("e2e-sqleoa").await;
+    let auth = format!("{SQL_PROD}/azureADOnlyAuthentications/Default");
+    let _op = env.operator();
+    let t = env
+        .apply(
+            "SqlEntraOnlyAuthentication",
+            "eoa",
+            json!({"target": target(SQL_PROD), "reason": "INC-4711 sa password guessed"}),
+        )
+        .await;
+    let o = env
+        .wait_condition(
+            "SqlEntraOnlyAuthentication",
+            "eoa",
+            "Ready",
+            "True",
+            Some("Contained"),
+        )
+        .await;
+    eprintln!(
+        "apply→Ready SqlEntraOnlyAuthentication: {} ms",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(
+        env.sim.resource(&auth).await["properties"]["azureADOnlyAuthentication"],
+        true
+    );
+    assert_eq!(
+        o["status"]["restore"],
+        json!({"azureADOnlyAuthentication": false})
+    );
+    let msg = condition(&o, "Ready").unwrap()["message"].as_str().unwrap();
+    assert!(msg.contains("sql-admins"), "{msg}");
+    assert_eq!(env.sim.successful_writes().await.len(), 1);
+
+    // Someone turns SQL logins back on: turned off again.
+    env.sim
+        .put(
+            &auth,
+            json!({"properties": {"azureADOnlyAuthentication": false}}),
+        )
+        .await;
+    env.wait(
+        "SqlEntraOnlyAuthentication",
+        "eoa",
+        "drift corrected",
+        Duration::from_secs(20),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["driftCount"] == 1
+                    && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        env.sim.resource(&auth).await["properties"]["azureADOnlyAuthentication"],
+        true
+    );
+
+    env.delete("SqlEntraOnlyAuthentication", "eoa").await;
+    env.wait_gone("SqlEntraOnlyAuthentication", "eoa").await;
+    assert_eq!(
+        env.sim.resource(&auth).await["properties"]["azureADOnlyAuthentication"],
+        false
+    );
+    assert_eq!(env.sim.successful_writes().await.len(), 3);
+}
+
+#[tokio::test]
+async fn entra_only_authentication_without_an_entra_admin_stalls_and_sends_nothing() {
+    let env = Env::with_world("e2e-sqleoa-noadmin", printed_actions(&[]), |w| {
+        w.resources.retain(|r| {
+            !r["id"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("/administrators/ActiveDirectory")
+        });
+    })
+    .await;
+    let _op = env.operator();
+    env.apply(
+        "SqlEntraOnlyAuthentication",
+        "eoa",
+        json!({"target": target(SQL_PROD)}),
+    )
+    .await;
+    let o = env
+        .wait_condition(
+            "SqlEntraOnlyAuthentication",
+            "eoa",
+            "Stalled",
+            "True",
+            Some("EntraAdminRequired"),
+        )
+        .await;
+    let msg = condition(&o, "Stalled").unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(msg.contains("no Entra admin"), "{msg}");
+    assert!(env.sim.writes().await.is_empty());
+}

@@ -93,6 +93,9 @@ pub static ROUTES: &[Route] = &[
     route!(PUT "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Sql/servers/{serverName}/firewallRules/{firewallRuleName}" SQL_FW, Put, "Microsoft.Sql/servers/firewallRules/write"),
     route!(DELETE "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Sql/servers/{serverName}/firewallRules/{firewallRuleName}" SQL_FW, Delete, "Microsoft.Sql/servers/firewallRules/delete"),
     route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Sql/servers/{serverName}/ipv6FirewallRules" SQL, List, "Microsoft.Sql/servers/ipv6FirewallRules/read"),
+    route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Sql/servers/{serverName}/azureADOnlyAuthentications/{authenticationName}" SQL, Get, "Microsoft.Sql/servers/azureADOnlyAuthentications/read"),
+    route!(PUT "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Sql/servers/{serverName}/azureADOnlyAuthentications/{authenticationName}" SQL, Put, "Microsoft.Sql/servers/azureADOnlyAuthentications/write"),
+    route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Sql/servers/{serverName}/administrators/{administratorName}" SQL, Get, "Microsoft.Sql/servers/administrators/read"),
     // Cosmos DB
     route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DocumentDB/databaseAccounts/{accountName}" COSMOS, Get, "Microsoft.DocumentDB/databaseAccounts/read"),
     route!(PATCH "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DocumentDB/databaseAccounts/{accountName}" COSMOS, Patch, "Microsoft.DocumentDB/databaseAccounts/write"),

@@ -45,6 +45,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         sql::SqlIpBlock::crd(),
         sql::SqlPublicAccessLockdown::crd(),
+        sql::SqlEntraOnlyAuthentication::crd(),
         storage::StorageKeyRotation::crd(),
         storage::StoragePublicAccessLockdown::crd(),
         storage::StorageSasRevocation::crd(),

@@ -40,3 +40,14 @@ containment_kind! {
         pub common: CommonSpec,
     }
 }
+
+containment_kind! {
+    kind = "SqlEntraOnlyAuthentication", shortname = "sqleoa", status = "CommonStatus",
+    /// SQL authentication (password logins) off on the server: Entra ID only. Azure refuses
+    /// this while the server has no Entra admin; that case is Stalled, nothing is sent. The
+    /// previous setting is recorded and restored on release.
+    pub struct SqlEntraOnlyAuthenticationSpec {
+        #[serde(flatten)]
+        pub common: CommonSpec,
+    }
+}

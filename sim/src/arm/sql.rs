@@ -27,6 +27,12 @@ pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
             ),
         );
     }
+    if t.ends_with("{authenticationName}") {
+        return entra_only(st, ctx, &server);
+    }
+    if t.ends_with("{administratorName}") {
+        return ok_resource(st, ctx.path);
+    }
     if t.ends_with("ipv6FirewallRules") {
         return Resp::json(StatusCode::OK, &json!({"value": children(st, ctx.path)}));
     }
@@ -224,4 +230,51 @@ fn replace_all(st: &mut State, ctx: &Ctx, server: &str) -> Resp {
             .insert(key(r["id"].as_str().unwrap_or("")), r.clone());
     }
     Resp::json(StatusCode::OK, &rules.first().cloned().unwrap_or(json!({})))
+}
+
+/// `azureADOnlyAuthentications/Default`: a singleton (off until set); the PUT is long-running
+/// and refused while the server has no Entra admin [spec 2023-08-01-preview, the error example].
+fn entra_only(st: &mut State, ctx: &Ctx, server: &str) -> Resp {
+    if ctx.m.param("authenticationName") != "Default" {
+        return bad_request(
+            "InvalidParameterValue",
+            "The authentication name must be 'Default'.",
+        );
+    }
+    let id = format!("{server}/azureADOnlyAuthentications/Default");
+    if ctx.req.method == Method::GET {
+        let current = get_stored(st, &id).cloned().unwrap_or_else(|| {
+            json!({"id": id, "name": "Default", "type": "Microsoft.Sql/servers/azureADOnlyAuthentications",
+                "properties": {"azureADOnlyAuthentication": false}})
+        });
+        return Resp::json(StatusCode::OK, &current);
+    }
+    let body = json_body!(ctx);
+    let Some(on) = body["properties"]["azureADOnlyAuthentication"].as_bool() else {
+        return bad_request(
+            "InvalidRequestContent",
+            "properties.azureADOnlyAuthentication is required and must be a boolean.",
+        );
+    };
+    if get_stored(st, &format!("{server}/administrators/ActiveDirectory")).is_none() {
+        return bad_request(
+            "InvalidServerAADOnlyAuthNoAADAdminPropertyName",
+            "AAD Admin is not configured, AAD Admin must be set before enabling/disabling AAD Only Authentication.",
+        );
+    }
+    let resource = json!({"id": id, "name": "Default", "type": "Microsoft.Sql/servers/azureADOnlyAuthentications",
+        "properties": {"azureADOnlyAuthentication": on}});
+    // PUT: LRO, 200/201/202, no final-state-via [spec].
+    lro::start(
+        st,
+        ctx,
+        Shape::Both,
+        StatusCode::ACCEPTED,
+        Effect::Replace {
+            id: id.clone(),
+            body: resource,
+        },
+        Some(id),
+        None,
+    )
 }
