@@ -312,6 +312,34 @@ async fn ip_lists_and_cross_field_rules_are_enforced() {
     );
     create(&api, &ar, "y", json!({"target": sql_target(), "publicNetworkAccess": "Restricted", "allowedIpRanges": ["203.0.113.0/24"]})).await.unwrap();
 
+    let (api, ar) = api_of("SqlTransparentDataEncryption").await;
+    for (dbs, msg) in [
+        (json!([]), "spec.databases"),
+        (
+            json!(["orders", "orders"]),
+            "spec.databases[1]: Duplicate value",
+        ),
+        (json!(["master"]), "spec.databases: master cannot be listed"),
+    ] {
+        let err = create(
+            &api,
+            &ar,
+            "tde",
+            json!({"target": sql_target(), "databases": dbs}),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains(msg), "{dbs}: {err}");
+    }
+    create(
+        &api,
+        &ar,
+        "tde",
+        json!({"target": sql_target(), "databases": ["orders"]}),
+    )
+    .await
+    .unwrap();
+
     let (api, ar) = api_of("StorageDefenderProtection").await;
     let got = create(
         &api,

@@ -51,6 +51,13 @@ fn case(kind: &str) -> Case {
             "azureADOnlyAuthentications/Default$",
             true,
         ),
+        "SqlTransparentDataEncryption" => c(
+            "SqlTransparentDataEncryption",
+            json!({"target": target(SQL_PROD), "databases": ["orders"]}),
+            1,
+            "orders/transparentDataEncryption/current$",
+            true,
+        ),
         "StorageKeyRotation" => c(
             "StorageKeyRotation",
             json!({"target": target(STORAGE)}),
@@ -292,6 +299,7 @@ matrix_tests! {
     sql_ip_block => "SqlIpBlock",
     sql_public_access_lockdown => "SqlPublicAccessLockdown",
     sql_entra_only_authentication => "SqlEntraOnlyAuthentication",
+    sql_transparent_data_encryption => "SqlTransparentDataEncryption",
     storage_key_rotation => "StorageKeyRotation",
     storage_public_access_lockdown => "StoragePublicAccessLockdown",
     storage_sas_revocation => "StorageSasRevocation",

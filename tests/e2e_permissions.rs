@@ -17,6 +17,10 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
         ),
         "SqlPublicAccessLockdown" => (json!({"target": target(SQL_PROD)}), false),
         "SqlEntraOnlyAuthentication" => (json!({"target": target(SQL_PROD)}), false),
+        "SqlTransparentDataEncryption" => (
+            json!({"target": target(SQL_PROD), "databases": ["orders"]}),
+            false,
+        ),
         "StorageKeyRotation" => (
             json!({"target": target(STORAGE), "keys": ["key1"], "publishTo": {"secretName": "keys"}}),
             false,
@@ -61,10 +65,11 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
     }
 }
 
-const KINDS: [&str; 13] = [
+const KINDS: [&str; 14] = [
     "SqlIpBlock",
     "SqlPublicAccessLockdown",
     "SqlEntraOnlyAuthentication",
+    "SqlTransparentDataEncryption",
     "StorageKeyRotation",
     "StoragePublicAccessLockdown",
     "StorageSasRevocation",

@@ -727,3 +727,94 @@ async fn entra_only_authentication_without_an_entra_admin_stalls_and_sends_nothi
     assert!(msg.contains("no Entra admin"), "{msg}");
     assert!(env.sim.writes().await.is_empty());
 }
+
+#[tokio::test]
+async fn tde_is_enabled_on_the_listed_databases_kept_and_restored() {
+    let env = Env::new("e2e-sqltde").await;
+    let orders = format!("{SQL_PROD}/databases/orders/transparentDataEncryption/current");
+    let _op = env.operator();
+    let t = env
+        .apply(
+            "SqlTransparentDataEncryption",
+            "tde",
+            json!({"target": target(SQL_PROD), "databases": ["orders", "customers"]}),
+        )
+        .await;
+    let o = env
+        .wait_condition(
+            "SqlTransparentDataEncryption",
+            "tde",
+            "Ready",
+            "True",
+            Some("Contained"),
+        )
+        .await;
+    eprintln!(
+        "apply→Ready SqlTransparentDataEncryption: {} ms",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(
+        env.sim.resource(&orders).await["properties"]["state"],
+        "Enabled"
+    );
+    // customers was already encrypted: only orders is written, and only it is owned.
+    assert_eq!(env.sim.successful_writes().await.len(), 1);
+    assert_eq!(
+        o["status"]["restore"],
+        json!({"prior": {"orders": "Disabled"}, "owned": ["orders"]})
+    );
+
+    env.sim
+        .put(&orders, json!({"properties": {"state": "Disabled"}}))
+        .await;
+    env.wait(
+        "SqlTransparentDataEncryption",
+        "tde",
+        "drift corrected",
+        Duration::from_secs(20),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["driftCount"] == 1
+                    && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        env.sim.resource(&orders).await["properties"]["state"],
+        "Enabled"
+    );
+
+    env.delete("SqlTransparentDataEncryption", "tde").await;
+    env.wait_gone("SqlTransparentDataEncryption", "tde").await;
+    assert_eq!(
+        env.sim.resource(&orders).await["properties"]["state"],
+        "Disabled"
+    );
+    assert_eq!(env.sim.successful_writes().await.len(), 3);
+
+    // A database that does not exist: Stalled naming it, nothing sent.
+    env.apply(
+        "SqlTransparentDataEncryption",
+        "typo",
+        json!({"target": target(SQL_PROD), "databases": ["ordres"]}),
+    )
+    .await;
+    let o = env
+        .wait_condition(
+            "SqlTransparentDataEncryption",
+            "typo",
+            "Stalled",
+            "True",
+            Some("DatabaseNotFound"),
+        )
+        .await;
+    let msg = condition(&o, "Stalled").unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        msg.contains("ordres") && msg.contains("spec.databases"),
+        "{msg}"
+    );
+    assert_eq!(env.sim.successful_writes().await.len(), 3);
+}

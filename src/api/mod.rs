@@ -46,6 +46,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         sql::SqlIpBlock::crd(),
         sql::SqlPublicAccessLockdown::crd(),
         sql::SqlEntraOnlyAuthentication::crd(),
+        sql::SqlTransparentDataEncryption::crd(),
         storage::StorageKeyRotation::crd(),
         storage::StoragePublicAccessLockdown::crd(),
         storage::StorageSasRevocation::crd(),

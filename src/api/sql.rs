@@ -51,3 +51,18 @@ containment_kind! {
         pub common: CommonSpec,
     }
 }
+
+containment_kind! {
+    kind = "SqlTransparentDataEncryption", shortname = "sqltde", status = "CommonStatus",
+    /// Transparent data encryption `Enabled` on each listed database of the server. The
+    /// previous states are recorded and restored on release.
+    pub struct SqlTransparentDataEncryptionSpec {
+        #[serde(flatten)]
+        pub common: CommonSpec,
+        /// Database names on the target server (the saved SQL specs have no database list, so
+        /// "every database" cannot be discovered: name them).
+        #[schemars(length(min = 1, max = 100), inner(length(min = 1, max = 128)), extend("x-kubernetes-list-type" = "set"))]
+        #[x_kube(validation = Rule::new("self.all(d, d != 'master')").message("spec.databases: master cannot be listed (TDE does not apply to it)"))]
+        pub databases: Vec<String>,
+    }
+}

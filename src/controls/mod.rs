@@ -16,6 +16,7 @@ pub mod service_principal;
 pub mod sql_entra_only;
 pub mod sql_ip_block;
 pub mod sql_public_access;
+pub mod sql_tde;
 pub mod storage_defender;
 pub mod storage_key_rotation;
 pub mod storage_public_access;

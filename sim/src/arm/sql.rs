@@ -30,6 +30,9 @@ pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
     if t.ends_with("{authenticationName}") {
         return entra_only(st, ctx, &server);
     }
+    if t.ends_with("{tdeName}") {
+        return tde(st, ctx, &server);
+    }
     if t.ends_with("{administratorName}") {
         return ok_resource(st, ctx.path);
     }
@@ -265,6 +268,58 @@ fn entra_only(st: &mut State, ctx: &Ctx, server: &str) -> Resp {
     let resource = json!({"id": id, "name": "Default", "type": "Microsoft.Sql/servers/azureADOnlyAuthentications",
         "properties": {"azureADOnlyAuthentication": on}});
     // PUT: LRO, 200/201/202, no final-state-via [spec].
+    lro::start(
+        st,
+        ctx,
+        Shape::Both,
+        StatusCode::ACCEPTED,
+        Effect::Replace {
+            id: id.clone(),
+            body: resource,
+        },
+        Some(id),
+        None,
+    )
+}
+
+/// `databases/{db}/transparentDataEncryption/current`: the database must exist; the PUT may
+/// answer 202 and is polled (long-running in 2023-08-01-preview, 200/201/202 in 2021-11-01).
+fn tde(st: &mut State, ctx: &Ctx, server: &str) -> Resp {
+    if ctx.m.param("tdeName") != "current" {
+        return bad_request(
+            "InvalidParameterValue",
+            "The transparent data encryption name must be 'current'.",
+        );
+    }
+    let db = format!("{server}/databases/{}", ctx.m.param("databaseName"));
+    if get_stored(st, &db).is_none() {
+        return Resp::arm_error(
+            StatusCode::NOT_FOUND,
+            "ParentResourceNotFound",
+            &format!(
+                "Can not perform requested operation on nested resource. Parent resource '{db}' not found."
+            ),
+        );
+    }
+    let id = format!("{db}/transparentDataEncryption/current");
+    if ctx.req.method == Method::GET {
+        // New databases are encrypted by default.
+        let current = get_stored(st, &id).cloned().unwrap_or_else(|| {
+            json!({"id": id, "name": "current", "type": "Microsoft.Sql/servers/databases/transparentDataEncryption",
+                "properties": {"state": "Enabled"}})
+        });
+        return Resp::json(StatusCode::OK, &current);
+    }
+    let body = json_body!(ctx);
+    let state = body["properties"]["state"].as_str().unwrap_or_default();
+    if !["Enabled", "Disabled"].contains(&state) {
+        return bad_request(
+            "InvalidParameterValue",
+            &format!("Invalid value '{state}' for properties.state; allowed: Enabled, Disabled."),
+        );
+    }
+    let resource = json!({"id": id, "name": "current", "type": "Microsoft.Sql/servers/databases/transparentDataEncryption",
+        "properties": {"state": state}});
     lro::start(
         st,
         ctx,
