@@ -41,9 +41,9 @@ macro_rules! kinds {
 
 use crate::controls::{
     arc_isolation, consent, cosmos, defender_alert, device, indicator, privileged_access,
-    service_principal, sql_entra_only, sql_ip_block, sql_public_access, sql_tde, storage_defender,
-    storage_key_rotation, storage_public_access, storage_sas_revocation, storage_soft_delete,
-    threat_submission, user, waf,
+    service_principal, sql_auditing, sql_entra_only, sql_ip_block, sql_public_access, sql_tde,
+    storage_defender, storage_key_rotation, storage_public_access, storage_sas_revocation,
+    storage_soft_delete, threat_submission, user, waf,
 };
 
 kinds! {
@@ -51,6 +51,7 @@ kinds! {
     "SqlPublicAccessLockdown" => sql_public_access::SqlPublicAccessLockdownControl { graph: &[], mde: &[] },
     "SqlEntraOnlyAuthentication" => sql_entra_only::SqlEntraOnlyAuthenticationControl { graph: &[], mde: &[] },
     "SqlTransparentDataEncryption" => sql_tde::SqlTransparentDataEncryptionControl { graph: &[], mde: &[] },
+    "SqlAuditing" => sql_auditing::SqlAuditingControl { graph: &[], mde: &[] },
     "StorageKeyRotation" => storage_key_rotation::StorageKeyRotationControl { graph: &[], mde: &[] },
     "StoragePublicAccessLockdown" => storage_public_access::StoragePublicAccessLockdownControl { graph: &[], mde: &[] },
     "StorageSasRevocation" => storage_sas_revocation::StorageSasRevocationControl { graph: &[], mde: &[] },

@@ -312,6 +312,43 @@ async fn ip_lists_and_cross_field_rules_are_enforced() {
     );
     create(&api, &ar, "y", json!({"target": sql_target(), "publicNetworkAccess": "Restricted", "allowedIpRanges": ["203.0.113.0/24"]})).await.unwrap();
 
+    let (api, ar) = api_of("SqlAuditing").await;
+    for (spec, msg) in [
+        (
+            json!({}),
+            "spec: set storageEndpoint, or azureMonitor: true",
+        ),
+        (
+            json!({"storageEndpoint": "https://evil.example/"}),
+            "spec.storageEndpoint must be a storage account blob endpoint",
+        ),
+        (
+            json!({"azureMonitor": true, "retentionDays": -1}),
+            "spec.retentionDays",
+        ),
+    ] {
+        let mut spec = spec;
+        spec["target"] = sql_target();
+        let err = create(&api, &ar, "aud", spec.clone()).await.unwrap_err();
+        assert!(err.contains(msg), "{spec}: {err}");
+    }
+    let got = create(
+        &api,
+        &ar,
+        "aud",
+        json!({"target": sql_target(), "storageEndpoint": "https://staudit01.blob.core.windows.net/"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.data["spec"]["retentionDays"], 90);
+    assert_eq!(
+        got.data["spec"]["auditActionsAndGroups"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
     let (api, ar) = api_of("SqlTransparentDataEncryption").await;
     for (dbs, msg) in [
         (json!([]), "spec.databases"),

@@ -58,6 +58,13 @@ fn case(kind: &str) -> Case {
             "orders/transparentDataEncryption/current$",
             true,
         ),
+        "SqlAuditing" => c(
+            "SqlAuditing",
+            json!({"target": target(SQL_PROD), "azureMonitor": true}),
+            1,
+            "auditingSettings/default$",
+            true,
+        ),
         "StorageKeyRotation" => c(
             "StorageKeyRotation",
             json!({"target": target(STORAGE)}),
@@ -300,6 +307,7 @@ matrix_tests! {
     sql_public_access_lockdown => "SqlPublicAccessLockdown",
     sql_entra_only_authentication => "SqlEntraOnlyAuthentication",
     sql_transparent_data_encryption => "SqlTransparentDataEncryption",
+    sql_auditing => "SqlAuditing",
     storage_key_rotation => "StorageKeyRotation",
     storage_public_access_lockdown => "StoragePublicAccessLockdown",
     storage_sas_revocation => "StorageSasRevocation",

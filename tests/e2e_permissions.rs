@@ -17,6 +17,10 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
         ),
         "SqlPublicAccessLockdown" => (json!({"target": target(SQL_PROD)}), false),
         "SqlEntraOnlyAuthentication" => (json!({"target": target(SQL_PROD)}), false),
+        "SqlAuditing" => (
+            json!({"target": target(SQL_PROD), "azureMonitor": true}),
+            false,
+        ),
         "SqlTransparentDataEncryption" => (
             json!({"target": target(SQL_PROD), "databases": ["orders"]}),
             false,
@@ -65,11 +69,12 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
     }
 }
 
-const KINDS: [&str; 14] = [
+const KINDS: [&str; 15] = [
     "SqlIpBlock",
     "SqlPublicAccessLockdown",
     "SqlEntraOnlyAuthentication",
     "SqlTransparentDataEncryption",
+    "SqlAuditing",
     "StorageKeyRotation",
     "StoragePublicAccessLockdown",
     "StorageSasRevocation",

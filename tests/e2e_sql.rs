@@ -818,3 +818,78 @@ async fn tde_is_enabled_on_the_listed_databases_kept_and_restored() {
     );
     assert_eq!(env.sim.successful_writes().await.len(), 3);
 }
+
+#[tokio::test]
+async fn auditing_is_enabled_to_storage_kept_on_and_restored() {
+    let env = Env::new("e2e-sqlaud").await;
+    let audit = format!("{SQL_PROD}/auditingSettings/default");
+    let before = env.sim.resource(&audit).await;
+    let _op = env.operator();
+    let t = env
+        .apply(
+            "SqlAuditing",
+            "aud",
+            json!({"target": target(SQL_PROD), "storageEndpoint": "https://staudit01.blob.core.windows.net/", "retentionDays": 180}),
+        )
+        .await;
+    let o = env
+        .wait_condition("SqlAuditing", "aud", "Ready", "True", Some("Contained"))
+        .await;
+    eprintln!("apply→Ready SqlAuditing: {} ms", t.elapsed().as_millis());
+    let p = env.sim.resource(&audit).await["properties"].clone();
+    assert_eq!(
+        (
+            &p["state"],
+            &p["storageEndpoint"],
+            &p["retentionDays"],
+            &p["isManagedIdentityInUse"]
+        ),
+        (
+            &json!("Enabled"),
+            &json!("https://staudit01.blob.core.windows.net/"),
+            &json!(180),
+            &json!(true)
+        )
+    );
+    assert_eq!(
+        p["auditActionsAndGroups"],
+        json!([
+            "BATCH_COMPLETED_GROUP",
+            "SUCCESSFUL_DATABASE_AUTHENTICATION_GROUP",
+            "FAILED_DATABASE_AUTHENTICATION_GROUP"
+        ])
+    );
+    assert!(p.get("storageAccountAccessKey").is_none());
+    assert_eq!(o["status"]["restore"]["settings"]["state"], "Disabled");
+    assert_eq!(env.sim.successful_writes().await.len(), 1);
+
+    // Someone turns auditing off: back on.
+    let mut off = env.sim.resource(&audit).await;
+    off["properties"]["state"] = json!("Disabled");
+    env.sim.put(&audit, off).await;
+    env.wait(
+        "SqlAuditing",
+        "aud",
+        "drift corrected",
+        Duration::from_secs(20),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["driftCount"] == 1
+                    && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        env.sim.resource(&audit).await["properties"]["state"],
+        "Enabled"
+    );
+
+    // Release: the settings as first read (auditing off).
+    env.delete("SqlAuditing", "aud").await;
+    env.wait_gone("SqlAuditing", "aud").await;
+    assert_eq!(
+        env.sim.resource(&audit).await["properties"],
+        before["properties"]
+    );
+}

@@ -96,6 +96,8 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Sql/servers/{serverName}/azureADOnlyAuthentications/{authenticationName}" SQL, Get, "Microsoft.Sql/servers/azureADOnlyAuthentications/read"),
     route!(PUT "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Sql/servers/{serverName}/azureADOnlyAuthentications/{authenticationName}" SQL, Put, "Microsoft.Sql/servers/azureADOnlyAuthentications/write"),
     route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Sql/servers/{serverName}/administrators/{administratorName}" SQL, Get, "Microsoft.Sql/servers/administrators/read"),
+    route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Sql/servers/{serverName}/auditingSettings/{blobAuditingPolicyName}" SQL, Get, "Microsoft.Sql/servers/auditingSettings/read"),
+    route!(PUT "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Sql/servers/{serverName}/auditingSettings/{blobAuditingPolicyName}" SQL, Put, "Microsoft.Sql/servers/auditingSettings/write"),
     route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Sql/servers/{serverName}/databases/{databaseName}/transparentDataEncryption/{tdeName}" SQL, Get, "Microsoft.Sql/servers/databases/transparentDataEncryption/read"),
     route!(PUT "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Sql/servers/{serverName}/databases/{databaseName}/transparentDataEncryption/{tdeName}" SQL, Put, "Microsoft.Sql/servers/databases/transparentDataEncryption/write"),
     // Cosmos DB

@@ -47,6 +47,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         sql::SqlPublicAccessLockdown::crd(),
         sql::SqlEntraOnlyAuthentication::crd(),
         sql::SqlTransparentDataEncryption::crd(),
+        sql::SqlAuditing::crd(),
         storage::StorageKeyRotation::crd(),
         storage::StoragePublicAccessLockdown::crd(),
         storage::StorageSasRevocation::crd(),

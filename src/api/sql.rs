@@ -66,3 +66,46 @@ containment_kind! {
         pub databases: Vec<String>,
     }
 }
+
+fn ninety() -> i32 {
+    90
+}
+
+fn recommended_audit_groups() -> Vec<String> {
+    [
+        "BATCH_COMPLETED_GROUP",
+        "SUCCESSFUL_DATABASE_AUTHENTICATION_GROUP",
+        "FAILED_DATABASE_AUTHENTICATION_GROUP",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+containment_kind! {
+    kind = "SqlAuditing", shortname = "sqlaud", status = "CommonStatus",
+    /// Server auditing on, to a storage account (through the server's managed identity) and/or
+    /// Azure Monitor. The previous auditing settings are recorded and restored on release.
+    #[x_kube(validation = Rule::new("has(self.storageEndpoint) || self.azureMonitor").message("spec: set storageEndpoint, or azureMonitor: true (auditing needs a destination)"))]
+    pub struct SqlAuditingSpec {
+        #[serde(flatten)]
+        pub common: CommonSpec,
+        /// Blob endpoint of the audit storage account, e.g. `https://staudit.blob.core.windows.net/`.
+        /// The server's managed identity writes there (no account key is sent or kept).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 256))]
+        #[x_kube(validation = Rule::new("self.matches('^https://[a-z0-9]{3,24}\\\\.blob\\\\.core\\\\.windows\\\\.net/?$')").message("spec.storageEndpoint must be a storage account blob endpoint (https://<account>.blob.core.windows.net/)"))]
+        pub storage_endpoint: Option<String>,
+        /// Days audit logs are kept in the storage account (0: forever).
+        #[serde(default = "ninety")]
+        #[schemars(range(min = 0, max = 3285))]
+        pub retention_days: i32,
+        /// Send audit logs to Azure Monitor (`isAzureMonitorTargetEnabled`); where they go from
+        /// there (Log Analytics, Event Hubs) is the master database's diagnostic setting.
+        #[serde(default)]
+        pub azure_monitor: bool,
+        /// Action groups and actions to audit (kept in addition to any already configured).
+        #[serde(default = "recommended_audit_groups")]
+        #[schemars(length(min = 1, max = 50), inner(length(min = 1, max = 256)), extend("x-kubernetes-list-type" = "set"))]
+        pub audit_actions_and_groups: Vec<String>,
+    }
+}

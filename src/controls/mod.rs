@@ -13,6 +13,7 @@ pub mod machine_action;
 pub mod privileged_access;
 pub mod rotation;
 pub mod service_principal;
+pub mod sql_auditing;
 pub mod sql_entra_only;
 pub mod sql_ip_block;
 pub mod sql_public_access;

@@ -30,6 +30,9 @@ pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
     if t.ends_with("{authenticationName}") {
         return entra_only(st, ctx, &server);
     }
+    if t.ends_with("{blobAuditingPolicyName}") && !t.contains("/databases/") {
+        return auditing(st, ctx, &server);
+    }
     if t.ends_with("{tdeName}") {
         return tde(st, ctx, &server);
     }
@@ -320,6 +323,69 @@ fn tde(st: &mut State, ctx: &Ctx, server: &str) -> Resp {
     }
     let resource = json!({"id": id, "name": "current", "type": "Microsoft.Sql/servers/databases/transparentDataEncryption",
         "properties": {"state": state}});
+    lro::start(
+        st,
+        ctx,
+        Shape::Both,
+        StatusCode::ACCEPTED,
+        Effect::Replace {
+            id: id.clone(),
+            body: resource,
+        },
+        Some(id),
+        None,
+    )
+}
+
+/// `auditingSettings/default`: Disabled until set; the PUT is long-running (200/202, no
+/// final-state-via) and needs a destination when Enabled [spec: ServerBlobAuditingPolicyProperties,
+/// facts §3.8]. The storage account key is write-only: stored, never returned.
+fn auditing(st: &mut State, ctx: &Ctx, server: &str) -> Resp {
+    if ctx.m.param("blobAuditingPolicyName") != "default" {
+        return bad_request(
+            "InvalidParameterValue",
+            "The auditing policy name must be 'default'.",
+        );
+    }
+    let id = format!("{server}/auditingSettings/default");
+    if ctx.req.method == Method::GET {
+        let mut current = get_stored(st, &id).cloned().unwrap_or_else(|| {
+            json!({"id": id, "name": "default", "type": "Microsoft.Sql/servers/auditingSettings",
+                "properties": {"state": "Disabled", "retentionDays": 0, "auditActionsAndGroups": [],
+                    "isStorageSecondaryKeyInUse": false, "isAzureMonitorTargetEnabled": false,
+                    "isManagedIdentityInUse": false, "storageAccountSubscriptionId": "00000000-0000-0000-0000-000000000000"}})
+        });
+        if let Some(p) = current["properties"].as_object_mut() {
+            p.remove("storageAccountAccessKey");
+        }
+        return Resp::json(StatusCode::OK, &current);
+    }
+    let body = json_body!(ctx);
+    let p = &body["properties"];
+    let state = p["state"].as_str().unwrap_or_default();
+    if !["Enabled", "Disabled"].contains(&state) {
+        return bad_request(
+            "InvalidParameterValue",
+            &format!("properties.state is required: Enabled or Disabled, not '{state}'."),
+        );
+    }
+    let storage = p["storageEndpoint"].as_str().is_some_and(|s| !s.is_empty());
+    if state == "Enabled" && !storage && p["isAzureMonitorTargetEnabled"] != true {
+        return bad_request(
+            "InvalidParameterValue",
+            "When state is Enabled, storageEndpoint or isAzureMonitorTargetEnabled is required.",
+        );
+    }
+    if let Some(days) = p.get("retentionDays")
+        && !days.as_i64().is_some_and(|d| (0..=3285).contains(&d))
+    {
+        return bad_request(
+            "InvalidParameterValue",
+            "properties.retentionDays must be between 0 and 3285.",
+        );
+    }
+    let resource = json!({"id": id, "name": "default", "type": "Microsoft.Sql/servers/auditingSettings",
+        "properties": p});
     lro::start(
         st,
         ctx,
