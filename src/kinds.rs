@@ -40,10 +40,10 @@ macro_rules! kinds {
 }
 
 use crate::controls::{
-    arc_isolation, consent, cosmos, defender_alert, device, indicator, privileged_access,
-    service_principal, sql_auditing, sql_entra_only, sql_ip_block, sql_public_access, sql_tde,
-    storage_defender, storage_key_rotation, storage_public_access, storage_sas_revocation,
-    storage_soft_delete, threat_submission, user, waf,
+    app_service_restart, arc_isolation, consent, cosmos, defender_alert, device, indicator,
+    privileged_access, service_principal, sql_auditing, sql_entra_only, sql_ip_block,
+    sql_public_access, sql_tde, storage_defender, storage_key_rotation, storage_public_access,
+    storage_sas_revocation, storage_soft_delete, threat_submission, user, waf,
 };
 
 kinds! {
@@ -69,6 +69,7 @@ kinds! {
     "ConsentLockdown" => consent::ConsentLockdownControl { graph: &["Policy.ReadWrite.Authorization"], mde: &[] },
     "UserContainment" => user::UserContainmentControl { graph: &["User.Read.All", "User.EnableDisableAccount.All", "User.RevokeSessions.All", "RoleManagement.ReadWrite.Directory"], mde: &[] },
     "ServicePrincipalContainment" => service_principal::ServicePrincipalContainmentControl { graph: &["Application.ReadWrite.All", "DelegatedPermissionGrant.ReadWrite.All", "AppRoleAssignment.ReadWrite.All"], mde: &[] },
+    "AppServiceRestart" => app_service_restart::AppServiceRestartControl { graph: &[], mde: &[] },
     "PrivilegedAccessPolicy" => privileged_access::PrivilegedAccessPolicyControl { graph: &["Policy.Read.All", "Policy.ReadWrite.ConditionalAccess"], mde: &[] },
 }
 

@@ -45,7 +45,7 @@ enum Command {
         /// Kinds to include, comma-separated (default: all). `Kind:Variant` narrows a kind to
         /// what some of its specs need: WafIpBlock:AppGateway, WafIpBlock:FrontDoor,
         /// StorageKeyRotation:AccountKeysOnly, StorageSasRevocation:DelegationKeysOnly,
-        /// StorageDefenderProtection:ActivityMonitoringOnly.
+        /// StorageDefenderProtection:ActivityMonitoringOnly, AppServiceRestart:SiteOnly.
         #[arg(long, value_delimiter = ',')]
         kinds: Vec<String>,
         /// AssignableScopes of the role.

@@ -229,6 +229,29 @@ mod tests {
             "Microsoft.Storage/storageAccounts/listkeys/action",
             "Microsoft.Storage/storageAccounts/regeneratekey/action",
             "Microsoft.Storage/storageAccounts/revokeUserDelegationKeys/action",
+            // The hardening kinds' actions, as azure-api-facts §3.4, §3.5, §3.8 and §3.15 name
+            // them (Defender for Storage's Event Grid and role-assignment needs: its docs).
+            "Microsoft.Storage/storageAccounts/blobServices/read",
+            "Microsoft.Storage/storageAccounts/blobServices/write",
+            "Microsoft.Security/defenderForStorageSettings/read",
+            "Microsoft.Security/defenderForStorageSettings/write",
+            "Microsoft.EventGrid/eventSubscriptions/read",
+            "Microsoft.EventGrid/eventSubscriptions/write",
+            "Microsoft.EventGrid/eventSubscriptions/delete",
+            "Microsoft.Authorization/roleAssignments/read",
+            "Microsoft.Authorization/roleAssignments/write",
+            "Microsoft.Authorization/roleAssignments/delete",
+            "Microsoft.Sql/servers/administrators/read",
+            "Microsoft.Sql/servers/azureADOnlyAuthentications/read",
+            "Microsoft.Sql/servers/azureADOnlyAuthentications/write",
+            "Microsoft.Sql/servers/databases/transparentDataEncryption/read",
+            "Microsoft.Sql/servers/databases/transparentDataEncryption/write",
+            "Microsoft.Sql/servers/auditingSettings/read",
+            "Microsoft.Sql/servers/auditingSettings/write",
+            "Microsoft.Web/sites/read",
+            "Microsoft.Web/sites/restart/action",
+            "Microsoft.Web/sites/slots/read",
+            "Microsoft.Web/sites/slots/restart/action",
         ];
         for a in actions(&grants(&[]).unwrap()) {
             assert!(

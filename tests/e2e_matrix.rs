@@ -184,6 +184,13 @@ fn case(kind: &str) -> Case {
             "/v1.0/servicePrincipals/[^/]+$",
             false,
         ),
+        "AppServiceRestart" => c(
+            "AppServiceRestart",
+            json!({"target": target(APP)}),
+            1,
+            "app-portal/restart$",
+            false,
+        ),
         "PrivilegedAccessPolicy" => c(
             "PrivilegedAccessPolicy",
             json!({"users": ["33333333-0000-4000-8000-0000000000a1"], "breakGlassAccounts": ["33333333-0000-4000-8000-0000000000e1"], "reportOnlyFor": "0s"}),
@@ -326,6 +333,7 @@ matrix_tests! {
     user_containment => "UserContainment",
     service_principal_containment => "ServicePrincipalContainment",
     privileged_access_policy => "PrivilegedAccessPolicy",
+    app_service_restart => "AppServiceRestart",
 }
 
 /// The fault-and-race run: one of every kind (and two blocks on one server) at once, while the

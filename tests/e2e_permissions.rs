@@ -65,11 +65,12 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
             false,
         ),
         "ArcIsolation" => (json!({"target": target(ARC)}), false),
+        "AppServiceRestart" => (json!({"target": target(APP), "slots": ["staging"]}), false),
         other => panic!("no scenario for {other}"),
     }
 }
 
-const KINDS: [&str; 15] = [
+const KINDS: [&str; 16] = [
     "SqlIpBlock",
     "SqlPublicAccessLockdown",
     "SqlEntraOnlyAuthentication",
@@ -85,6 +86,7 @@ const KINDS: [&str; 15] = [
     "DefenderAlertState",
     "WafIpBlock",
     "ArcIsolation",
+    "AppServiceRestart",
 ];
 
 #[tokio::test]
@@ -217,6 +219,11 @@ async fn each_narrowed_variant_suffices_for_its_specs() {
             "StorageDefenderProtection:ActivityMonitoringOnly",
             "StorageDefenderProtection",
             json!({"target": target(STORAGE)}),
+        ),
+        (
+            "AppServiceRestart:SiteOnly",
+            "AppServiceRestart",
+            json!({"target": target(APP)}),
         ),
         (
             "WafIpBlock:AppGateway",

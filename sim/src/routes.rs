@@ -58,6 +58,7 @@ const ALERTS: &[&str] = &["2022-01-01"];
 const ARC: &[&str] = &["2022-12-27", "2024-05-20-preview"];
 const ARC_RUN: &[&str] = &["2024-05-20-preview"];
 const DEFENDER_STORAGE: &[&str] = &["2022-12-01-preview", "2025-01-01"];
+const WEB: &[&str] = &["2023-12-01"];
 
 macro_rules! route {
     ($m:ident $t:literal $v:expr, $op:ident, $perm:literal) => {
@@ -121,6 +122,11 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Security/locations/{ascLocation}/alerts/{alertName}/resolve" ALERTS, Action, "Microsoft.Security/locations/alerts/resolve/action"),
     route!(POST "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Security/locations/{ascLocation}/alerts/{alertName}/activate" ALERTS, Action, "Microsoft.Security/locations/alerts/activate/action"),
     route!(POST "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Security/locations/{ascLocation}/alerts/{alertName}/inProgress" ALERTS, Action, "Microsoft.Security/locations/alerts/inProgress/action"),
+    // App Service
+    route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Web/sites/{name}" WEB, Get, "Microsoft.Web/sites/read"),
+    route!(POST "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Web/sites/{name}/restart" WEB, Action, "Microsoft.Web/sites/restart/action"),
+    route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Web/sites/{name}/slots/{slot}" WEB, Get, "Microsoft.Web/sites/slots/read"),
+    route!(POST "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Web/sites/{name}/slots/{slot}/restart" WEB, Action, "Microsoft.Web/sites/slots/restart/action"),
     // Azure Arc
     route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.HybridCompute/machines/{machineName}" ARC, Get, "Microsoft.HybridCompute/machines/read"),
     route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.HybridCompute/machines/{machineName}/runCommands/{runCommandName}" ARC_RUN, Get, "Microsoft.HybridCompute/machines/runCommands/read"),

@@ -36,6 +36,7 @@ pub mod reference;
 pub mod security;
 pub mod sql;
 pub mod storage;
+pub mod web;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -66,6 +67,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         identity::UserContainment::crd(),
         identity::ServicePrincipalContainment::crd(),
         identity::PrivilegedAccessPolicy::crd(),
+        web::AppServiceRestart::crd(),
         policy::ContainmentPolicy::crd(),
         approval::ContainmentApproval::crd(),
     ]

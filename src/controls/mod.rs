@@ -1,5 +1,6 @@
 //! Per-kind controls: what to observe, the pure assessment, and the release.
 
+pub mod app_service_restart;
 pub mod arc_isolation;
 pub mod coalesce;
 pub mod consent;

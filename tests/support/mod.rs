@@ -18,6 +18,7 @@ pub const CLIENT_ID: &str = "11111111-0000-4000-8000-000000000001";
 pub const CLIENT_SECRET: &str = "demo-operator-secret";
 pub const SQL_PROD: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-prod/providers/Microsoft.Sql/servers/sql-prod-01";
 pub const SQL_LEGACY: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-prod/providers/Microsoft.Sql/servers/sql-legacy-02";
+pub const APP: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-web/providers/Microsoft.Web/sites/app-portal";
 pub const STORAGE: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-prod/providers/Microsoft.Storage/storageAccounts/stprod01";
 pub const COSMOS: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-prod/providers/Microsoft.DocumentDB/databaseAccounts/cosmos-prod-01";
 pub const ALERT: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/providers/Microsoft.Security/locations/centralus/alerts/2518770965529163669_F144EE95-A3E5-42DA-A279-967D115809AA";

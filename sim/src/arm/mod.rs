@@ -18,6 +18,7 @@ pub mod lro;
 pub mod sql;
 pub mod storage;
 pub mod waf;
+pub mod web;
 
 use std::time::Instant;
 
@@ -244,6 +245,8 @@ fn dispatch(sim: &Sim, st: &mut State, req: &Req, path: &str, claims: &Claims) -
         alerts::handle(st, &ctx)
     } else if t.contains("/Microsoft.HybridCompute/") {
         arc::handle(st, &ctx)
+    } else if t.contains("/Microsoft.Web/") {
+        web::handle(st, &ctx)
     } else {
         Resp::arm_error(
             StatusCode::NOT_IMPLEMENTED,
