@@ -667,19 +667,8 @@ async fn entra_only_authentication_is_turned_on_kept_on_and_restored() {
             json!({"properties": {"azureADOnlyAuthentication": false}}),
         )
         .await;
-    env.wait(
-        "SqlEntraOnlyAuthentication",
-        "eoa",
-        "drift corrected",
-        Duration::from_secs(20),
-        |o| {
-            o.is_some_and(|o| {
-                o["status"]["driftCount"] == 1
-                    && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
-            })
-        },
-    )
-    .await;
+    env.wait_drift_corrected("SqlEntraOnlyAuthentication", "eoa", 1)
+        .await;
     assert_eq!(
         env.sim.resource(&auth).await["properties"]["azureADOnlyAuthentication"],
         true
@@ -767,19 +756,8 @@ async fn tde_is_enabled_on_the_listed_databases_kept_and_restored() {
     env.sim
         .put(&orders, json!({"properties": {"state": "Disabled"}}))
         .await;
-    env.wait(
-        "SqlTransparentDataEncryption",
-        "tde",
-        "drift corrected",
-        Duration::from_secs(20),
-        |o| {
-            o.is_some_and(|o| {
-                o["status"]["driftCount"] == 1
-                    && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
-            })
-        },
-    )
-    .await;
+    env.wait_drift_corrected("SqlTransparentDataEncryption", "tde", 1)
+        .await;
     assert_eq!(
         env.sim.resource(&orders).await["properties"]["state"],
         "Enabled"
@@ -867,19 +845,7 @@ async fn auditing_is_enabled_to_storage_kept_on_and_restored() {
     let mut off = env.sim.resource(&audit).await;
     off["properties"]["state"] = json!("Disabled");
     env.sim.put(&audit, off).await;
-    env.wait(
-        "SqlAuditing",
-        "aud",
-        "drift corrected",
-        Duration::from_secs(20),
-        |o| {
-            o.is_some_and(|o| {
-                o["status"]["driftCount"] == 1
-                    && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
-            })
-        },
-    )
-    .await;
+    env.wait_drift_corrected("SqlAuditing", "aud", 1).await;
     assert_eq!(
         env.sim.resource(&audit).await["properties"]["state"],
         "Enabled"

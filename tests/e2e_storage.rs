@@ -86,19 +86,8 @@ async fn storage_lockdown_apply_drift_dry_run_and_restore() {
             json!({"properties": {"publicNetworkAccess": "Enabled"}}),
         )
         .await;
-    env.wait(
-        "StoragePublicAccessLockdown",
-        "lock",
-        "drift corrected",
-        Duration::from_secs(20),
-        |o| {
-            o.is_some_and(|o| {
-                o["status"]["driftCount"] == 1
-                    && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
-            })
-        },
-    )
-    .await;
+    env.wait_drift_corrected("StoragePublicAccessLockdown", "lock", 1)
+        .await;
     assert_eq!(
         env.sim.resource(STORAGE).await["properties"]["publicNetworkAccess"],
         "Disabled"
@@ -415,14 +404,8 @@ async fn soft_delete_is_raised_not_shortened_keeps_cors_corrects_drift_and_resto
     let mut drifted = env.sim.resource(BLOB_SERVICE).await;
     drifted["properties"]["deleteRetentionPolicy"] = json!({"enabled": true, "days": 1});
     env.sim.put(BLOB_SERVICE, drifted).await;
-    env.wait(
-        "StorageSoftDeleteProtection",
-        "sd",
-        "drift corrected",
-        Duration::from_secs(20),
-        |o| o.is_some_and(|o| o["status"]["driftCount"] == 1),
-    )
-    .await;
+    env.wait_drift_corrected("StorageSoftDeleteProtection", "sd", 1)
+        .await;
     let props = env.sim.resource(BLOB_SERVICE).await["properties"].clone();
     assert_eq!(props["deleteRetentionPolicy"]["days"], 30);
     assert_eq!(props["cors"], before["cors"]);
@@ -493,14 +476,8 @@ async fn defender_for_storage_is_enabled_reported_corrected_and_handed_back() {
     let mut drifted = env.sim.resource(DEFENDER).await;
     drifted["properties"]["malwareScanning"]["onUpload"]["isEnabled"] = json!(false);
     env.sim.put(DEFENDER, drifted).await;
-    env.wait(
-        "StorageDefenderProtection",
-        "dfp",
-        "drift corrected",
-        Duration::from_secs(20),
-        |o| o.is_some_and(|o| o["status"]["driftCount"] == 1),
-    )
-    .await;
+    env.wait_drift_corrected("StorageDefenderProtection", "dfp", 1)
+        .await;
     assert_eq!(
         env.sim.resource(DEFENDER).await["properties"]["malwareScanning"]["onUpload"]["isEnabled"],
         true

@@ -656,6 +656,24 @@ impl Env {
         .expect("exists")
     }
 
+    /// Wait until `driftCount` reaches `drifts` and the object is Ready again (a correction).
+    pub async fn wait_drift_corrected(&self, kind: &str, name: &str, drifts: u64) -> Value {
+        self.wait(
+            kind,
+            name,
+            "drift corrected",
+            Duration::from_secs(20),
+            |o| {
+                o.is_some_and(|o| {
+                    o["status"]["driftCount"] == drifts
+                        && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+                })
+            },
+        )
+        .await
+        .expect("exists")
+    }
+
     pub async fn wait_ready(&self, kind: &str, name: &str) -> Value {
         self.wait_condition(kind, name, "Ready", "True", None).await
     }

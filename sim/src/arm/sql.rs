@@ -270,19 +270,7 @@ fn entra_only(st: &mut State, ctx: &Ctx, server: &str) -> Resp {
     }
     let resource = json!({"id": id, "name": "Default", "type": "Microsoft.Sql/servers/azureADOnlyAuthentications",
         "properties": {"azureADOnlyAuthentication": on}});
-    // PUT: LRO, 200/201/202, no final-state-via [spec].
-    lro::start(
-        st,
-        ctx,
-        Shape::Both,
-        StatusCode::ACCEPTED,
-        Effect::Replace {
-            id: id.clone(),
-            body: resource,
-        },
-        Some(id),
-        None,
-    )
+    replace_later(st, ctx, id, resource)
 }
 
 /// `databases/{db}/transparentDataEncryption/current`: the database must exist; the PUT may
@@ -323,18 +311,7 @@ fn tde(st: &mut State, ctx: &Ctx, server: &str) -> Resp {
     }
     let resource = json!({"id": id, "name": "current", "type": "Microsoft.Sql/servers/databases/transparentDataEncryption",
         "properties": {"state": state}});
-    lro::start(
-        st,
-        ctx,
-        Shape::Both,
-        StatusCode::ACCEPTED,
-        Effect::Replace {
-            id: id.clone(),
-            body: resource,
-        },
-        Some(id),
-        None,
-    )
+    replace_later(st, ctx, id, resource)
 }
 
 /// `auditingSettings/default`: Disabled until set; the PUT is long-running (200/202, no
@@ -386,6 +363,13 @@ fn auditing(st: &mut State, ctx: &Ctx, server: &str) -> Resp {
     }
     let resource = json!({"id": id, "name": "default", "type": "Microsoft.Sql/servers/auditingSettings",
         "properties": p});
+    replace_later(st, ctx, id, resource)
+}
+
+/// A long-running PUT of a server child: 202 with both polling headers (200/201/202, no
+/// final-state-via in the specs of auditing, TDE and Entra-only authentication); the resource
+/// is replaced when the operation ends.
+fn replace_later(st: &mut State, ctx: &Ctx, id: String, resource: Value) -> Resp {
     lro::start(
         st,
         ctx,
