@@ -22,6 +22,11 @@ macro_rules! kinds {
             $(KindInfo { kind: $kind, actions: <$control as Control>::ACTIONS, variants: <$control as Control>::ACTION_VARIANTS, graph: $graph, mde: $mde }),*
         ];
 
+        /// The CRD of every kind, in this list's order (`api::crds` adds the guard's kinds).
+        pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+            vec![$(<<$control as Control>::K as kube::CustomResourceExt>::crd()),*]
+        }
+
         /// Start the controller of `kind` on `tasks`.
         pub fn spawn(
             kind: &str,

@@ -41,34 +41,11 @@ pub mod web;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// Every CRD this operator serves, in a stable order (the source of `crds/`).
+/// Every CRD this operator serves, in a stable order (the source of `crds/`): the kinds of
+/// `kinds::KINDS` (one registration per kind), then the guard's.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        sql::SqlIpBlock::crd(),
-        sql::SqlPublicAccessLockdown::crd(),
-        sql::SqlEntraOnlyAuthentication::crd(),
-        sql::SqlTransparentDataEncryption::crd(),
-        sql::SqlAuditing::crd(),
-        storage::StorageKeyRotation::crd(),
-        storage::StoragePublicAccessLockdown::crd(),
-        storage::StorageSasRevocation::crd(),
-        storage::StorageSoftDeleteProtection::crd(),
-        storage::StorageDefenderProtection::crd(),
-        cosmos::CosmosKeyRotation::crd(),
-        cosmos::CosmosPublicAccessLockdown::crd(),
-        security::DefenderAlertState::crd(),
-        network::WafIpBlock::crd(),
-        arc::ArcIsolation::crd(),
-        device::DeviceIsolation::crd(),
-        device::DeviceCodeRestriction::crd(),
-        indicator::ThreatIndicator::crd(),
-        graph::ThreatSubmission::crd(),
-        graph::ConsentLockdown::crd(),
-        identity::UserContainment::crd(),
-        identity::ServicePrincipalContainment::crd(),
-        identity::PrivilegedAccessPolicy::crd(),
-        web::AppServiceRestart::crd(),
-        policy::ContainmentPolicy::crd(),
-        approval::ContainmentApproval::crd(),
-    ]
+    let mut all = crate::kinds::crds();
+    all.push(policy::ContainmentPolicy::crd());
+    all.push(approval::ContainmentApproval::crd());
+    all
 }
