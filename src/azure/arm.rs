@@ -403,6 +403,15 @@ impl Arm {
             .body)
     }
 
+    /// `get`, with a 404 as `None`: for resources that may not exist (yet).
+    pub async fn find(&self, path: &str, api_version: &str) -> Result<Option<Value>, AzureError> {
+        match self.get(path, api_version).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A pageable list, following `nextLink` (ARM) or `@odata.nextLink` (Graph, Defender for
     /// Endpoint).
     pub async fn list(&self, path: &str, api_version: &str) -> Result<Vec<Value>, AzureError> {

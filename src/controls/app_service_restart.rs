@@ -136,15 +136,15 @@ impl Control for AppServiceRestartControl {
         let site = az.arm.get(&t.id, WEB_API).await?;
         let mut states = vec![(None, site["properties"]["state"].clone())];
         for slot in &obj.spec.slots {
-            let state = match az.arm.get(&base(&t.id, Some(slot)), WEB_API).await {
-                Ok(s) => s["properties"]["state"].clone(),
-                Err(e) if e.status() == Some(404) => Value::Null,
-                Err(e) => return Err(e),
-            };
+            let state = az
+                .arm
+                .find(&base(&t.id, Some(slot)), WEB_API)
+                .await?
+                .map_or(Value::Null, |s| s["properties"]["state"].clone());
             states.push((Some(slot.clone()), state));
         }
         Ok(Observed {
-            tags: site["tags"].as_object().cloned().unwrap_or_default(),
+            tags: super::tags_of(&site),
             states,
         })
     }

@@ -89,7 +89,7 @@ impl Control for ArcIsolationControl {
         let device =
             machine_action::observe(az, Lookup::Names(&names), recorded, &ISOLATION).await?;
         Ok(Observed {
-            tags: m["tags"].as_object().cloned().unwrap_or_default(),
+            tags: super::tags_of(&m),
             device,
         })
     }

@@ -27,3 +27,8 @@ pub mod storage_soft_delete;
 pub mod threat_submission;
 pub mod user;
 pub mod waf;
+
+/// An ARM resource's tags, as the guard's protected-tag check reads them.
+pub fn tags_of(resource: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    resource["tags"].as_object().cloned().unwrap_or_default()
+}

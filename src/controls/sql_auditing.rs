@@ -134,7 +134,7 @@ impl Control for SqlAuditingControl {
         let server = az.arm.get(&t.id, SQL_API).await?;
         let mut s = az.arm.get(&settings(&t.id), SQL_API).await?;
         Ok(Observed {
-            tags: server["tags"].as_object().cloned().unwrap_or_default(),
+            tags: super::tags_of(&server),
             settings: s["properties"].take(),
         })
     }

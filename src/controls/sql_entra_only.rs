@@ -109,17 +109,13 @@ impl Control for SqlEntraOnlyAuthenticationControl {
                 SQL_API,
             )
             .await?;
-        let admin = match az
+        let admin = az
             .arm
-            .get(&format!("{}/administrators/ActiveDirectory", t.id), SQL_API)
-            .await
-        {
-            Ok(a) => Some(a["properties"]["login"].as_str().unwrap_or("?").to_string()),
-            Err(e) if e.status() == Some(404) => None,
-            Err(e) => return Err(e),
-        };
+            .find(&format!("{}/administrators/ActiveDirectory", t.id), SQL_API)
+            .await?
+            .map(|a| a["properties"]["login"].as_str().unwrap_or("?").to_string());
         Ok(Observed {
-            tags: server["tags"].as_object().cloned().unwrap_or_default(),
+            tags: super::tags_of(&server),
             entra_only: auth["properties"]["azureADOnlyAuthentication"] == true,
             admin,
         })

@@ -283,7 +283,7 @@ impl Control for SqlIpBlockControl {
             .list(&format!("{}/ipv6FirewallRules", t.id), SQL_API)
             .await?;
         Ok(Observed {
-            tags: server["tags"].as_object().cloned().unwrap_or_default(),
+            tags: super::tags_of(&server),
             public_network_access: server["properties"]["publicNetworkAccess"]
                 .as_str()
                 .map(str::to_string),

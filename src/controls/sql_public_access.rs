@@ -93,7 +93,7 @@ impl Control for SqlPublicAccessLockdownControl {
     ) -> Result<Observed, AzureError> {
         let s = az.arm.get(&t.id, SQL_API).await?;
         Ok(Observed {
-            tags: s["tags"].as_object().cloned().unwrap_or_default(),
+            tags: super::tags_of(&s),
             public_network_access: s["properties"]["publicNetworkAccess"]
                 .as_str()
                 .map(str::to_string),

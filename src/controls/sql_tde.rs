@@ -129,15 +129,15 @@ impl Control for SqlTransparentDataEncryptionControl {
         let server = az.arm.get(&t.id, SQL_API).await?;
         let mut states = Map::new();
         for db in &obj.spec.databases {
-            let state = match az.arm.get(&tde(&t.id, db), SQL_API).await {
-                Ok(r) => r["properties"]["state"].clone(),
-                Err(e) if e.status() == Some(404) => Value::Null,
-                Err(e) => return Err(e),
-            };
+            let state = az
+                .arm
+                .find(&tde(&t.id, db), SQL_API)
+                .await?
+                .map_or(Value::Null, |r| r["properties"]["state"].clone());
             states.insert(db.clone(), state);
         }
         Ok(Observed {
-            tags: server["tags"].as_object().cloned().unwrap_or_default(),
+            tags: super::tags_of(&server),
             states,
         })
     }

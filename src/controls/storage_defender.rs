@@ -175,12 +175,12 @@ impl Control for StorageDefenderProtectionControl {
         t: &ResourceId,
     ) -> Result<Observed, AzureError> {
         let account = az.arm.get(&t.id, STORAGE_API).await?;
-        let tags = account["tags"].as_object().cloned().unwrap_or_default();
-        let props = match az.arm.get(&setting(&t.id), DEFENDER_API).await {
-            Ok(mut s) => Some(s["properties"].take()),
-            Err(e) if e.status() == Some(404) => None,
-            Err(e) => return Err(e),
-        };
+        let tags = super::tags_of(&account);
+        let props = az
+            .arm
+            .find(&setting(&t.id), DEFENDER_API)
+            .await?
+            .map(|mut s| s["properties"].take());
         let feature_status = FEATURES
             .into_iter()
             .filter_map(|f| {

@@ -144,7 +144,7 @@ impl Control for StorageSoftDeleteProtectionControl {
         let account = az.arm.get(&t.id, STORAGE_API).await?;
         let mut service = az.arm.get(&blob_service(&t.id), STORAGE_API).await?;
         Ok(Observed {
-            tags: account["tags"].as_object().cloned().unwrap_or_default(),
+            tags: super::tags_of(&account),
             blob_service: service["properties"].take(),
         })
     }

@@ -390,7 +390,7 @@ impl Control for WafIpBlockControl {
     }
 
     fn tags(&self, observed: &Value) -> Option<serde_json::Map<String, Value>> {
-        Some(observed["tags"].as_object().cloned().unwrap_or_default())
+        Some(super::tags_of(observed))
     }
 
     async fn observe(
