@@ -45,10 +45,11 @@ macro_rules! kinds {
 }
 
 use crate::controls::{
-    app_service_restart, arc_isolation, consent, cosmos, defender_alert, device, indicator,
-    privileged_access, service_principal, sql_auditing, sql_entra_only, sql_ip_block,
-    sql_public_access, sql_tde, storage_defender, storage_key_rotation, storage_public_access,
-    storage_sas_revocation, storage_soft_delete, threat_submission, user, waf,
+    app_service_restart, app_service_secret_rotation, arc_isolation, consent, cosmos,
+    defender_alert, device, indicator, privileged_access, service_principal, sql_admin_password,
+    sql_auditing, sql_entra_only, sql_ip_block, sql_public_access, sql_tde, storage_defender,
+    storage_key_rotation, storage_public_access, storage_sas_revocation, storage_soft_delete,
+    threat_submission, user, waf,
 };
 
 kinds! {
@@ -57,6 +58,7 @@ kinds! {
     "SqlEntraOnlyAuthentication" => sql_entra_only::SqlEntraOnlyAuthenticationControl { graph: &[], mde: &[] },
     "SqlTransparentDataEncryption" => sql_tde::SqlTransparentDataEncryptionControl { graph: &[], mde: &[] },
     "SqlAuditing" => sql_auditing::SqlAuditingControl { graph: &[], mde: &[] },
+    "SqlAdminPasswordRotation" => sql_admin_password::SqlAdminPasswordRotationControl { graph: &[], mde: &[] },
     "StorageKeyRotation" => storage_key_rotation::StorageKeyRotationControl { graph: &[], mde: &[] },
     "StoragePublicAccessLockdown" => storage_public_access::StoragePublicAccessLockdownControl { graph: &[], mde: &[] },
     "StorageSasRevocation" => storage_sas_revocation::StorageSasRevocationControl { graph: &[], mde: &[] },
@@ -75,6 +77,7 @@ kinds! {
     "UserContainment" => user::UserContainmentControl { graph: &["User.Read.All", "User.EnableDisableAccount.All", "User.RevokeSessions.All", "RoleManagement.ReadWrite.Directory"], mde: &[] },
     "ServicePrincipalContainment" => service_principal::ServicePrincipalContainmentControl { graph: &["Application.ReadWrite.All", "DelegatedPermissionGrant.ReadWrite.All", "AppRoleAssignment.ReadWrite.All"], mde: &[] },
     "AppServiceRestart" => app_service_restart::AppServiceRestartControl { graph: &[], mde: &[] },
+    "AppServiceSecretRotation" => app_service_secret_rotation::AppServiceSecretRotationControl { graph: &[], mde: &[] },
     "PrivilegedAccessPolicy" => privileged_access::PrivilegedAccessPolicyControl { graph: &["Policy.Read.All", "Policy.ReadWrite.ConditionalAccess"], mde: &[] },
 }
 

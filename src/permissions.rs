@@ -252,6 +252,14 @@ mod tests {
             "Microsoft.Web/sites/restart/action",
             "Microsoft.Web/sites/slots/read",
             "Microsoft.Web/sites/slots/restart/action",
+            "Microsoft.Web/sites/config/list/action",
+            "Microsoft.Web/sites/config/write",
+            "Microsoft.Web/sites/slots/config/list/action",
+            "Microsoft.Web/sites/slots/config/write",
+            "Microsoft.Web/sites/basicPublishingCredentialsPolicies/read",
+            "Microsoft.Web/sites/basicPublishingCredentialsPolicies/write",
+            "Microsoft.Web/sites/slots/basicPublishingCredentialsPolicies/read",
+            "Microsoft.Web/sites/slots/basicPublishingCredentialsPolicies/write",
         ];
         for a in actions(&grants(&[]).unwrap()) {
             assert!(

@@ -349,6 +349,55 @@ async fn ip_lists_and_cross_field_rules_are_enforced() {
         3
     );
 
+    let (api, ar) = api_of("AppServiceSecretRotation").await;
+    let from = json!({"secretName": "app-secrets"});
+    for (spec, msg) in [
+        (json!({}), "spec.settingsFrom: Required value"),
+        (
+            json!({"settingsFrom": from, "slots": ["bad_slot"]}),
+            "spec.slots: a slot name is letters, digits and hyphens",
+        ),
+        (
+            json!({"settingsFrom": from, "slots": ["a", "a"]}),
+            "spec.slots[1]: Duplicate value",
+        ),
+    ] {
+        let mut spec = spec;
+        spec["target"] = sql_target();
+        let err = create(&api, &ar, "assr", spec.clone()).await.unwrap_err();
+        assert!(err.contains(msg), "{spec}: {err}");
+    }
+
+    let (api, ar) = api_of("SqlAdminPasswordRotation").await;
+    let publish = json!({"secretName": "sql-admin"});
+    for (spec, msg) in [
+        (json!({}), "spec.publishTo: Required value"),
+        (json!({"publishTo": publish, "length": 8}), "spec.length"),
+        (json!({"publishTo": publish, "length": 129}), "spec.length"),
+        (
+            json!({"publishTo": publish, "schedule": "30m"}),
+            "spec.schedule must be a duration of at least 1h",
+        ),
+        (
+            json!({"publishTo": {"secretName": ""}}),
+            "spec.publishTo.secretName",
+        ),
+    ] {
+        let mut spec = spec;
+        spec["target"] = sql_target();
+        let err = create(&api, &ar, "pw", spec.clone()).await.unwrap_err();
+        assert!(err.contains(msg), "{spec}: {err}");
+    }
+    let got = create(
+        &api,
+        &ar,
+        "pw",
+        json!({"target": sql_target(), "publishTo": publish}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.data["spec"]["length"], 32);
+
     let (api, ar) = api_of("SqlTransparentDataEncryption").await;
     for (dbs, msg) in [
         (json!([]), "spec.databases"),

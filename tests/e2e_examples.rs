@@ -3,7 +3,8 @@
 
 mod support;
 
-use kube::api::{DynamicObject, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use support::*;
 
 #[tokio::test]
@@ -22,19 +23,32 @@ async fn every_example_converges() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
     {
         let text = std::fs::read_to_string(path).unwrap();
-        let obj: DynamicObject =
-            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let kind = obj.types.as_ref().unwrap().kind.clone();
-        let name = obj.metadata.name.clone().unwrap();
-        env.api(&kind)
-            .patch(
+        // One containment per file, after the Secrets it reads (as `kubectl apply -f` would).
+        for doc in text.split("\n---\n") {
+            let obj: DynamicObject =
+                serde_yaml::from_str(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let kind = obj.types.as_ref().unwrap().kind.clone();
+            let name = obj.metadata.name.clone().unwrap();
+            let api = if kind == "Secret" {
+                Api::namespaced_with(
+                    env.client.clone(),
+                    &env.ns,
+                    &ApiResource::erase::<Secret>(&()),
+                )
+            } else {
+                env.api(&kind)
+            };
+            api.patch(
                 &name,
                 &PatchParams::apply("kubectl").force(),
                 &Patch::Apply(&obj),
             )
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        applied.push((kind, name));
+            if kind != "Secret" {
+                applied.push((kind, name));
+            }
+        }
     }
     let mut kinds: Vec<&str> = applied.iter().map(|(k, _)| k.as_str()).collect();
     kinds.sort();

@@ -7,6 +7,8 @@ mod support;
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 use serde_json::{Value, json};
 use support::*;
 
@@ -40,6 +42,13 @@ fn case(kind: &str) -> Case {
         "SqlPublicAccessLockdown" => c(
             "SqlPublicAccessLockdown",
             json!({"target": target(SQL_PROD)}),
+            1,
+            "servers/sql-prod-01$",
+            true,
+        ),
+        "SqlAdminPasswordRotation" => c(
+            "SqlAdminPasswordRotation",
+            json!({"target": target(SQL_PROD), "publishTo": {"secretName": "sql-admin"}}),
             1,
             "servers/sql-prod-01$",
             true,
@@ -184,6 +193,13 @@ fn case(kind: &str) -> Case {
             "/v1.0/servicePrincipals/[^/]+$",
             false,
         ),
+        "AppServiceSecretRotation" => c(
+            "AppServiceSecretRotation",
+            json!({"target": target(APP), "settingsFrom": {"secretName": "app-secrets"}}),
+            1,
+            "app-portal/config/appsettings$",
+            false,
+        ),
         "AppServiceRestart" => c(
             "AppServiceRestart",
             json!({"target": target(APP)}),
@@ -214,6 +230,7 @@ async fn matrix(kind: &str) {
 
     // DryRun and Observe: the plan, and nothing sent.
     let env = Env::new("e2e-matrix").await;
+    env.prerequisites(kind).await;
     let _op = env.operator();
     env.apply(kind, "dry", with_mode(&c.spec, "DryRun")).await;
     env.apply(kind, "watch", with_mode(&c.spec, "Observe"))
@@ -239,6 +256,7 @@ async fn matrix(kind: &str) {
 
     // Enforce through 429s and 5xx: Ready, with exactly the minimal successful writes.
     let env = Env::new("e2e-matrix").await;
+    env.prerequisites(kind).await;
     env.sim
         .fault(json!({"match": {"pathRegex": c.fault_path}, "status": 503, "count": 2}))
         .await;
@@ -268,6 +286,7 @@ async fn matrix(kind: &str) {
     if c.lro {
         // SIGKILL while Azure runs the long-running operation: resumed, not re-sent.
         let env = Env::new("e2e-matrix").await;
+        env.prerequisites(kind).await;
         env.sim.settings(json!({"lroDelayMs": 3000})).await;
         let mut op = env.operator();
         env.apply(kind, "x", c.spec.clone()).await;
@@ -315,6 +334,7 @@ matrix_tests! {
     sql_entra_only_authentication => "SqlEntraOnlyAuthentication",
     sql_transparent_data_encryption => "SqlTransparentDataEncryption",
     sql_auditing => "SqlAuditing",
+    sql_admin_password_rotation => "SqlAdminPasswordRotation",
     storage_key_rotation => "StorageKeyRotation",
     storage_public_access_lockdown => "StoragePublicAccessLockdown",
     storage_sas_revocation => "StorageSasRevocation",
@@ -334,6 +354,7 @@ matrix_tests! {
     service_principal_containment => "ServicePrincipalContainment",
     privileged_access_policy => "PrivilegedAccessPolicy",
     app_service_restart => "AppServiceRestart",
+    app_service_secret_rotation => "AppServiceSecretRotation",
 }
 
 /// The fault-and-race run: one of every kind (and two blocks on one server) at once, while the
@@ -367,6 +388,7 @@ async fn a_burst_through_kills_and_faults_duplicates_no_action() {
         .map(|k| k.kind)
         .collect();
     for kind in &kinds {
+        env.prerequisites(kind).await;
         env.apply(kind, "x", case(kind).spec).await;
     }
     env.apply(
@@ -409,6 +431,18 @@ async fn a_burst_through_kills_and_faults_duplicates_no_action() {
             .filter(|(m, p, s)| m == "POST" && is(p) && (200..300).contains(s))
             .count()
     };
+    // Through the kills, one password per run: the one Azure holds is the one published.
+    let secret = Api::<Secret>::namespaced(env.client.clone(), &env.ns)
+        .get("sql-admin")
+        .await
+        .unwrap();
+    let published = String::from_utf8(secret.data.unwrap()["password"].0.clone()).unwrap();
+    let held = env
+        .sim
+        .admin(reqwest::Method::GET, &format!("/_sim/keys{SQL_PROD}"), None)
+        .await["administratorLoginPassword"]
+        .clone();
+    assert_eq!(held, json!(published), "Azure holds the published password");
     let writes = env.sim.writes().await;
     assert_eq!(
         accepted(|p| p.ends_with("stprod01/regenerateKey"), &writes),

@@ -21,6 +21,10 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
             json!({"target": target(SQL_PROD), "azureMonitor": true}),
             false,
         ),
+        "SqlAdminPasswordRotation" => (
+            json!({"target": target(SQL_PROD), "publishTo": {"secretName": "sql-admin"}}),
+            false,
+        ),
         "SqlTransparentDataEncryption" => (
             json!({"target": target(SQL_PROD), "databases": ["orders"]}),
             false,
@@ -66,16 +70,21 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
         ),
         "ArcIsolation" => (json!({"target": target(ARC)}), false),
         "AppServiceRestart" => (json!({"target": target(APP), "slots": ["staging"]}), false),
+        "AppServiceSecretRotation" => (
+            json!({"target": target(APP), "settingsFrom": {"secretName": "app-secrets"}, "slots": ["staging"], "disableBasicAuth": true}),
+            false,
+        ),
         other => panic!("no scenario for {other}"),
     }
 }
 
-const KINDS: [&str; 16] = [
+const KINDS: [&str; 18] = [
     "SqlIpBlock",
     "SqlPublicAccessLockdown",
     "SqlEntraOnlyAuthentication",
     "SqlTransparentDataEncryption",
     "SqlAuditing",
+    "SqlAdminPasswordRotation",
     "StorageKeyRotation",
     "StoragePublicAccessLockdown",
     "StorageSasRevocation",
@@ -87,6 +96,7 @@ const KINDS: [&str; 16] = [
     "WafIpBlock",
     "ArcIsolation",
     "AppServiceRestart",
+    "AppServiceSecretRotation",
 ];
 
 #[tokio::test]
@@ -95,6 +105,7 @@ async fn exactly_the_printed_actions_suffice() {
         let env = Env::with_actions("e2e-perm-ok", printed_actions(&[kind])).await;
         let _op = env.operator();
         let (spec, on_release) = scenario(kind, None);
+        env.prerequisites(kind).await;
         env.apply(kind, "x", spec).await;
         env.wait_ready(kind, "x").await;
         if on_release {
@@ -113,6 +124,7 @@ async fn removing_any_printed_action_stalls_with_authorization_failed() {
             let env = Env::with_actions("e2e-perm-missing", actions).await;
             let _op = env.operator();
             let (spec, on_release) = scenario(kind, Some(missing));
+            env.prerequisites(kind).await;
             env.apply(kind, "x", spec).await;
             if on_release && !missing.ends_with("/read") {
                 env.wait_ready(kind, "x").await;
@@ -226,6 +238,11 @@ async fn each_narrowed_variant_suffices_for_its_specs() {
             json!({"target": target(APP)}),
         ),
         (
+            "AppServiceSecretRotation:SiteSettingsOnly",
+            "AppServiceSecretRotation",
+            json!({"target": target(APP), "settingsFrom": {"secretName": "app-secrets"}}),
+        ),
+        (
             "WafIpBlock:AppGateway",
             "WafIpBlock",
             json!({"target": target(WAF), "ipAddresses": ["203.0.113.7"]}),
@@ -243,6 +260,7 @@ async fn each_narrowed_variant_suffices_for_its_specs() {
         );
         let env = Env::with_actions("e2e-perm-variant", actions).await;
         let _op = env.operator();
+        env.prerequisites(kind).await;
         env.apply(kind, "x", spec).await;
         env.wait_ready(kind, "x").await;
         eprintln!("{variant}: Ready");

@@ -4,6 +4,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 use serde_json::json;
 use support::*;
 
@@ -858,4 +860,173 @@ async fn auditing_is_enabled_to_storage_kept_on_and_restored() {
         env.sim.resource(&audit).await["properties"],
         before["properties"]
     );
+}
+
+async fn published(env: &Env, name: &str) -> Option<Secret> {
+    Api::<Secret>::namespaced(env.client.clone(), &env.ns)
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
+fn secret_value(s: &Secret, key: &str) -> Option<String> {
+    let b = s.data.as_ref()?.get(key)?;
+    Some(String::from_utf8(b.0.clone()).unwrap())
+}
+
+fn annotation(s: &Secret, key: &str) -> Option<String> {
+    s.metadata.annotations.as_ref()?.get(key).cloned()
+}
+
+async fn azure_password(env: &Env) -> Option<String> {
+    env.sim
+        .admin(reqwest::Method::GET, &format!("/_sim/keys{SQL_PROD}"), None)
+        .await["administratorLoginPassword"]
+        .as_str()
+        .map(String::from)
+}
+
+/// One password per run, staged in the Secret before the PATCH leaves and the same one sent
+/// again when the PATCH fails; published once Azure has it; never in status, events or logs.
+#[tokio::test]
+async fn sql_admin_password_is_staged_before_the_patch_published_once_and_never_leaked() {
+    let env = Env::new("e2e-sqlpwr").await;
+    // The first PATCH's operation fails (nothing changed); the second takes effect but its
+    // answer is lost. Each time the same staged password must be sent again.
+    for f in [
+        json!({"match": {"method": "PATCH", "pathRegex": "servers/sql-prod-01$"}, "failOperation": true}),
+        json!({"match": {"method": "PATCH", "pathRegex": "servers/sql-prod-01$"}, "loseAnswer": true}),
+    ] {
+        env.sim.fault(f).await;
+    }
+    let op = env.operator();
+    let spec = |trigger: &str| json!({"target": target(SQL_PROD), "publishTo": {"secretName": "sql-admin"}, "length": 24, "trigger": trigger});
+    let t = env
+        .apply("SqlAdminPasswordRotation", "pw", spec("INC-1"))
+        .await;
+    // Staged before the first PATCH left.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let staged = loop {
+        if let Some(p) = published(&env, "sql-admin")
+            .await
+            .as_ref()
+            .and_then(|s| secret_value(s, "pendingPassword"))
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no password was staged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(staged.len(), 24);
+    let o = env
+        .wait_condition(
+            "SqlAdminPasswordRotation",
+            "pw",
+            "Ready",
+            "True",
+            Some("Completed"),
+        )
+        .await;
+    eprintln!(
+        "apply→Ready SqlAdminPasswordRotation (through a failed operation and a lost answer): {} ms",
+        t.elapsed().as_millis()
+    );
+    let patches = |w: &Vec<(String, String, u16)>| {
+        w.iter()
+            .filter(|w| w.0 == "PATCH" && w.1.ends_with("servers/sql-prod-01"))
+            .count()
+    };
+    assert_eq!(patches(&env.sim.writes().await), 3);
+    // Azure holds exactly the staged password, which the Secret now publishes.
+    assert_eq!(azure_password(&env).await.as_deref(), Some(staged.as_str()));
+    let s = published(&env, "sql-admin").await.unwrap();
+    assert_eq!(
+        secret_value(&s, "password").as_deref(),
+        Some(staged.as_str())
+    );
+    assert_eq!(secret_value(&s, "username").as_deref(), Some("sqladmin"));
+    assert_eq!(secret_value(&s, "pendingPassword"), None);
+    assert_eq!(
+        annotation(&s, "containment.defenderc2.io/run").as_deref(),
+        Some("trigger:INC-1")
+    );
+    assert_eq!(
+        annotation(&s, "containment.defenderc2.io/pending-run"),
+        None
+    );
+    // Azure's GET never shows it either.
+    let server = env
+        .sim
+        .arm(
+            reqwest::Method::GET,
+            &format!("{SQL_PROD}?api-version=2021-11-01"),
+        )
+        .await;
+    assert!(
+        server["properties"]
+            .get("administratorLoginPassword")
+            .is_none()
+    );
+    assert!(
+        !o.to_string().contains(&staged),
+        "the password reached the status"
+    );
+    assert!(
+        !op.logs().contains(&staged),
+        "the password reached the logs"
+    );
+    for e in env.events("pw").await {
+        assert!(!e.2.contains(&staged), "the password reached an event");
+    }
+
+    // Same trigger: nothing more. A new trigger: a new password, one more PATCH.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(patches(&env.sim.writes().await), 3);
+    env.apply("SqlAdminPasswordRotation", "pw", spec("INC-2"))
+        .await;
+    env.wait(
+        "SqlAdminPasswordRotation",
+        "pw",
+        "run INC-2 completed",
+        Duration::from_secs(20),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["action"]["runId"] == "trigger:INC-2"
+                    && o["status"]["action"]["phase"] == "Completed"
+            })
+        },
+    )
+    .await;
+    let second = azure_password(&env).await.unwrap();
+    assert_ne!(second, staged);
+    let s = published(&env, "sql-admin").await.unwrap();
+    assert_eq!(secret_value(&s, "password"), Some(second));
+    assert_eq!(patches(&env.sim.writes().await), 4);
+}
+
+#[tokio::test]
+async fn sql_admin_password_rotation_without_a_sql_login_stalls_and_stages_nothing() {
+    let env = Env::new("e2e-sqlpwr-nologin").await;
+    let _op = env.operator();
+    env.apply(
+        "SqlAdminPasswordRotation",
+        "pw",
+        json!({"target": target(SQL_LEGACY), "publishTo": {"secretName": "legacy-admin"}}),
+    )
+    .await;
+    let o = env
+        .wait_condition(
+            "SqlAdminPasswordRotation",
+            "pw",
+            "Stalled",
+            "True",
+            Some("NoSqlAdministrator"),
+        )
+        .await;
+    let msg = condition(&o, "Stalled").unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(msg.contains("administratorLogin"), "{msg}");
+    assert!(env.sim.writes().await.is_empty());
+    assert!(published(&env, "legacy-admin").await.is_none());
 }

@@ -91,6 +91,16 @@ pub async fn handle(sim: &Sim, req: &Req) -> Resp {
             let id = &p["/_sim/resources".len()..];
             resource(&mut st, m, id, req)
         }
+        // Write-only secrets (account keys, a SQL admin password): what Azure holds.
+        (&Method::GET, p) if p.starts_with("/_sim/keys/") => Resp::json(
+            StatusCode::OK,
+            &json!(
+                st.keys
+                    .get(&arm::key(&p["/_sim/keys".len()..]))
+                    .cloned()
+                    .unwrap_or_default()
+            ),
+        ),
         (&Method::GET, "/_sim/requests") => {
             let since: usize = req
                 .query

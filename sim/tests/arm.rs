@@ -835,3 +835,130 @@ async fn polling_an_operation_needs_its_own_read_action() {
         "{b}"
     );
 }
+
+#[tokio::test]
+async fn sql_admin_password_is_checked_write_only_and_kept_with_the_secrets() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let server = format!("{}?{V_SQL}", sql("sql-prod-01"));
+    for weak in ["Sh0rt!", "alllowercase1", "Xsqladmin1!"] {
+        let (s, _, b) = sim
+            .call(
+                &t,
+                "PATCH",
+                &server,
+                Some(json!({"properties": {"administratorLoginPassword": weak}})),
+            )
+            .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (400, Some("PasswordNotComplex")),
+            "{weak}"
+        );
+    }
+    let (s, h, _) = sim
+        .call(
+            &t,
+            "PATCH",
+            &server,
+            Some(json!({"properties": {"administratorLoginPassword": "Str0ng-Enough_pw"}})),
+        )
+        .await;
+    assert_eq!(s, 202);
+    let seen = sim
+        .poll(&t, h["azure-asyncoperation"].to_str().unwrap())
+        .await;
+    assert_eq!(seen.last().map(String::as_str), Some("Succeeded"));
+    let (_, _, got) = sim.call(&t, "GET", &server, None).await;
+    assert!(
+        got["properties"]
+            .get("administratorLoginPassword")
+            .is_none(),
+        "{got}"
+    );
+    assert_eq!(got["properties"]["administratorLogin"], "sqladmin");
+    let (_, keys) = sim
+        .admin("GET", &format!("/_sim/keys{}", sql("sql-prod-01")), None)
+        .await;
+    assert_eq!(keys["administratorLoginPassword"], "Str0ng-Enough_pw");
+}
+
+#[tokio::test]
+async fn app_settings_put_replaces_the_map_and_publishing_policies_take_a_boolean() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let app = format!("{}/Microsoft.Web/sites/app-portal", rg("rg-web"));
+    let v = "api-version=2023-12-01";
+    let (s, _, listed) = sim
+        .call(
+            &t,
+            "POST",
+            &format!("{app}/config/appsettings/list?{v}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(listed["properties"]["FEATURE_FLAGS"], "checkout-v2");
+    let put = format!("{app}/config/appsettings?{v}");
+    let (s, _, _) = sim
+        .call(
+            &t,
+            "PUT",
+            &put,
+            Some(json!({"properties": {"DB_PASSWORD": 5}})),
+        )
+        .await;
+    assert_eq!(s, 400, "values are strings");
+    let (s, _, _) = sim
+        .call(
+            &t,
+            "PUT",
+            &put,
+            Some(json!({"properties": {"DB_PASSWORD": "new"}})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, _, listed) = sim
+        .call(
+            &t,
+            "POST",
+            &format!("{app}/config/appsettings/list?{v}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        listed["properties"],
+        json!({"DB_PASSWORD": "new"}),
+        "a key left out is gone"
+    );
+    let ftp = format!("{app}/basicPublishingCredentialsPolicies/ftp?{v}");
+    let (_, _, p) = sim.call(&t, "GET", &ftp, None).await;
+    assert_eq!(p["properties"]["allow"], true, "allowed unless set");
+    let (s, _, _) = sim
+        .call(
+            &t,
+            "PUT",
+            &ftp,
+            Some(json!({"properties": {"allow": "false"}})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    sim.call(
+        &t,
+        "PUT",
+        &ftp,
+        Some(json!({"properties": {"allow": false}})),
+    )
+    .await;
+    let (_, _, p) = sim.call(&t, "GET", &ftp, None).await;
+    assert_eq!(p["properties"]["allow"], false);
+    let (s, _, _) = sim
+        .call(
+            &t,
+            "POST",
+            &format!("{app}/slots/nope/config/appsettings/list?{v}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+}

@@ -109,3 +109,33 @@ containment_kind! {
         pub audit_actions_and_groups: Vec<String>,
     }
 }
+
+fn thirty_two() -> i32 {
+    32
+}
+
+containment_kind! {
+    kind = "SqlAdminPasswordRotation", shortname = "sqlpwr", status = "CommonStatus",
+    /// One-shot: the server admin's password replaced with a generated one once per `trigger`
+    /// (or every `schedule`), published to a Secret (`username`, `password`). The password is
+    /// stored in the Secret before Azure is asked, so a crash never leaves one nobody has.
+    pub struct SqlAdminPasswordRotationSpec {
+        #[serde(flatten)]
+        pub common: CommonSpec,
+        /// The Secret that receives `username` and `password` (never status, events or logs).
+        pub publish_to: super::storage::PublishTo,
+        /// Characters in the generated password (Azure SQL allows 8–128).
+        #[serde(default = "thirty_two")]
+        #[schemars(range(min = 16, max = 128))]
+        pub length: i32,
+        /// Change to rotate again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 253))]
+        pub trigger: Option<String>,
+        /// Rotate periodically, e.g. `720h`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 32))]
+        #[x_kube(validation = Rule::new("self.matches('^([0-9]+(h|m|s))+$') && duration(self) >= duration('1h')").message("spec.schedule must be a duration of at least 1h, e.g. 720h"))]
+        pub schedule: Option<String>,
+    }
+}

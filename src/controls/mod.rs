@@ -1,6 +1,7 @@
 //! Per-kind controls: what to observe, the pure assessment, and the release.
 
 pub mod app_service_restart;
+pub mod app_service_secret_rotation;
 pub mod arc_isolation;
 pub mod coalesce;
 pub mod consent;
@@ -14,6 +15,7 @@ pub mod machine_action;
 pub mod privileged_access;
 pub mod rotation;
 pub mod service_principal;
+pub mod sql_admin_password;
 pub mod sql_auditing;
 pub mod sql_entra_only;
 pub mod sql_ip_block;

@@ -165,6 +165,7 @@ impl Control for StorageKeyRotationControl {
         az: &Clients,
         obj: &Self::K,
         t: &ResourceId,
+        _run: &crate::api::common::ActionLedger,
     ) -> Result<(), RunError> {
         let Some(p) = &obj.spec.publish_to else {
             return Ok(());

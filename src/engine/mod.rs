@@ -291,6 +291,20 @@ pub trait Control: Send + Sync + 'static {
         None
     }
 
+    /// Actions: runs once a run's intent is recorded and before its first call, with what was
+    /// observed; returns what the run plans from. For what must exist before Azure is asked,
+    /// e.g. a generated password stored where it is published, so that no crash can leave
+    /// Azure holding a secret nobody has. Must be idempotent within one run (`run.run_id`).
+    async fn prepare(
+        &self,
+        _az: &Clients,
+        _obj: &Self::K,
+        _run: &crate::api::common::ActionLedger,
+        observed: Self::Observed,
+    ) -> Result<Self::Observed, RunError> {
+        Ok(observed)
+    }
+
     /// Actions: runs once the Azure side of a run is complete, before the run is marked
     /// Completed (e.g. publishing a new key to a Secret). Must be idempotent.
     async fn after_run(
@@ -299,6 +313,7 @@ pub trait Control: Send + Sync + 'static {
         _az: &Clients,
         _obj: &Self::K,
         _target: &ResourceId,
+        _run: &crate::api::common::ActionLedger,
     ) -> Result<(), RunError> {
         Ok(())
     }

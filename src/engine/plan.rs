@@ -20,6 +20,13 @@ pub struct Step {
     pub expect_etag: Option<String>,
     /// The API the request goes to (ARM unless said otherwise).
     pub service: crate::azure::Service,
+    /// Due once per run of an action, yet safe to repeat (e.g. setting the password the run
+    /// generated): kept in the run's ledger like an action, so a done one is not planned
+    /// again, but retried and re-sent freely since a repeat changes nothing.
+    pub once: bool,
+    /// Body fields holding a secret (top level or under `properties`; `*`: every value under
+    /// `properties`): `status.plan` shows `<secret>` instead.
+    pub secret_fields: &'static [&'static str],
 }
 
 impl Step {
@@ -34,6 +41,8 @@ impl Step {
             what: String::new(),
             expect_etag: None,
             service: crate::azure::Service::Arm,
+            once: false,
+            secret_fields: &[],
         }
     }
 
@@ -70,6 +79,23 @@ impl Step {
         self
     }
 
+    /// See [`Step::once`].
+    pub fn once(mut self) -> Self {
+        self.once = true;
+        self
+    }
+
+    /// See [`Step::secret_fields`]: the fields are looked up under the body and its `properties`.
+    pub fn secret(mut self, fields: &'static [&'static str]) -> Self {
+        self.secret_fields = fields;
+        self
+    }
+
+    /// Tracked in the run's ledger (sent before it leaves, done once Azure says so).
+    pub fn tracked(&self) -> bool {
+        !self.idempotent || self.once
+    }
+
     pub fn on(mut self, service: crate::azure::Service) -> Self {
         self.service = service;
         self
@@ -100,6 +126,19 @@ impl Step {
                 // Submitted file content is data, not plan: show its size only.
                 if let Some(c) = b.get("fileContent").and_then(Value::as_str) {
                     b["fileContent"] = Value::String(format!("<{} base64 characters>", c.len()));
+                }
+                for f in self.secret_fields {
+                    if *f == "*"
+                        && let Some(p) = b.get_mut("properties").and_then(Value::as_object_mut)
+                    {
+                        p.values_mut()
+                            .for_each(|v| *v = Value::String("<secret>".into()));
+                    }
+                    for at in ["", "/properties"] {
+                        if let Some(v) = b.pointer_mut(&format!("{at}/{f}")) {
+                            *v = Value::String("<secret>".into());
+                        }
+                    }
                 }
                 format!(" {b}")
             })

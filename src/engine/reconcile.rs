@@ -552,7 +552,7 @@ impl<'a, C: Control> Run<'a, C> {
         if let Some(expected) = &step.expect_etag {
             self.check_etag(step, expected).await?;
         }
-        let tracked = !step.idempotent && self.status.action.is_some();
+        let tracked = step.tracked() && self.status.action.is_some();
         if tracked {
             ledger::sent(self.status.action.as_mut(), &step.what, now());
             self.save().await?;
@@ -732,7 +732,12 @@ impl<'a, C: Control> Run<'a, C> {
     /// reply) may have taken effect in Azure: wait for the evidence rather than send them
     /// twice. Once the wait has run out with no evidence, they had none; they are sent again.
     async fn unconfirmed(&mut self, steps: &[Step]) -> Option<super::Wait> {
-        let planned: Vec<&str> = steps.iter().map(|s| s.what.as_str()).collect();
+        // A lost answer to a step that is safe to repeat is settled by sending it again.
+        let planned: Vec<&str> = steps
+            .iter()
+            .filter(|s| !s.idempotent)
+            .map(|s| s.what.as_str())
+            .collect();
         let wait = self.sh.cx.unconfirmed_wait;
         match ledger::unconfirmed(
             self.status.action.as_ref(),

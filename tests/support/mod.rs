@@ -204,7 +204,13 @@ impl Sim {
         self.requests()
             .await
             .iter()
-            .filter(|r| r["method"] != "GET" && !r["path"].as_str().unwrap().ends_with("/listKeys"))
+            // ARM's list actions (keys, app settings) are POSTs that read.
+            .filter(|r| {
+                let p = r["path"].as_str().unwrap();
+                r["method"] != "GET"
+                    && !p.ends_with("/listKeys")
+                    && !p.ends_with("/config/appsettings/list")
+            })
             .filter(|r| !r["path"].as_str().unwrap().contains("/oauth2/"))
             .map(|r| {
                 (
@@ -522,6 +528,32 @@ impl Env {
 
     pub fn api(&self, kind: &str) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &self.ns, &gvk(kind))
+    }
+
+    /// A Secret in the test namespace with these string values (created or replaced).
+    pub async fn secret(&self, name: &str, data: &[(&str, &str)]) {
+        let obj = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": self.ns},
+            "stringData": data.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        });
+        let api: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        api.patch(
+            name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// What a kind's shared test specs (`secretName: app-secrets`) expect to exist.
+    pub async fn prerequisites(&self, kind: &str) {
+        if kind == "AppServiceSecretRotation" {
+            self.secret("app-secrets", &[("DB_PASSWORD", "rotated-after-inc-4711")])
+                .await;
+        }
     }
 
     /// Server-side apply, as `kubectl apply --server-side` would.

@@ -1,7 +1,7 @@
 //! One reconcile of a live (not deleted) containment, as a pipeline of named phases:
 //!
 //! resolve → lock (fresh read) → records (sealed) → suspend → guard → expiry → resume → observe (+ protected)
-//! → decide → plan → report (DryRun, Observe) | act → verify → complete.
+//! → decide → prepare → plan → report (DryRun, Observe) | act → verify → complete.
 //!
 //! Each phase either hands the next one what it found or ends the reconcile with the action to
 //! requeue by ([`Next::Stop`]). Every status write goes through [`Run`].
@@ -61,6 +61,7 @@ pub(super) async fn apply<C: Control>(obj: Arc<C::K>, sh: &Shared<C>) -> Result<
     let observed = go!(p.observe().await?);
     go!(p.protected(&observed).await?);
     go!(p.decide(&observed).await?);
+    let observed = go!(p.prepare(observed).await?);
     let (desired, assessment) = go!(p.plan(&observed).await?);
     go!(p.report(&assessment).await?);
     let outcome = go!(p.act(&desired, &observed, &assessment).await?);
@@ -507,6 +508,30 @@ impl<'a, C: Control> Pipeline<'a, C> {
         }
     }
 
+    /// prepare (actions, Enforce): what the run needs in place before its first call (the
+    /// kind's [`Control::prepare`]), once its intent is recorded.
+    async fn prepare(&mut self, observed: C::Observed) -> Result<Next<C::Observed>, RunError> {
+        let run = match &self.run.status.action {
+            Some(l)
+                if self.is_action
+                    && self.common.mode == Mode::Enforce
+                    && l.phase == ActionPhase::InProgress =>
+            {
+                l.clone()
+            }
+            _ => return Ok(Next::Go(observed)),
+        };
+        let sh = self.sh;
+        match sh
+            .control
+            .prepare(super::az(sh, self.obj.as_ref()), &self.obj, &run, observed)
+            .await
+        {
+            Ok(o) => Ok(Next::Go(o)),
+            Err(e) => stop(self.run.failed(e).await),
+        }
+    }
+
     /// An enforced kind's one-shot steps: the ledger of the current trigger (a new one, with
     /// the evidence before any call, when the trigger changed).
     async fn one_shot_run(&mut self, observed: &C::Observed) -> Result<(), RunError> {
@@ -853,9 +878,9 @@ impl<'a, C: Control> Pipeline<'a, C> {
             .run
             .status
             .action
-            .as_ref()
-            .is_some_and(|l| l.phase == ActionPhase::InProgress);
-        if in_progress {
+            .clone()
+            .filter(|l| l.phase == ActionPhase::InProgress);
+        if let Some(run) = in_progress {
             let sh = self.sh;
             if let Err(e) = sh
                 .control
@@ -864,6 +889,7 @@ impl<'a, C: Control> Pipeline<'a, C> {
                     super::az(sh, self.obj.as_ref()),
                     &self.obj,
                     &self.target,
+                    &run,
                 )
                 .await
             {
