@@ -45,11 +45,11 @@ macro_rules! kinds {
 }
 
 use crate::controls::{
-    app_service_restart, app_service_secret_rotation, arc_isolation, consent, cosmos,
-    defender_alert, device, indicator, privileged_access, service_principal, sql_admin_password,
-    sql_auditing, sql_entra_only, sql_ip_block, sql_public_access, sql_tde, storage_defender,
-    storage_key_rotation, storage_public_access, storage_sas_revocation, storage_soft_delete,
-    threat_submission, user, waf,
+    app_service_restart, app_service_secret_rotation, arc_isolation, arc_run_command, consent,
+    cosmos, defender_alert, device, indicator, privileged_access, service_principal,
+    sql_admin_password, sql_auditing, sql_entra_only, sql_ip_block, sql_public_access, sql_tde,
+    storage_defender, storage_key_rotation, storage_public_access, storage_sas_revocation,
+    storage_soft_delete, threat_submission, user, waf,
 };
 
 kinds! {
@@ -69,6 +69,7 @@ kinds! {
     "DefenderAlertState" => defender_alert::DefenderAlertStateControl { graph: &[], mde: &[] },
     "WafIpBlock" => waf::WafIpBlockControl { graph: &[], mde: &[] },
     "ArcIsolation" => arc_isolation::ArcIsolationControl { graph: &[], mde: &["Machine.Read.All", "Machine.Isolate"] },
+    "ArcRunCommand" => arc_run_command::ArcRunCommandControl { graph: &[], mde: &[] },
     "DeviceIsolation" => device::DeviceIsolationControl { graph: &[], mde: &["Machine.Read.All", "Machine.Isolate"] },
     "DeviceCodeRestriction" => device::DeviceCodeRestrictionControl { graph: &[], mde: &["Machine.Read.All", "Machine.RestrictExecution"] },
     "ThreatIndicator" => indicator::ThreatIndicatorControl { graph: &[], mde: &["Ti.ReadWrite"] },

@@ -208,6 +208,12 @@ mod tests {
             "Microsoft.DocumentDB/databaseAccounts/regenerateKey/action",
             "Microsoft.DocumentDB/locations/operationsStatus/read",
             "Microsoft.HybridCompute/machines/read",
+            // ArcRunCommand (azure-api-facts §3.11; runCommands/delete is unverified there).
+            "Microsoft.HybridCompute/machines/runCommands/read",
+            "Microsoft.HybridCompute/machines/runCommands/write",
+            "Microsoft.HybridCompute/machines/runCommands/delete",
+            "Microsoft.HybridCompute/locations/operationStatus/read",
+            "Microsoft.HybridCompute/locations/operationResults/read",
             "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/read",
             "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/write",
             "Microsoft.Network/frontDoorWebApplicationFirewallPolicies/read",

@@ -349,6 +349,25 @@ async fn ip_lists_and_cross_field_rules_are_enforced() {
         3
     );
 
+    let (api, ar) = api_of("ArcRunCommand").await;
+    for (spec, msg) in [
+        (json!({}), "spec.script: Required value"),
+        (json!({"script": ""}), "spec.script"),
+        (
+            json!({"script": "x", "timeoutSeconds": 10}),
+            "spec.timeoutSeconds",
+        ),
+        (
+            json!({"script": "x", "parameters": [{"name": "", "value": "v"}]}),
+            "spec.parameters[0].name",
+        ),
+    ] {
+        let mut spec = spec;
+        spec["target"] = sql_target();
+        let err = create(&api, &ar, "run", spec.clone()).await.unwrap_err();
+        assert!(err.contains(msg), "{spec}: {err}");
+    }
+
     let (api, ar) = api_of("AppServiceSecretRotation").await;
     let from = json!({"secretName": "app-secrets"});
     for (spec, msg) in [

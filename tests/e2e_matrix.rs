@@ -137,6 +137,13 @@ fn case(kind: &str) -> Case {
             "FrontDoorWebApplicationFirewallPolicies/fdwafprod$",
             true,
         ),
+        "ArcRunCommand" => c(
+            "ArcRunCommand",
+            json!({"target": target(ARC), "script": "echo contained"}),
+            2,
+            "/runCommands/ctr-[0-9a-f]+$",
+            true,
+        ),
         "ArcIsolation" => c(
             "ArcIsolation",
             json!({"target": target(ARC)}),
@@ -345,6 +352,7 @@ matrix_tests! {
     defender_alert_state => "DefenderAlertState",
     waf_ip_block => "WafIpBlock",
     arc_isolation => "ArcIsolation",
+    arc_run_command => "ArcRunCommand",
     device_isolation => "DeviceIsolation",
     device_code_restriction => "DeviceCodeRestriction",
     threat_submission => "ThreatSubmission",

@@ -1,5 +1,5 @@
-//! End to end: StorageSasRevocation, CosmosKeyRotation, CosmosPublicAccessLockdown and
-//! DefenderAlertState against the real API server and azure-sim.
+//! End to end: StorageSasRevocation, CosmosKeyRotation, CosmosPublicAccessLockdown,
+//! DefenderAlertState and ArcRunCommand against the real API server and azure-sim.
 
 mod support;
 
@@ -725,5 +725,98 @@ async fn two_states_for_one_alert_conflict_and_the_later_waits() {
     assert_eq!(
         env.sim.resource(ALERT).await["properties"]["status"],
         "Active"
+    );
+}
+
+fn run_command_writes(writes: &[(String, String, u16)]) -> Vec<String> {
+    writes
+        .iter()
+        .filter(|(_, p, s)| p.contains("/runCommands/") && (200..300).contains(s))
+        .map(|(m, _, _)| m.clone())
+        .collect()
+}
+
+/// Once per trigger: the script runs with its parameters, its result is summarised (protected
+/// values masked), the run command is deleted; a failed script is Stalled with its exit code.
+#[tokio::test]
+async fn arc_run_command_runs_once_per_trigger_summarises_and_cleans_up() {
+    let env = Env::new("e2e-arcrun").await;
+    env.secret("arc-token", &[("TOKEN", "s3cr3t-arc-token")])
+        .await;
+    let op = env.operator();
+    let spec = json!({"target": target(ARC), "script": "echo stopping miner with $TOKEN\necho mode=$mode",
+        "parameters": [{"name": "mode", "value": "kill"}], "protectedParametersFrom": {"secretName": "arc-token"},
+        "trigger": "INC-1"});
+    let t = env.apply("ArcRunCommand", "run", spec.clone()).await;
+    let o = env
+        .wait_condition("ArcRunCommand", "run", "Ready", "True", Some("Completed"))
+        .await;
+    eprintln!("apply→Ready ArcRunCommand: {} ms", t.elapsed().as_millis());
+    let r = &o["status"]["result"];
+    assert_eq!(r["executionState"], "Succeeded", "{r}");
+    assert_eq!(r["exitCode"], 0);
+    assert_eq!(r["output"], "stopping miner with ***\nmode=kill");
+    assert!(r["runCommand"].as_str().unwrap().starts_with("ctr-"));
+    assert!(
+        env.sim
+            .children(&format!("{ARC}/runCommands"))
+            .await
+            .is_empty(),
+        "deleted after the run"
+    );
+    assert_eq!(
+        run_command_writes(&env.sim.writes().await),
+        ["PUT", "DELETE"]
+    );
+    assert!(
+        !o.to_string().contains("s3cr3t-arc-token"),
+        "the token reached the status"
+    );
+    assert!(
+        !op.logs().contains("s3cr3t-arc-token"),
+        "the token reached the logs"
+    );
+    for e in env.events("run").await {
+        assert!(
+            !e.2.contains("s3cr3t-arc-token"),
+            "the token reached an event"
+        );
+    }
+
+    // Same trigger: never again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(run_command_writes(&env.sim.writes().await).len(), 2);
+
+    // A new trigger whose script fails, kept for inspection: Stalled with the exit code.
+    let mut failing = spec;
+    failing["trigger"] = json!("INC-2");
+    failing["script"] = json!("echo trying\nexit 3");
+    failing["keepRunCommand"] = json!(true);
+    env.apply("ArcRunCommand", "run", failing).await;
+    let o = env
+        .wait_condition(
+            "ArcRunCommand",
+            "run",
+            "Stalled",
+            "True",
+            Some("ScriptFailed"),
+        )
+        .await;
+    let msg = condition(&o, "Stalled").unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(msg.contains("exit code 3"), "{msg}");
+    assert_eq!(o["status"]["result"]["output"], "trying");
+    let kept = env.sim.children(&format!("{ARC}/runCommands")).await;
+    assert_eq!(kept.len(), 1, "kept");
+    assert!(
+        kept[0]["properties"].get("protectedParameters").is_none(),
+        "Azure never returns them"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        run_command_writes(&env.sim.writes().await),
+        ["PUT", "DELETE", "PUT"],
+        "a failed run is not re-run"
     );
 }

@@ -69,6 +69,10 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
             false,
         ),
         "ArcIsolation" => (json!({"target": target(ARC)}), false),
+        "ArcRunCommand" => (
+            json!({"target": target(ARC), "script": "echo contained", "protectedParametersFrom": {"secretName": "arc-token"}}),
+            false,
+        ),
         "AppServiceRestart" => (json!({"target": target(APP), "slots": ["staging"]}), false),
         "AppServiceSecretRotation" => (
             json!({"target": target(APP), "settingsFrom": {"secretName": "app-secrets"}, "slots": ["staging"], "disableBasicAuth": true}),
@@ -78,7 +82,7 @@ fn scenario(kind: &str, action: Option<&str>) -> (Value, bool) {
     }
 }
 
-const KINDS: [&str; 18] = [
+const KINDS: [&str; 19] = [
     "SqlIpBlock",
     "SqlPublicAccessLockdown",
     "SqlEntraOnlyAuthentication",
@@ -95,6 +99,7 @@ const KINDS: [&str; 18] = [
     "DefenderAlertState",
     "WafIpBlock",
     "ArcIsolation",
+    "ArcRunCommand",
     "AppServiceRestart",
     "AppServiceSecretRotation",
 ];
@@ -236,6 +241,11 @@ async fn each_narrowed_variant_suffices_for_its_specs() {
             "AppServiceRestart:SiteOnly",
             "AppServiceRestart",
             json!({"target": target(APP)}),
+        ),
+        (
+            "ArcRunCommand:KeepRunCommand",
+            "ArcRunCommand",
+            json!({"target": target(ARC), "script": "echo contained", "keepRunCommand": true}),
         ),
         (
             "AppServiceSecretRotation:SiteSettingsOnly",

@@ -143,6 +143,7 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.HybridCompute/machines/{machineName}" ARC, Get, "Microsoft.HybridCompute/machines/read"),
     route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.HybridCompute/machines/{machineName}/runCommands/{runCommandName}" ARC_RUN, Get, "Microsoft.HybridCompute/machines/runCommands/read"),
     route!(PUT "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.HybridCompute/machines/{machineName}/runCommands/{runCommandName}" ARC_RUN, Put, "Microsoft.HybridCompute/machines/runCommands/write"),
+    route!(DELETE "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.HybridCompute/machines/{machineName}/runCommands/{runCommandName}" ARC_RUN, Delete, "Microsoft.HybridCompute/machines/runCommands/delete"),
 ];
 
 /// The template of a storage account, for behaviours that address the parent of a child route.

@@ -602,7 +602,15 @@ async fn throttling_token_buckets_headers_and_recovery() {
 
 #[tokio::test]
 async fn arc_machine_read_and_run_command_lro() {
-    let sim = start().await;
+    let sim = start_with(|mut w| {
+        for p in &mut w.principals {
+            for a in &mut p.role_assignments {
+                a.actions.retain(|x| !x.contains("/runCommands/"));
+            }
+        }
+        w
+    })
+    .await;
     let t = sim.token(OPERATOR, ARM).await;
     let m = format!(
         "{}/Microsoft.HybridCompute/machines/arc-web-01",
@@ -627,7 +635,7 @@ async fn arc_machine_read_and_run_command_lro() {
         404,
         "there is no Arc isolate"
     );
-    // Run commands need their own permission, which the demo operator does not hold.
+    // Run commands need their own permission.
     let rc = format!("{m}/runCommands/rc1?api-version=2024-05-20-preview");
     let (s, _, _) = sim
         .call(

@@ -3,6 +3,7 @@
 pub mod app_service_restart;
 pub mod app_service_secret_rotation;
 pub mod arc_isolation;
+pub mod arc_run_command;
 pub mod coalesce;
 pub mod consent;
 pub mod cosmos;

@@ -90,6 +90,20 @@ macro_rules! impl_kind {
             })?
         }
     };
+    // One-shot actions whose status flattens `CommonStatus` beside their own evidence.
+    ($t:ty, action, status: $st:ident => $common:expr) => {
+        impl $crate::engine::Kind for $t {
+            fn common(&self) -> std::borrow::Cow<'_, $crate::api::common::CommonSpec> {
+                std::borrow::Cow::Borrowed(&self.spec.common)
+            }
+            fn common_status(&self) -> Option<&$crate::api::common::CommonStatus> {
+                self.status.as_ref().map(|$st| $common)
+            }
+            fn trigger(&self) -> Option<&str> {
+                self.spec.trigger.as_deref()
+            }
+        }
+    };
     // One-shot actions: `spec.trigger` and optionally `spec.schedule`.
     ($t:ty, action $(, schedule = $schedule:ident)?) => {
         impl $crate::engine::Kind for $t {

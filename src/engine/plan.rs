@@ -178,10 +178,12 @@ pub struct Wait {
 }
 
 /// Cannot proceed without a human: becomes Stalled with this reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stall {
     pub reason: String,
     pub message: String,
+    /// Kind-specific status fields that explain it (e.g. a failed script's output summary).
+    pub extra: Map<String, Value>,
 }
 
 impl Stall {
@@ -189,6 +191,12 @@ impl Stall {
         Self {
             reason: reason.into(),
             message: message.into(),
+            extra: Map::new(),
         }
+    }
+
+    pub fn with_extra(mut self, extra: Map<String, Value>) -> Self {
+        self.extra = extra;
+        self
     }
 }

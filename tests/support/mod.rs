@@ -550,9 +550,13 @@ impl Env {
 
     /// What a kind's shared test specs (`secretName: app-secrets`) expect to exist.
     pub async fn prerequisites(&self, kind: &str) {
-        if kind == "AppServiceSecretRotation" {
-            self.secret("app-secrets", &[("DB_PASSWORD", "rotated-after-inc-4711")])
-                .await;
+        match kind {
+            "AppServiceSecretRotation" => {
+                self.secret("app-secrets", &[("DB_PASSWORD", "rotated-after-inc-4711")])
+                    .await
+            }
+            "ArcRunCommand" => self.secret("arc-token", &[("TOKEN", "t0ken")]).await,
+            _ => {}
         }
     }
 

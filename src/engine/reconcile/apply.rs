@@ -595,7 +595,10 @@ impl<'a, C: Control> Pipeline<'a, C> {
             .assess(&desired, &self.target, observed, &view)
         {
             Ok(a) => a,
-            Err(stall) => return stop(self.run.stalled(&stall.reason, stall.message).await),
+            Err(stall) => {
+                self.run.extra.extend(stall.extra);
+                return stop(self.run.stalled(&stall.reason, stall.message).await);
+            }
         };
         self.run.extra.extend(assessment.extra.clone());
         if let Some(w) = assessment.wait.clone()
@@ -791,6 +794,24 @@ impl<'a, C: Control> Pipeline<'a, C> {
                     .await
                     .map(Next::Stop)
             }
+            // An action's next phase (e.g. deleting what the finished call created): go on.
+            Ok(a)
+                if self.is_action
+                    && !a
+                        .steps
+                        .iter()
+                        .any(|s| assessment.steps.iter().any(|x| x.what == s.what)) =>
+            {
+                self.run.extra.extend(a.extra);
+                self.run
+                    .finish(State::Progressing {
+                        reason: "Applying".into(),
+                        message: a.message,
+                        keep_ready: false,
+                    })
+                    .await?;
+                Ok(Next::Stop(Action::requeue(Duration::from_millis(250))))
+            }
             Ok(a) => {
                 self.run
                     .finish(State::Progressing {
@@ -801,11 +822,11 @@ impl<'a, C: Control> Pipeline<'a, C> {
                     .await?;
                 Ok(Next::Stop(Action::requeue(Duration::from_secs(5))))
             }
-            Err(stall) => self
-                .run
-                .stalled(&stall.reason, stall.message)
-                .await
-                .map(Next::Stop),
+            Err(stall) => {
+                self.run.extra.extend(stall.extra);
+                self.run.stalled(&stall.reason, stall.message).await
+            }
+            .map(Next::Stop),
         }
     }
 
