@@ -54,6 +54,57 @@ fn committed_api_reference_is_up_to_date() {
     assert!(generated.contains("Rules:\n"), "CEL rules are listed");
 }
 
+/// Short names are part of the API (`kubectl get stdp`): each is the one the API contract
+/// gives its kind (§7, and the first wave's table).
+#[test]
+fn short_names_are_the_contracts() {
+    const CONTRACT: &[(&str, &str)] = &[
+        ("SqlIpBlock", "sqlipb"),
+        ("SqlPublicAccessLockdown", "sqlpal"),
+        ("SqlEntraOnlyAuthentication", "sqleo"),
+        ("SqlTransparentDataEncryption", "sqltde"),
+        ("SqlAuditing", "sqlaud"),
+        ("SqlAdminPasswordRotation", "sqlpr"),
+        ("StorageKeyRotation", "stkr"),
+        ("StoragePublicAccessLockdown", "stpal"),
+        ("StorageSasRevocation", "stsr"),
+        ("StorageSoftDeleteProtection", "stsd"),
+        ("StorageDefenderProtection", "stdp"),
+        ("CosmosKeyRotation", "cskr"),
+        ("CosmosPublicAccessLockdown", "cspal"),
+        ("DefenderAlertState", "dalert"),
+        ("WafIpBlock", "wafipb"),
+        ("ArcIsolation", "arciso"),
+        ("ArcRunCommand", "arcrc"),
+        ("DeviceIsolation", "deviso"),
+        ("DeviceCodeRestriction", "devcr"),
+        ("ThreatSubmission", "tsub"),
+        ("ThreatIndicator", "tind"),
+        ("ConsentLockdown", "cnsl"),
+        ("UserContainment", "usrc"),
+        ("ServicePrincipalContainment", "spc"),
+        ("PrivilegedAccessPolicy", "papol"),
+        ("AppServiceRestart", "apprs"),
+        ("AppServiceSecretRotation", "appsr"),
+        ("ContainmentPolicy", "cpol"),
+        ("ContainmentApproval", "capr"),
+    ];
+    for crd in containment_operator::api::crds() {
+        let n = &crd.spec.names;
+        let want = CONTRACT
+            .iter()
+            .find(|(k, _)| *k == n.kind)
+            .unwrap_or_else(|| panic!("{} is not in the contract's table here", n.kind))
+            .1;
+        assert_eq!(
+            n.short_names.as_deref(),
+            Some(&[want.to_string()][..]),
+            "{}",
+            n.kind
+        );
+    }
+}
+
 /// The chart names the containment kinds in its RBAC and admission policies (never a wildcard,
 /// which would also give the operator ContainmentPolicies and ContainmentApprovals to write):
 /// that list is every containment kind's plural, and nothing else.

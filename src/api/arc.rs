@@ -72,7 +72,7 @@ fn one_hour() -> i32 {
 }
 
 containment_kind! {
-    kind = "ArcRunCommand", shortname = "arcrun", status = "ArcRunCommandStatus",
+    kind = "ArcRunCommand", shortname = "arcrc", status = "ArcRunCommandStatus",
     /// One-shot: run a script on an Azure Arc server once per `trigger` value (or at creation)
     /// through a run command (`machines/{name}/runCommands/{name}`), summarise its result in
     /// status, and delete the run command afterwards unless `keepRunCommand`. Never re-run after

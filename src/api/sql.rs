@@ -42,7 +42,7 @@ containment_kind! {
 }
 
 containment_kind! {
-    kind = "SqlEntraOnlyAuthentication", shortname = "sqleoa", status = "CommonStatus",
+    kind = "SqlEntraOnlyAuthentication", shortname = "sqleo", status = "CommonStatus",
     /// SQL authentication (password logins) off on the server: Entra ID only. Azure refuses
     /// this while the server has no Entra admin; that case is Stalled, nothing is sent. The
     /// previous setting is recorded and restored on release.
@@ -115,7 +115,7 @@ fn thirty_two() -> i32 {
 }
 
 containment_kind! {
-    kind = "SqlAdminPasswordRotation", shortname = "sqlpwr", status = "CommonStatus",
+    kind = "SqlAdminPasswordRotation", shortname = "sqlpr", status = "CommonStatus",
     /// One-shot: the server admin's password replaced with a generated one once per `trigger`
     /// (or every `schedule`), published to a Secret (`username`, `password`). The password is
     /// stored in the Secret before Azure is asked, so a crash never leaves one nobody has.

@@ -133,7 +133,7 @@ fn fourteen() -> u32 {
 }
 
 containment_kind! {
-    kind = "StorageSoftDeleteProtection", shortname = "stsdp", status = "CommonStatus",
+    kind = "StorageSoftDeleteProtection", shortname = "stsd", status = "CommonStatus",
     /// Blob and container soft delete on for at least the given days (an existing longer
     /// retention is kept), and permanent delete of soft-deleted data off. The previous retention
     /// policies are recorded and restored on release; every other blob service property is sent
@@ -173,7 +173,7 @@ fn five_thousand() -> i32 {
 }
 
 containment_kind! {
-    kind = "StorageDefenderProtection", shortname = "stdfp", status = "StorageDefenderProtectionStatus",
+    kind = "StorageDefenderProtection", shortname = "stdp", status = "StorageDefenderProtectionStatus",
     /// Defender for Storage on for the account, overriding the subscription's plan, with
     /// optional on-upload malware scanning and sensitive data discovery. The previous settings
     /// are recorded and put back on release (no setting before: back to the subscription's).

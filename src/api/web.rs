@@ -3,7 +3,7 @@
 use super::common::{CommonSpec, CommonStatus};
 
 containment_kind! {
-    kind = "AppServiceRestart", shortname = "asrst", status = "CommonStatus",
+    kind = "AppServiceRestart", shortname = "apprs", status = "CommonStatus",
     /// One-shot: restart the web app, and each listed deployment slot, once per `trigger`
     /// value (or at creation) — e.g. to drop what an attacker loaded into the running worker.
     /// Irreversible: `releasePolicy` does not apply.
@@ -35,7 +35,7 @@ pub struct SettingsFrom {
 }
 
 containment_kind! {
-    kind = "AppServiceSecretRotation", shortname = "assr", status = "AppServiceSecretRotationStatus",
+    kind = "AppServiceSecretRotation", shortname = "appsr", status = "AppServiceSecretRotationStatus",
     /// The web app's (and each listed slot's) app settings hold the values of a Secret: listed,
     /// overlaid with the Secret's keys and written back whole, so no other setting is dropped;
     /// re-applied when changed in Azure. Optionally basic-auth (FTP and SCM) publishing off.
