@@ -46,10 +46,10 @@ macro_rules! kinds {
 
 use crate::controls::{
     app_service_restart, app_service_secret_rotation, arc_isolation, arc_run_command, consent,
-    cosmos, defender_alert, device, indicator, privileged_access, service_principal,
-    sql_admin_password, sql_auditing, sql_entra_only, sql_ip_block, sql_public_access, sql_tde,
-    storage_defender, storage_key_rotation, storage_public_access, storage_sas_revocation,
-    storage_soft_delete, threat_submission, user, waf,
+    cosmos, defender_alert, device, email_remediation, indicator, privileged_access,
+    service_principal, sql_admin_password, sql_auditing, sql_entra_only, sql_ip_block,
+    sql_public_access, sql_tde, storage_defender, storage_key_rotation, storage_public_access,
+    storage_sas_revocation, storage_soft_delete, threat_submission, user, waf,
 };
 
 kinds! {
@@ -74,6 +74,7 @@ kinds! {
     "DeviceCodeRestriction" => device::DeviceCodeRestrictionControl { graph: &[], mde: &["Machine.Read.All", "Machine.RestrictExecution"] },
     "ThreatIndicator" => indicator::ThreatIndicatorControl { graph: &[], mde: &["Ti.ReadWrite"] },
     "ThreatSubmission" => threat_submission::ThreatSubmissionControl { graph: &["ThreatSubmission.ReadWrite.All"], mde: &[] },
+    "EmailRemediation" => email_remediation::EmailRemediationControl { graph: &["SecurityAnalyzedMessage.ReadWrite.All"], mde: &[] },
     "ConsentLockdown" => consent::ConsentLockdownControl { graph: &["Policy.ReadWrite.Authorization"], mde: &[] },
     "UserContainment" => user::UserContainmentControl { graph: &["User.Read.All", "User.EnableDisableAccount.All", "User.RevokeSessions.All", "RoleManagement.ReadWrite.Directory"], mde: &[] },
     "ServicePrincipalContainment" => service_principal::ServicePrincipalContainmentControl { graph: &["Application.ReadWrite.All", "DelegatedPermissionGrant.ReadWrite.All", "AppRoleAssignment.ReadWrite.All"], mde: &[] },

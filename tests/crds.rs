@@ -86,6 +86,7 @@ fn short_names_are_the_contracts() {
         ("PrivilegedAccessPolicy", "papol"),
         ("AppServiceRestart", "apprs"),
         ("AppServiceSecretRotation", "appsr"),
+        ("EmailRemediation", "emrem"),
         ("ContainmentPolicy", "cpol"),
         ("ContainmentApproval", "capr"),
     ];
@@ -399,6 +400,43 @@ async fn ip_lists_and_cross_field_rules_are_enforced() {
             .len(),
         3
     );
+
+    let (api, ar) = api_of("EmailRemediation").await;
+    let mail = json!([{"networkMessageId": "6f1c0d9e-0000-4000-8000-000000000001", "recipientEmailAddress": "alice@contoso.example"}]);
+    for (spec, msg) in [
+        (json!({}), "spec.emails: Required value"),
+        (
+            json!({"emails": mail, "action": "HardDelete"}),
+            "set spec.allowHardDelete: true",
+        ),
+        (
+            json!({"emails": mail, "action": "HardDelete", "allowHardDelete": true, "releasePolicy": "Restore"}),
+            "spec.releasePolicy: Restore cannot bring back hard-deleted mail",
+        ),
+        (
+            json!({"emails": [mail[0], mail[0]]}),
+            "spec.emails must not list a message and recipient twice",
+        ),
+        (
+            json!({"emails": [{"networkMessageId": "abc", "recipientEmailAddress": "alice@contoso.example"}]}),
+            "networkMessageId must be a GUID",
+        ),
+        (
+            json!({"emails": mail, "action": "MoveToQuarantine"}),
+            "spec.action",
+        ),
+    ] {
+        let err = create(&api, &ar, "em", spec.clone()).await.unwrap_err();
+        assert!(err.contains(msg), "{spec}: {err}");
+    }
+    create(
+        &api,
+        &ar,
+        "em",
+        json!({"emails": mail, "action": "HardDelete", "allowHardDelete": true}),
+    )
+    .await
+    .unwrap();
 
     let (api, ar) = api_of("ArcRunCommand").await;
     for (spec, msg) in [

@@ -195,6 +195,10 @@ async fn exactly_the_printed_graph_permissions_suffice_and_each_is_needed() {
             "PrivilegedAccessPolicy",
             json!({"users": [ALICE_ID], "breakGlassAccounts": [EMERGENCY_ID], "reportOnlyFor": "0s"}),
         ),
+        (
+            "EmailRemediation",
+            json!({"emails": [{"networkMessageId": "6f1c0d9e-0000-4000-8000-000000000001", "recipientEmailAddress": "alice@contoso.example"}]}),
+        ),
     ] {
         let printed = std::process::Command::new(env!("CARGO_BIN_EXE_containment-operator"))
             .args(["permissions", "--kinds", kind])

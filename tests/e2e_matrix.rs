@@ -172,6 +172,13 @@ fn case(kind: &str) -> Case {
             "threatSubmission/urlThreats$",
             false,
         ),
+        "EmailRemediation" => c(
+            "EmailRemediation",
+            json!({"emails": [{"networkMessageId": "6f1c0d9e-0000-4000-8000-000000000001", "recipientEmailAddress": "alice@contoso.example"}]}),
+            1,
+            "analyzedEmails/remediate$",
+            false,
+        ),
         "ThreatIndicator" => c(
             "ThreatIndicator",
             json!({"indicatorType": "IpAddress", "value": "203.0.113.66"}),
@@ -356,6 +363,7 @@ matrix_tests! {
     device_isolation => "DeviceIsolation",
     device_code_restriction => "DeviceCodeRestriction",
     threat_submission => "ThreatSubmission",
+    email_remediation => "EmailRemediation",
     consent_lockdown => "ConsentLockdown",
     threat_indicator => "ThreatIndicator",
     user_containment => "UserContainment",

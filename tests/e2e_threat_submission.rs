@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, PostParams};
-use serde_json::json;
+use serde_json::{Value, json};
 use support::*;
 
 async fn posts(env: &Env, coll: &str) -> usize {
@@ -277,4 +277,81 @@ async fn missing_graph_permission_and_invalid_spec() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("spec.url is required"), "{err}");
+}
+
+async fn remediations(env: &Env) -> Vec<Value> {
+    env.sim
+        .admin(reqwest::Method::GET, "/_sim/graph/remediations", None)
+        .await["value"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Remediated once per trigger, the Action center's bulkId in status; with releasePolicy
+/// Restore, delete moves the mail back to the Inbox; by default nothing is put back.
+#[tokio::test]
+async fn email_remediation_once_with_bulk_id_and_inbox_only_on_restore() {
+    let env = Env::new("e2e-emrem").await;
+    let _op = env.operator();
+    let mail = json!([
+        {"networkMessageId": "6f1c0d9e-0000-4000-8000-000000000001", "recipientEmailAddress": "alice@contoso.example"},
+        {"networkMessageId": "6f1c0d9e-0000-4000-8000-000000000001", "recipientEmailAddress": "bob@contoso.example"}]);
+    let t = env
+        .apply("EmailRemediation", "phish", json!({"emails": mail, "action": "MoveToDeletedItems", "releasePolicy": "Restore", "reason": "INC-4711"}))
+        .await;
+    let o = env
+        .wait_condition(
+            "EmailRemediation",
+            "phish",
+            "Ready",
+            "True",
+            Some("Contained"),
+        )
+        .await;
+    eprintln!(
+        "apply→Ready EmailRemediation: {} ms",
+        t.elapsed().as_millis()
+    );
+    let r = remediations(&env).await;
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0]["action"], "moveToDeletedItems");
+    assert_eq!(r[0]["remediateSendersCopy"], json!(false));
+    assert_eq!(r[0]["analyzedEmails"], mail);
+    assert_eq!(o["status"]["bulkId"], r[0]["bulkId"]);
+    assert!(
+        o["status"]["actionCenterUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://security.microsoft.com/action-center/history?")
+    );
+    assert_eq!(o["status"]["targetName"], "alice@contoso.example +1");
+
+    // A drift check sends nothing more.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(remediations(&env).await.len(), 1);
+
+    env.delete("EmailRemediation", "phish").await;
+    env.wait_gone("EmailRemediation", "phish").await;
+    let r = remediations(&env).await;
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[1]["action"], "moveToInbox");
+    assert_eq!(r[1]["analyzedEmails"], mail);
+
+    // The default keeps the mail where it was put.
+    env.apply("EmailRemediation", "junk", json!({"emails": [mail[0]]}))
+        .await;
+    env.wait_condition(
+        "EmailRemediation",
+        "junk",
+        "Ready",
+        "True",
+        Some("Contained"),
+    )
+    .await;
+    env.delete("EmailRemediation", "junk").await;
+    env.wait_gone("EmailRemediation", "junk").await;
+    let r = remediations(&env).await;
+    assert_eq!(r.len(), 3);
+    assert_eq!(r[2]["action"], "moveToJunk");
 }

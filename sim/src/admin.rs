@@ -179,6 +179,9 @@ pub async fn handle(sim: &Sim, req: &Req) -> Resp {
             StatusCode::OK,
             &crate::mde::device_state(&mut st, &p["/_sim/mde/machines/".len()..]),
         ),
+        (&Method::GET, "/_sim/graph/remediations") => {
+            Resp::json(StatusCode::OK, &json!({"value": st.graph.remediations}))
+        }
         (&Method::GET, "/_sim/mde/actions") => Resp::json(
             StatusCode::OK,
             &json!({"value": crate::mde::actions_now(&mut st)}),

@@ -7,6 +7,7 @@
 
 pub mod apps;
 pub mod conditional_access;
+pub mod email;
 pub mod roles;
 
 use std::collections::HashMap;
@@ -41,6 +42,8 @@ pub struct GraphState {
     /// Users and service principals (by id) as replicas still show them after a write, and
     /// until when.
     pub stale: HashMap<String, (Value, Instant)>,
+    /// Accepted email remediations, oldest first.
+    pub remediations: Vec<Value>,
 }
 
 impl GraphState {
@@ -61,6 +64,7 @@ impl GraphState {
                 &w.conditional_access_policies,
             ),
             stale: HashMap::new(),
+            remediations: Vec::new(),
         }
     }
 }
@@ -176,6 +180,16 @@ fn inner(st: &mut State, req: &Req, claims: &Claims, base: &str) -> Result<Resp,
         );
     }
     match (&req.method, segs.as_slice()) {
+        (
+            &Method::POST,
+            [
+                "v1.0",
+                "security",
+                "collaboration",
+                "analyzedEmails",
+                "remediate",
+            ],
+        ) => email::remediate(&mut st.graph.remediations, req, claims),
         (&Method::POST, ["beta", "security", "threatSubmission", kind]) => {
             require(claims, &["ThreatSubmission.ReadWrite.All"])?;
             let body = req.json()?;

@@ -440,3 +440,61 @@ async fn conditional_access_policies_are_validated_replicated_late_and_need_both
     let a = sim.token(AUDITOR, GRAPH).await;
     assert_eq!(sim.call(&a, "GET", p, None).await.0, 403);
 }
+
+#[tokio::test]
+async fn email_remediation_checks_the_enum_and_types_and_answers_with_an_action_center_link() {
+    let sim = start().await;
+    let g = sim.token(OPERATOR, GRAPH).await;
+    let url = "/v1.0/security/collaboration/analyzedEmails/remediate";
+    let mail = json!([{"networkMessageId": "6f1c0d9e-0000-4000-8000-000000000001", "recipientEmailAddress": "alice@contoso.example"}]);
+    for (body, why) in [
+        (
+            json!({"action": "moveToQuarantine", "analyzedEmails": mail}),
+            "not supported",
+        ),
+        (
+            json!({"action": "purge", "analyzedEmails": mail}),
+            "not in the enum",
+        ),
+        (
+            json!({"action": "moveToJunk", "remediateSendersCopy": "false", "analyzedEmails": mail}),
+            "a string, not a boolean",
+        ),
+        (
+            json!({"action": "moveToJunk", "analyzedEmails": []}),
+            "no messages",
+        ),
+        (
+            json!({"action": "moveToJunk", "severity": "critical", "analyzedEmails": mail}),
+            "severity",
+        ),
+    ] {
+        assert_eq!(sim.call(&g, "POST", url, Some(body)).await.0, 400, "{why}");
+    }
+    let (s, h, _) = sim
+        .call(&g, "POST", url, Some(json!({"action": "moveToJunk", "remediateSendersCopy": false, "analyzedEmails": mail})))
+        .await;
+    assert_eq!(s, 202);
+    let location = h["location"].to_str().unwrap();
+    assert!(
+        location.starts_with(
+            "https://security.microsoft.com/action-center/history?filters=%7B%22bulkId%22"
+        ),
+        "{location}"
+    );
+    let auditor = sim.token(AUDITOR, GRAPH).await;
+    let (s, _, b) = sim
+        .call(
+            &auditor,
+            "POST",
+            url,
+            Some(json!({"action": "moveToJunk", "analyzedEmails": mail})),
+        )
+        .await;
+    assert_eq!(s, 403);
+    assert!(
+        b.to_string()
+            .contains("SecurityAnalyzedMessage.ReadWrite.All"),
+        "{b}"
+    );
+}

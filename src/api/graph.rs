@@ -143,3 +143,89 @@ pub struct ConsentLockdownStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permission_grant_policies_assigned: Option<Vec<String>>,
 }
+
+/// What `remediate` does with the messages (Graph's `remediationAction`, less `moveToInbox`,
+/// which is the undo, and `moveToQuarantine`, which Graph does not support).
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum EmailAction {
+    #[default]
+    MoveToJunk,
+    MoveToDeletedItems,
+    /// To the Recoverable Items folder.
+    SoftDelete,
+    /// Irreversible: needs `allowHardDelete: true`.
+    HardDelete,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum RemediationSeverity {
+    Low,
+    #[default]
+    Medium,
+    High,
+}
+
+/// One delivered copy: the message and the mailbox it is in.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyzedEmailRef {
+    /// The message's network message id (a GUID), as Defender's email entity shows it.
+    #[schemars(length(max = 36))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')").message("networkMessageId must be a GUID"))]
+    pub network_message_id: String,
+    #[schemars(length(min = 3, max = 320))]
+    #[x_kube(validation = Rule::new("self.matches('^[^@\\\\s]+@[^@\\\\s]+$')").message("recipientEmailAddress must be an email address"))]
+    pub recipient_email_address: String,
+}
+
+containment_kind! {
+    kind = "EmailRemediation", shortname = "emrem", status = "EmailRemediationStatus",
+    /// Delivered email remediated through Graph (`security/collaboration/analyzedEmails/remediate`)
+    /// once per `trigger` value (or at creation): moved to Junk or Deleted Items, or soft- or
+    /// hard-deleted. `releasePolicy: Restore` moves them back to the Inbox on delete (Graph's
+    /// documented undo; not after HardDelete). Quarantined mail has no Graph API.
+    #[x_kube(validation = Rule::new("self.action != 'HardDelete' || self.allowHardDelete").message("spec.action: HardDelete cannot be undone; set spec.allowHardDelete: true to allow it"))]
+    #[x_kube(validation = Rule::new("self.action != 'HardDelete' || !has(self.releasePolicy) || self.releasePolicy != 'Restore'").message("spec.releasePolicy: Restore cannot bring back hard-deleted mail"))]
+    pub struct EmailRemediationSpec {
+        #[serde(flatten)]
+        pub common: super::common::TenantCommonSpec,
+        #[serde(default)]
+        pub action: EmailAction,
+        #[serde(default)]
+        pub allow_hard_delete: bool,
+        /// One entry per recipient of each message.
+        #[schemars(length(min = 1, max = 100))]
+        #[x_kube(validation = Rule::new("self.all(e, self.exists_one(f, f.networkMessageId == e.networkMessageId && f.recipientEmailAddress == e.recipientEmailAddress))").message("spec.emails must not list a message and recipient twice"))]
+        pub emails: Vec<AnalyzedEmailRef>,
+        #[serde(default)]
+        pub severity: RemediationSeverity,
+        /// Also remediate the sender's copy (internal and outbound mail).
+        #[serde(default)]
+        pub remediate_senders_copy: bool,
+        /// Shown in the Defender portal's Action center (default: namespace/name and reason).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 256))]
+        pub display_name: Option<String>,
+        /// Change to remediate again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 253))]
+        pub trigger: Option<String>,
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailRemediationStatus {
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// The Action center's id for the remediation (from the answer's `Location`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_id: Option<String>,
+    /// The Action center's link (the `Location` Graph answered with; a portal page, not an API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_center_url: Option<String>,
+}

@@ -447,7 +447,8 @@ impl Control for ThreatIndicatorControl {
         })
     }
 
-    fn on_reply(&self, step: &Step, reply: &Value) -> serde_json::Map<String, Value> {
+    fn on_reply(&self, step: &Step, r: &crate::azure::Reply) -> serde_json::Map<String, Value> {
+        let reply = &r.body;
         let mut m = serde_json::Map::new();
         if step.path == IMPORT
             && let Some(first) = reply["value"].as_array().and_then(|v| v.first())

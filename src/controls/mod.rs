@@ -9,6 +9,7 @@ pub mod consent;
 pub mod cosmos;
 pub mod defender_alert;
 pub mod device;
+pub mod email_remediation;
 pub mod indicator;
 pub mod ipv4;
 pub mod lockdown;

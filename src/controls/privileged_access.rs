@@ -390,7 +390,8 @@ impl Control for PrivilegedAccessPolicyControl {
         plan(obj, o, status)
     }
 
-    fn on_reply(&self, step: &Step, reply: &Value) -> serde_json::Map<String, Value> {
+    fn on_reply(&self, step: &Step, r: &crate::azure::Reply) -> serde_json::Map<String, Value> {
+        let reply = &r.body;
         let mut m = serde_json::Map::new();
         if step.method == "POST"
             && let Some(id) = reply["id"].as_str()

@@ -241,7 +241,8 @@ impl Control for StorageDefenderProtectionControl {
         })
     }
 
-    fn on_reply(&self, _step: &Step, reply: &Value) -> Map<String, Value> {
+    fn on_reply(&self, _step: &Step, r: &crate::azure::Reply) -> Map<String, Value> {
+        let reply = &r.body;
         let mut m = Map::new();
         for f in FEATURES {
             let s = &reply["properties"][f]["operationStatus"];

@@ -306,7 +306,8 @@ impl Control for ThreatSubmissionControl {
         json!({ "existing": o.existing })
     }
 
-    fn on_reply(&self, _step: &Step, reply: &Value) -> Map<String, Value> {
+    fn on_reply(&self, _step: &Step, r: &crate::azure::Reply) -> Map<String, Value> {
+        let reply = &r.body;
         let mut m = Map::new();
         if let Some(id) = reply["id"].as_str() {
             m.insert("submissionId".into(), json!(id));

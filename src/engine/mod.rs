@@ -207,7 +207,11 @@ pub trait Control: Send + Sync + 'static {
     /// Kind-specific status fields taken from a write's answer (e.g. the id Azure assigned),
     /// saved together with the write's ledger entry; also from a 2xx that
     /// [`Control::reply_error`] turns into a failure.
-    fn on_reply(&self, _step: &Step, _reply: &Value) -> serde_json::Map<String, Value> {
+    fn on_reply(
+        &self,
+        _step: &Step,
+        _reply: &crate::azure::Reply,
+    ) -> serde_json::Map<String, Value> {
         serde_json::Map::new()
     }
 

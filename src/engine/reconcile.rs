@@ -572,7 +572,7 @@ impl<'a, C: Control> Run<'a, C> {
         // What an answer reports is kept even when it reports a failure (e.g. which feature
         // of a write failed), so status shows Azure's own account of it.
         if let Ok(r) = &reply {
-            let from_reply = self.sh.control.on_reply(step, &r.body);
+            let from_reply = self.sh.control.on_reply(step, r);
             self.extra.extend(from_reply);
         }
         let reply = reply.and_then(|r| {
