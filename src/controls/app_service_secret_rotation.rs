@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use serde_json::{Map, Value, json};
 
@@ -83,28 +82,12 @@ async fn desired(
 ) -> Result<BTreeMap<String, String>, AzureError> {
     let ns = obj.namespace().unwrap_or_default();
     let name = &obj.spec.settings_from.secret_name;
-    let secret = kube::Api::<Secret>::namespaced(az.kube.clone(), &ns)
-        .get_opt(name)
-        .await
-        .map_err(|e| AzureError::from_secret_access(e, format!("GET Secret {ns}/{name}")))?
-        .ok_or_else(|| {
-            AzureError::Config(format!(
-                "spec.settingsFrom.secretName: Secret {ns}/{name} does not exist"
-            ))
-        })?;
-    let mut out = BTreeMap::new();
-    for (k, v) in secret.data.unwrap_or_default() {
-        if !valid_name(&k) {
-            return Err(AzureError::Config(format!(
-                "spec.settingsFrom.secretName: Secret {ns}/{name} has key {k:?}, which is not an app setting name (letters, digits and _)"
-            )));
-        }
-        let v = String::from_utf8(v.0).map_err(|_| {
-            AzureError::Config(format!(
-                "spec.settingsFrom.secretName: the value of {k} in Secret {ns}/{name} is not UTF-8 text"
-            ))
-        })?;
-        out.insert(k, v);
+    let field = "spec.settingsFrom.secretName";
+    let out = super::secret_text(&az.kube, &ns, name, field).await?;
+    if let Some(k) = out.keys().find(|k| !valid_name(k)) {
+        return Err(AzureError::Config(format!(
+            "{field}: Secret {ns}/{name} has key {k:?}, which is not an app setting name (letters, digits and _)"
+        )));
     }
     if out.is_empty() {
         return Err(AzureError::Config(format!(

@@ -6,7 +6,6 @@
 //! (`instanceView`) is summarised in `status.result`, truncated and with protected parameter
 //! values masked; then the run command is deleted unless `keepRunCommand`.
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use serde_json::{Map, Value, json};
 
@@ -224,28 +223,9 @@ async fn protected(az: &Clients, obj: &ArcRunCommand) -> Result<Vec<(String, Str
         return Ok(Vec::new());
     };
     let ns = obj.namespace().unwrap_or_default();
-    let name = &from.secret_name;
-    let secret = kube::Api::<Secret>::namespaced(az.kube.clone(), &ns)
-        .get_opt(name)
-        .await
-        .map_err(|e| AzureError::from_secret_access(e, format!("GET Secret {ns}/{name}")))?
-        .ok_or_else(|| {
-            AzureError::Config(format!(
-                "spec.protectedParametersFrom.secretName: Secret {ns}/{name} does not exist"
-            ))
-        })?;
-    secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| {
-            String::from_utf8(v.0).map(|v| (k.clone(), v)).map_err(|_| {
-                AzureError::Config(format!(
-                    "spec.protectedParametersFrom.secretName: the value of {k} in Secret {ns}/{name} is not UTF-8 text"
-                ))
-            })
-        })
-        .collect()
+    let field = "spec.protectedParametersFrom.secretName";
+    let values = super::secret_text(&az.kube, &ns, &from.secret_name, field).await?;
+    Ok(values.into_iter().collect())
 }
 
 #[derive(Default)]

@@ -36,3 +36,31 @@ pub mod waf;
 pub fn tags_of(resource: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
     resource["tags"].as_object().cloned().unwrap_or_default()
 }
+
+/// The text values of a Secret in `ns` that a spec field names: a missing Secret or a value
+/// that is not UTF-8 is a configuration error naming `field` (the resource goes Stalled).
+pub async fn secret_text(
+    kube: &kube::Client,
+    ns: &str,
+    name: &str,
+    field: &str,
+) -> Result<std::collections::BTreeMap<String, String>, crate::azure::AzureError> {
+    use crate::azure::AzureError;
+    let secret = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(kube.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| AzureError::from_secret_access(e, format!("GET Secret {ns}/{name}")))?
+        .ok_or_else(|| AzureError::Config(format!("{field}: Secret {ns}/{name} does not exist")))?;
+    secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            String::from_utf8(v.0).map(|v| (k.clone(), v)).map_err(|_| {
+                AzureError::Config(format!(
+                    "{field}: the value of {k} in Secret {ns}/{name} is not UTF-8 text"
+                ))
+            })
+        })
+        .collect()
+}
