@@ -1080,16 +1080,16 @@ async fn a_reconcile_request_is_handled_at_once_and_echoed() {
     let requested = "2026-12-02T10:00:00Z";
     env.reconcile_now("SqlPublicAccessLockdown", "now", requested)
         .await;
-    env.wait_reconcile_handled("SqlPublicAccessLockdown", "now", requested)
+    // The echo comes with the reconcile's outcome, never with a step in between.
+    let o = env
+        .wait_reconcile_handled("SqlPublicAccessLockdown", "now", requested)
         .await;
-    env.wait_condition(
-        "SqlPublicAccessLockdown",
-        "now",
-        "Ready",
-        "True",
-        Some("DriftCorrected"),
-    )
-    .await;
+    let ready = condition(&o, "Ready").unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("True"), Some("DriftCorrected")),
+        "{o}"
+    );
     assert_eq!(
         env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
         "Disabled",
@@ -1128,24 +1128,22 @@ async fn a_reconcile_request_heals_a_stalled_resource_at_once() {
     let t = std::time::Instant::now();
     env.reconcile_now("SqlPublicAccessLockdown", "fixed", requested)
         .await;
-    env.wait_reconcile_handled("SqlPublicAccessLockdown", "fixed", requested)
+    // Echoed with the outcome: Ready, seconds after the request (not the 5-minute retry).
+    let o = env
+        .wait_reconcile_handled("SqlPublicAccessLockdown", "fixed", requested)
         .await;
     let echoed = t.elapsed();
-    env.wait_condition(
-        "SqlPublicAccessLockdown",
-        "fixed",
-        "Ready",
-        "True",
-        Some("Contained"),
-    )
-    .await;
-    let ready = t.elapsed();
     eprintln!(
-        "reconcile request on a Stalled resource: echoed after {} ms, Ready after {} ms",
-        echoed.as_millis(),
-        ready.as_millis()
+        "reconcile request on a Stalled resource: Ready and echoed after {} ms",
+        echoed.as_millis()
     );
-    assert!(echoed < Duration::from_secs(1), "echoed after {echoed:?}");
+    let ready = condition(&o, "Ready").unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("True"), Some("Contained")),
+        "{o}"
+    );
+    assert!(echoed < Duration::from_secs(10), "echoed after {echoed:?}");
     assert_eq!(
         env.sim.resource(SQL_PROD).await["properties"]["publicNetworkAccess"],
         "Disabled"

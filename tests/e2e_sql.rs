@@ -982,21 +982,34 @@ async fn sql_admin_password_is_staged_before_the_patch_published_once_and_never_
     // Same trigger: nothing more. A new trigger: a new password, one more PATCH.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(patches(&env.sim.writes().await), 3);
+    env.sim.settings(json!({"lroDelayMs": 1500})).await;
+    let started = Instant::now();
     env.apply("SqlAdminPasswordRotation", "pw", spec("INC-2"))
         .await;
-    env.wait(
-        "SqlAdminPasswordRotation",
-        "pw",
-        "run INC-2 completed",
-        Duration::from_secs(20),
-        |o| {
-            o.is_some_and(|o| {
-                o["status"]["action"]["runId"] == "trigger:INC-2"
-                    && o["status"]["action"]["phase"] == "Completed"
-            })
-        },
-    )
-    .await;
+    // Until Azure has the new one, `password` is the one Azure still holds.
+    let mut staged_seen = false;
+    loop {
+        let s = published(&env, "sql-admin").await.unwrap();
+        if secret_value(&s, "pendingPassword").is_some() {
+            staged_seen = true;
+            assert_eq!(
+                secret_value(&s, "password").as_deref(),
+                Some(staged.as_str())
+            );
+        }
+        let o = env.get("SqlAdminPasswordRotation", "pw").await.unwrap();
+        if o["status"]["action"]["runId"] == "trigger:INC-2"
+            && o["status"]["action"]["phase"] == "Completed"
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "run INC-2 did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(staged_seen, "the new password was staged before it was set");
     let second = azure_password(&env).await.unwrap();
     assert_ne!(second, staged);
     let s = published(&env, "sql-admin").await.unwrap();

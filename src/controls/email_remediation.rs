@@ -137,6 +137,15 @@ pub fn plan(obj: &EmailRemediation, status: &CommonStatus) -> Assessment {
     }
 }
 
+/// Every mailbox the listed messages are in.
+pub fn recipients(obj: &EmailRemediation) -> Observed {
+    obj.spec
+        .emails
+        .iter()
+        .map(|e| e.recipient_email_address.clone())
+        .collect()
+}
+
 #[derive(Default)]
 pub struct EmailRemediationControl;
 
@@ -176,12 +185,7 @@ impl Control for EmailRemediationControl {
         obj: &Self::K,
         _t: &ResourceId,
     ) -> Result<Observed, AzureError> {
-        Ok(obj
-            .spec
-            .emails
-            .iter()
-            .map(|e| e.recipient_email_address.clone())
-            .collect())
+        Ok(recipients(obj))
     }
 
     fn subject(&self, o: &Observed) -> Option<Subject> {
@@ -283,6 +287,17 @@ mod tests {
             ..Default::default()
         };
         assert!(plan(&two(), &status).steps.is_empty());
+    }
+
+    #[test]
+    fn every_recipient_is_checked_against_the_protected_identities() {
+        assert_eq!(
+            EmailRemediationControl.subject(&recipients(&two())),
+            Some(Subject::Identity(vec![
+                "alice@contoso.example".into(),
+                "bob@contoso.example".into()
+            ]))
+        );
     }
 
     #[test]

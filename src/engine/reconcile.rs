@@ -431,6 +431,9 @@ struct Run<'a, C: Control> {
     resource_version: Option<String>,
     /// Why the records read fail the seal: nothing is acted on, and they are never re-sealed.
     tampered: Option<String>,
+    /// The reconcile request this run handles: echoed with the run's final write only, so
+    /// whoever waits for the echo sees the outcome, not a step in between.
+    handling: Option<String>,
 }
 
 impl<'a, C: Control> Run<'a, C> {
@@ -447,14 +450,11 @@ impl<'a, C: Control> Run<'a, C> {
             .into_iter()
             .filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()))
             .collect();
-        let status = CommonStatus {
-            // This run handles the reconcile request it sees (echoed with its status write).
-            last_handled_reconcile_at: obj
-                .annotations()
-                .get(super::RECONCILE_REQUESTED_AT)
-                .cloned(),
-            ..obj.common_status().cloned().unwrap_or_default()
-        };
+        let status = obj.common_status().cloned().unwrap_or_default();
+        let handling = obj
+            .annotations()
+            .get(super::RECONCILE_REQUESTED_AT)
+            .cloned();
         let tampered = sh.cx.seal.verify(&uid_of(obj.as_ref()), &status).err();
         Self {
             sh,
@@ -466,6 +466,7 @@ impl<'a, C: Control> Run<'a, C> {
             published,
             generation: obj.meta().generation,
             resource_version: obj.meta().resource_version.clone(),
+            handling,
             obj,
         }
     }
@@ -517,6 +518,9 @@ impl<'a, C: Control> Run<'a, C> {
     async fn finish(&mut self, state: State) -> Result<(), RunError> {
         conditions::apply(&mut self.status.conditions, &state, self.generation, &now());
         self.status.observed_generation = self.generation;
+        if self.handling.is_some() {
+            self.status.last_handled_reconcile_at = self.handling.clone();
+        }
         self.save().await
     }
 
