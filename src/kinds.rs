@@ -46,7 +46,7 @@ macro_rules! kinds {
 
 use crate::controls::{
     app_service_restart, app_service_secret_rotation, arc_isolation, arc_run_command, consent,
-    cosmos, defender_alert, device, email_remediation, indicator, privileged_access,
+    cosmos, defender_alert, device, email_remediation, indicator, nsg, privileged_access,
     service_principal, sql_admin_password, sql_auditing, sql_entra_only, sql_ip_block,
     sql_public_access, sql_tde, storage_defender, storage_key_rotation, storage_public_access,
     storage_sas_revocation, storage_soft_delete, threat_submission, user, waf,
@@ -68,6 +68,7 @@ kinds! {
     "CosmosPublicAccessLockdown" => cosmos::CosmosPublicAccessLockdownControl { graph: &[], mde: &[] },
     "DefenderAlertState" => defender_alert::DefenderAlertStateControl { graph: &[], mde: &[] },
     "WafIpBlock" => waf::WafIpBlockControl { graph: &[], mde: &[] },
+    "NsgDenyRule" => nsg::NsgDenyRuleControl { graph: &[], mde: &[] },
     "ArcIsolation" => arc_isolation::ArcIsolationControl { graph: &[], mde: &["Machine.Read.All", "Machine.Isolate"] },
     "ArcRunCommand" => arc_run_command::ArcRunCommandControl { graph: &[], mde: &[] },
     "DeviceIsolation" => device::DeviceIsolationControl { graph: &[], mde: &["Machine.Read.All", "Machine.Isolate"] },

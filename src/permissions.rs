@@ -218,6 +218,13 @@ mod tests {
             "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/write",
             "Microsoft.Network/frontDoorWebApplicationFirewallPolicies/read",
             "Microsoft.Network/frontDoorWebApplicationFirewallPolicies/write",
+            // NsgDenyRule (azure-api-facts §3.20; the Network RP's operation URLs are [unverified]).
+            "Microsoft.Network/networkSecurityGroups/read",
+            "Microsoft.Network/networkSecurityGroups/securityRules/read",
+            "Microsoft.Network/networkSecurityGroups/securityRules/write",
+            "Microsoft.Network/networkSecurityGroups/securityRules/delete",
+            "Microsoft.Network/locations/operations/read",
+            "Microsoft.Network/locations/operationResults/read",
             "Microsoft.Network/frontdooroperationresults/read",
             "Microsoft.Security/locations/alerts/read",
             "Microsoft.Security/locations/alerts/dismiss/action",

@@ -74,6 +74,7 @@ fn short_names_are_the_contracts() {
         ("CosmosPublicAccessLockdown", "cspal"),
         ("DefenderAlertState", "dalert"),
         ("WafIpBlock", "wafipb"),
+        ("NsgDenyRule", "nsgdr"),
         ("ArcIsolation", "arciso"),
         ("ArcRunCommand", "arcrc"),
         ("DeviceIsolation", "deviso"),
@@ -437,6 +438,53 @@ async fn ip_lists_and_cross_field_rules_are_enforced() {
     )
     .await
     .unwrap();
+
+    let (api, ar) = api_of("NsgDenyRule").await;
+    let ip = json!(["203.0.113.7"]);
+    for (i, (spec, msg)) in [
+        (
+            json!({"ipAddresses": ["203.0.113.0/33"]}),
+            "spec.ipAddresses",
+        ),
+        (json!({"ipAddresses": ip, "ports": ["70000"]}), "spec.ports"),
+        (
+            json!({"ipAddresses": ip, "ports": ["443-80"]}),
+            "spec.ports",
+        ),
+        (json!({"ipAddresses": ip, "ports": ["ssh"]}), "spec.ports"),
+        (
+            json!({"ipAddresses": ip, "direction": "Both"}),
+            "spec.direction",
+        ),
+        (
+            json!({"ipAddresses": ip, "protocol": "Esp"}),
+            "spec.protocol",
+        ),
+        (
+            json!({"ipAddresses": ip, "priorityBand": {"from": 99}}),
+            "spec.priorityBand.from",
+        ),
+        (
+            json!({"ipAddresses": ip, "priorityBand": {"from": 300, "to": 200}}),
+            "spec.priorityBand: from must not be greater than to",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut spec = spec;
+        spec["target"] = sql_target();
+        let err = create(&api, &ar, &format!("nsg-{i}"), spec.clone())
+            .await
+            .unwrap_err();
+        assert!(err.contains(msg), "{spec}: {err}");
+    }
+    // A valid one: ports and ranges, defaults filled in.
+    let mut spec = json!({"ipAddresses": ip, "ports": ["22", "8000-8100", "65535"]});
+    spec["target"] = sql_target();
+    let o = create(&api, &ar, "nsg-ok", spec).await.unwrap();
+    assert_eq!(o.data["spec"]["direction"], "Inbound");
+    assert_eq!(o.data["spec"]["protocol"], "*");
 
     let (api, ar) = api_of("ArcRunCommand").await;
     for (spec, msg) in [

@@ -137,6 +137,13 @@ fn case(kind: &str) -> Case {
             "FrontDoorWebApplicationFirewallPolicies/fdwafprod$",
             true,
         ),
+        "NsgDenyRule" => c(
+            "NsgDenyRule",
+            json!({"target": target(NSG), "ipAddresses": ["203.0.113.7"]}),
+            1,
+            "/securityRules/ctr-deny-in-[0-9a-f]+$",
+            true,
+        ),
         "ArcRunCommand" => c(
             "ArcRunCommand",
             json!({"target": target(ARC), "script": "echo contained"}),
@@ -360,6 +367,7 @@ matrix_tests! {
     waf_ip_block => "WafIpBlock",
     arc_isolation => "ArcIsolation",
     arc_run_command => "ArcRunCommand",
+    nsg_deny_rule => "NsgDenyRule",
     device_isolation => "DeviceIsolation",
     device_code_restriction => "DeviceCodeRestriction",
     threat_submission => "ThreatSubmission",

@@ -1,4 +1,5 @@
-//! End to end, WafIpBlock on App Gateway and Front Door policies.
+//! End to end, the owned-rule-in-a-shared-list kinds: WafIpBlock on App Gateway and Front Door
+//! policies, NsgDenyRule on network security groups.
 
 mod support;
 
@@ -295,4 +296,221 @@ async fn prevention_mode_outlives_no_block_and_unrecorded_rules_are_released() {
         p["tags"].get("containment-operator-prior-mode").is_none(),
         "{p}"
     );
+}
+
+async fn nsg_rules(env: &Env) -> Vec<Value> {
+    env.sim.children(&format!("{NSG}/securityRules")).await
+}
+
+fn named<'a>(rules: &'a [Value], name: &str) -> Option<&'a Value> {
+    rules.iter().find(|r| r["name"] == name)
+}
+
+/// Every rule but the operator's, as Azure holds them (etags aside).
+fn foreign(rules: &[Value]) -> Vec<Value> {
+    rules
+        .iter()
+        .filter(|r| !r["name"].as_str().unwrap().starts_with("ctr-deny-"))
+        .map(|r| {
+            let mut r = r.clone();
+            r.as_object_mut().unwrap().remove("etag");
+            r
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn nsg_deny_rule_takes_a_free_priority_keeps_foreign_rules_and_moves_aside() {
+    let env = Env::new("e2e-nsg").await;
+    let _op = env.operator();
+    let before = nsg_rules(&env).await;
+    let t = env
+        .apply(
+            "NsgDenyRule",
+            "scanner",
+            json!({"target": target(NSG), "ipAddresses": ["203.0.113.66", "198.51.100.0/26"]}),
+        )
+        .await;
+    let o = env
+        .wait_condition("NsgDenyRule", "scanner", "Ready", "True", Some("Contained"))
+        .await;
+    eprintln!("apply→Ready NsgDenyRule: {} ms", t.elapsed().as_millis());
+    let rule = o["status"]["ruleName"].as_str().unwrap().to_string();
+    assert!(rule.starts_with("ctr-deny-in-"), "{rule}");
+    assert_eq!(
+        o["status"]["priority"], 101,
+        "inbound 100 and 110 are the admin's; outbound 100 does not count"
+    );
+    let path = format!("{NSG}/securityRules/{rule}");
+    let ours = env.sim.resource(&path).await;
+    let p = &ours["properties"];
+    assert_eq!(
+        (&p["access"], &p["direction"], &p["protocol"]),
+        (&json!("Deny"), &json!("Inbound"), &json!("*"))
+    );
+    assert_eq!(
+        p["sourceAddressPrefixes"],
+        json!(["198.51.100.0/26", "203.0.113.66"])
+    );
+    assert_eq!(p["destinationAddressPrefix"], "*");
+    assert_eq!(p["destinationPortRange"], "*");
+    assert_eq!(
+        env.sim.successful_writes().await,
+        vec![("PUT".to_string(), path.clone())],
+        "one long-running PUT of our rule, nothing else"
+    );
+    assert_eq!(foreign(&nsg_rules(&env).await), foreign(&before));
+
+    // An admin edits one of their rules and deletes ours: ours comes back, theirs stays edited.
+    let https_id = format!("{NSG}/securityRules/AllowHttps");
+    let mut https = named(&before, "AllowHttps").unwrap().clone();
+    https["properties"]["destinationPortRange"] = json!("8443");
+    env.sim.put(&https_id, https).await;
+    env.sim
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/_sim/resources{path}"),
+            None,
+        )
+        .await;
+    env.wait(
+        "NsgDenyRule",
+        "scanner",
+        "drift corrected",
+        Duration::from_secs(30),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["driftCount"] == 1
+                    && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+        },
+    )
+    .await;
+    let now = nsg_rules(&env).await;
+    assert_eq!(
+        named(&now, "AllowHttps").unwrap()["properties"]["destinationPortRange"],
+        "8443"
+    );
+    assert_eq!(named(&now, &rule).unwrap()["properties"]["priority"], 101);
+
+    // A rule unaware of us takes our priority: we move, it stays.
+    let admin_id = format!("{NSG}/securityRules/AdminDenyScanners");
+    let admin_rule = json!({"properties": {"priority": 101, "direction": "Inbound", "access": "Deny", "protocol": "*",
+        "sourceAddressPrefix": "203.0.113.0/24", "sourcePortRange": "*", "destinationAddressPrefix": "*", "destinationPortRange": "*"}});
+    env.sim.put(&admin_id, admin_rule).await;
+    env.reconcile_now("NsgDenyRule", "scanner", "moved").await;
+    env.wait(
+        "NsgDenyRule",
+        "scanner",
+        "moved aside",
+        Duration::from_secs(30),
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["priority"] == 102
+                    && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+        },
+    )
+    .await;
+    let now = nsg_rules(&env).await;
+    assert_eq!(named(&now, &rule).unwrap()["properties"]["priority"], 102);
+    assert_eq!(
+        named(&now, "AdminDenyScanners").unwrap()["properties"]["priority"],
+        101
+    );
+    let kept = foreign(&now);
+
+    // Release deletes our rule and nothing else.
+    env.delete("NsgDenyRule", "scanner").await;
+    env.wait_gone("NsgDenyRule", "scanner").await;
+    let after = nsg_rules(&env).await;
+    assert!(named(&after, &rule).is_none(), "{after:?}");
+    assert_eq!(foreign(&after), kept, "foreign rules untouched by release");
+    let deletes: Vec<_> = env
+        .sim
+        .successful_writes()
+        .await
+        .into_iter()
+        .filter(|w| w.0 == "DELETE")
+        .collect();
+    assert_eq!(deletes, vec![("DELETE".to_string(), path)]);
+}
+
+#[tokio::test]
+async fn fifty_nsg_deny_rules_share_one_rule_written_at_most_twice() {
+    let env = Env::new("e2e-nsg-burst").await;
+    let ip = |i: usize| format!("203.0.113.{}", 100 + i);
+    for i in 0..50 {
+        env.apply(
+            "NsgDenyRule",
+            &format!("n{i}"),
+            json!({"target": target(NSG), "ipAddresses": [ip(i)]}),
+        )
+        .await;
+    }
+    // One of another shape (outbound) owns a rule of its own.
+    env.apply(
+        "NsgDenyRule",
+        "c2",
+        json!({"target": target(NSG), "ipAddresses": ["198.51.100.77"], "direction": "Outbound", "protocol": "Tcp", "ports": ["443"]}),
+    )
+    .await;
+    let started = Instant::now();
+    let _op = env.operator();
+    for i in 0..50 {
+        env.wait_ready("NsgDenyRule", &format!("n{i}")).await;
+    }
+    let c2 = env.wait_ready("NsgDenyRule", "c2").await;
+    let writes = env.sim.successful_writes().await;
+    eprintln!(
+        "51 NsgDenyRules (50 sharing a rule) Ready in {} ms, {} write(s)",
+        started.elapsed().as_millis(),
+        writes.len()
+    );
+    let inbound = env.get("NsgDenyRule", "n0").await.unwrap()["status"]["ruleName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let to = |rule: &str| writes.iter().filter(|w| w.1.ends_with(rule)).count();
+    assert!(
+        to(&inbound) <= 2,
+        "50 resources, {} writes: {writes:?}",
+        to(&inbound)
+    );
+    let c2_rule = c2["status"]["ruleName"].as_str().unwrap();
+    assert_ne!(c2_rule, inbound);
+    assert_eq!(to(c2_rule), 1);
+    let prefixes = |rules: &[Value]| -> Vec<String> {
+        let mut v: Vec<String> =
+            named(rules, &inbound).unwrap()["properties"]["sourceAddressPrefixes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string())
+                .collect();
+        v.sort();
+        v
+    };
+    let mut all: Vec<String> = (0..50).map(ip).collect();
+    all.sort();
+    let rules = nsg_rules(&env).await;
+    assert_eq!(prefixes(&rules), all);
+    let out = named(&rules, c2_rule).unwrap();
+    assert_eq!(
+        out["properties"]["destinationAddressPrefixes"],
+        json!(["198.51.100.77"])
+    );
+    assert_eq!(out["properties"]["destinationPortRanges"], json!(["443"]));
+    assert_eq!(
+        out["properties"]["priority"], 101,
+        "outbound 100 is the admin's"
+    );
+
+    // Each one releases only its own address.
+    for i in [3, 7] {
+        env.delete("NsgDenyRule", &format!("n{i}")).await;
+        env.wait_gone("NsgDenyRule", &format!("n{i}")).await;
+    }
+    all.retain(|a| *a != ip(3) && *a != ip(7));
+    assert_eq!(prefixes(&nsg_rules(&env).await), all);
 }

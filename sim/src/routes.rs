@@ -59,6 +59,7 @@ const ARC: &[&str] = &["2022-12-27", "2024-05-20-preview"];
 const ARC_RUN: &[&str] = &["2024-05-20-preview"];
 const DEFENDER_STORAGE: &[&str] = &["2022-12-01-preview", "2025-01-01"];
 const WEB: &[&str] = &["2023-12-01"];
+const NETWORK: &[&str] = &["2024-01-01"];
 
 macro_rules! route {
     ($m:ident $t:literal $v:expr, $op:ident, $perm:literal) => {
@@ -106,6 +107,12 @@ pub static ROUTES: &[Route] = &[
     route!(PATCH "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DocumentDB/databaseAccounts/{accountName}" COSMOS, Patch, "Microsoft.DocumentDB/databaseAccounts/write"),
     route!(POST "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DocumentDB/databaseAccounts/{accountName}/regenerateKey" COSMOS, Action, "Microsoft.DocumentDB/databaseAccounts/regenerateKey/action"),
     route!(POST "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DocumentDB/databaseAccounts/{accountName}/listKeys" COSMOS, Action, "Microsoft.DocumentDB/databaseAccounts/listKeys/action"),
+    // Network security groups and their security rules (each rule its own resource)
+    route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkSecurityGroups/{networkSecurityGroupName}" NETWORK, Get, "Microsoft.Network/networkSecurityGroups/read"),
+    route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkSecurityGroups/{networkSecurityGroupName}/securityRules" NETWORK, List, "Microsoft.Network/networkSecurityGroups/securityRules/read"),
+    route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkSecurityGroups/{networkSecurityGroupName}/securityRules/{securityRuleName}" NETWORK, Get, "Microsoft.Network/networkSecurityGroups/securityRules/read"),
+    route!(PUT "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkSecurityGroups/{networkSecurityGroupName}/securityRules/{securityRuleName}" NETWORK, Put, "Microsoft.Network/networkSecurityGroups/securityRules/write"),
+    route!(DELETE "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkSecurityGroups/{networkSecurityGroupName}/securityRules/{securityRuleName}" NETWORK, Delete, "Microsoft.Network/networkSecurityGroups/securityRules/delete"),
     // WAF policies
     route!(GET "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/{policyName}" APPGW_WAF, Get, "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/read"),
     route!(PUT "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/{policyName}" APPGW_WAF, Put, "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/write"),

@@ -970,3 +970,142 @@ async fn app_settings_put_replaces_the_map_and_publishing_policies_take_a_boolea
         .await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test]
+async fn nsg_rules_are_long_running_resources_unique_by_priority_and_direction() {
+    let sim = start().await;
+    let t = sim.token(OPERATOR, ARM).await;
+    let nsg = format!(
+        "{}/Microsoft.Network/networkSecurityGroups/nsg-web",
+        rg("rg-app")
+    );
+    let v = "api-version=2024-01-01";
+    let rule = |priority: i64, direction: &str| {
+        json!({"properties": {"priority": priority, "direction": direction, "access": "Deny", "protocol": "*",
+            "sourceAddressPrefixes": ["203.0.113.5"], "sourcePortRange": "*", "destinationAddressPrefix": "*", "destinationPortRange": "*"}})
+    };
+    // The NSG embeds the world's rules, each its own resource.
+    let (s, _, b) = sim.call(&t, "GET", &format!("{nsg}?{v}"), None).await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = b["properties"]["securityRules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["AllowCorpSsh", "AllowHttps", "AllowMonitoringOut"]);
+    // Validation: required fields, range, both forms, a priority taken in the same direction.
+    for (body, code, says) in [
+        (
+            json!({"properties": {"priority": 200}}),
+            "InvalidRequestFormat",
+            "properties.protocol is required",
+        ),
+        (
+            rule(99, "Inbound"),
+            "SecurityRuleInvalidPriority",
+            "Allowed range 100-4096",
+        ),
+        (
+            {
+                let mut r = rule(200, "Inbound");
+                r["properties"]["sourceAddressPrefix"] = json!("10.0.0.1");
+                r
+            },
+            "SecurityRuleInvalidParameter",
+            "cannot both be given",
+        ),
+        (
+            {
+                let mut r = rule(200, "Inbound");
+                r["properties"]["destinationPortRange"] = json!("90-80");
+                r
+            },
+            "SecurityRuleInvalidParameter",
+            "destinationPortRange",
+        ),
+        (
+            rule(110, "Inbound"),
+            "SecurityRuleConflict",
+            "conflicts with rule AllowHttps",
+        ),
+    ] {
+        let (s, _, b) = sim
+            .call(
+                &t,
+                "PUT",
+                &format!("{nsg}/securityRules/ours?{v}"),
+                Some(body),
+            )
+            .await;
+        assert_eq!((s, b["error"]["code"].as_str()), (400, Some(code)), "{b}");
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(says),
+            "{b}"
+        );
+    }
+    // Priority 110 is free outbound. The PUT is long-running (201, Azure-AsyncOperation only),
+    // and the NSG is busy meanwhile.
+    let (s, h, b) = sim
+        .call(
+            &t,
+            "PUT",
+            &format!("{nsg}/securityRules/ours?{v}"),
+            Some(rule(110, "Outbound")),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["properties"]["provisioningState"], "Updating");
+    assert!(h.get("location").is_none());
+    let op = h["azure-asyncoperation"].to_str().unwrap().to_string();
+    assert!(
+        op.contains("/providers/Microsoft.Network/locations/"),
+        "{op}"
+    );
+    let (s, h, b) = sim
+        .call(
+            &t,
+            "PUT",
+            &format!("{nsg}/securityRules/other?{v}"),
+            Some(rule(120, "Inbound")),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (429, Some("RetryableErrorDueToAnotherOperation")),
+        "{b}"
+    );
+    assert!(h.contains_key("retry-after"));
+    assert_eq!(sim.poll(&t, &op).await.last().unwrap(), "Succeeded");
+    let (s, _, b) = sim
+        .call(&t, "GET", &format!("{nsg}/securityRules/ours?{v}"), None)
+        .await;
+    assert_eq!(
+        (s, &b["properties"]["provisioningState"]),
+        (200, &json!("Succeeded"))
+    );
+    // DELETE: 202 with Location only (final-state-via location); absent: 204.
+    let (s, h, _) = sim
+        .call(&t, "DELETE", &format!("{nsg}/securityRules/ours?{v}"), None)
+        .await;
+    assert_eq!(s, 202);
+    assert!(h.get("azure-asyncoperation").is_none());
+    let loc = h["location"].to_str().unwrap().to_string();
+    let mut done = 202;
+    for _ in 0..100 {
+        done = sim.call(&t, "GET", &loc, None).await.0;
+        if done != 202 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(matches!(done, 200 | 204), "{done}");
+    let (s, _, _) = sim
+        .call(&t, "GET", &format!("{nsg}/securityRules/ours?{v}"), None)
+        .await;
+    assert_eq!(s, 404);
+    let (s, _, _) = sim
+        .call(&t, "DELETE", &format!("{nsg}/securityRules/ours?{v}"), None)
+        .await;
+    assert_eq!(s, 204);
+}

@@ -65,7 +65,9 @@ const BUSY_409: &[&str] = &[
 ];
 
 /// 400 codes that clear on their own once another containment on the same resource settles.
-const SETTLES_400: &[&str] = &["DenyPublicEndpointEnabled"];
+/// `SecurityRuleConflict`: another rule took the priority between our read and our write; the
+/// re-read picks a free one.
+const SETTLES_400: &[&str] = &["DenyPublicEndpointEnabled", "SecurityRuleConflict"];
 
 /// Whether a failure to get a token is Entra's passing trouble (retry) rather than a refusal
 /// (wrong secret, unknown app, federation mismatch: Entra's own `AADSTS` codes and 4xx answers).

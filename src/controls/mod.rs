@@ -14,6 +14,7 @@ pub mod indicator;
 pub mod ipv4;
 pub mod lockdown;
 pub mod machine_action;
+pub mod nsg;
 pub mod privileged_access;
 pub mod rotation;
 pub mod service_principal;

@@ -22,6 +22,7 @@ pub const APP: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resou
 pub const STORAGE: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-prod/providers/Microsoft.Storage/storageAccounts/stprod01";
 pub const COSMOS: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-prod/providers/Microsoft.DocumentDB/databaseAccounts/cosmos-prod-01";
 pub const ALERT: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/providers/Microsoft.Security/locations/centralus/alerts/2518770965529163669_F144EE95-A3E5-42DA-A279-967D115809AA";
+pub const NSG: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-app/providers/Microsoft.Network/networkSecurityGroups/nsg-web";
 pub const WAF: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-edge/providers/Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/waf-prod";
 pub const FD_WAF: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-edge/providers/Microsoft.Network/FrontDoorWebApplicationFirewallPolicies/fdwafprod";
 pub const ARC: &str = "/subscriptions/00000000-0000-4000-8000-0000000000aa/resourceGroups/rg-onprem/providers/Microsoft.HybridCompute/machines/arc-web-01";

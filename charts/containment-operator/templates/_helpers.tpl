@@ -47,7 +47,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- /* The containment kinds' plurals (a test keeps this in step with crds/): the operator's
 RBAC names them, so that it never gains write access to ContainmentPolicies. */ -}}
 {{- define "co.kindResources" -}}
-sqlipblocks sqlpublicaccesslockdowns sqlentraonlyauthentications sqltransparentdataencryptions sqlauditings sqladminpasswordrotations storagekeyrotations storagepublicaccesslockdowns storagesasrevocations storagesoftdeleteprotections storagedefenderprotections cosmoskeyrotations cosmospublicaccesslockdowns defenderalertstates wafipblocks arcisolations arcruncommands deviceisolations devicecoderestrictions threatsubmissions emailremediations consentlockdowns threatindicators usercontainments serviceprincipalcontainments privilegedaccesspolicies appservicerestarts appservicesecretrotations
+sqlipblocks sqlpublicaccesslockdowns sqlentraonlyauthentications sqltransparentdataencryptions sqlauditings sqladminpasswordrotations storagekeyrotations storagepublicaccesslockdowns storagesasrevocations storagesoftdeleteprotections storagedefenderprotections cosmoskeyrotations cosmospublicaccesslockdowns defenderalertstates wafipblocks nsgdenyrules arcisolations arcruncommands deviceisolations devicecoderestrictions threatsubmissions emailremediations consentlockdowns threatindicators usercontainments serviceprincipalcontainments privilegedaccesspolicies appservicerestarts appservicesecretrotations
 {{- end -}}
 
 {{- define "co.restoreKeySecret" -}}

@@ -109,6 +109,7 @@ impl Polling {
     ///   (subscription scope), and `{account}/operationResults`.
     /// - Front Door: `/subscriptions/{s}/providers/Microsoft.Network/frontdoorOperationResults`.
     /// - Arc: `/subscriptions/{s}/providers/Microsoft.HybridCompute/locations/{l}/operationStatus|operationResults`.
+    /// - Network (NSG rules): `/subscriptions/{s}/providers/Microsoft.Network/locations/{l}/operations|operationResults`.
     /// - Others: `/subscriptions/{s}/providers/{ns}/locations/{l}/operationStatuses|operationResults`.
     pub fn of(resource: &str, subscription: &str, id: &str) -> Polling {
         let lower = resource.to_ascii_lowercase();
@@ -154,6 +155,19 @@ impl Polling {
                 result: (
                     format!("{base}/frontdoorResults/{id}"),
                     "Microsoft.Network/frontdooroperationresults/frontdoorResults/read",
+                ),
+            }
+        } else if lower.contains("/providers/microsoft.network/networksecuritygroups/") {
+            // The Network RP's operation URLs, at subscription scope [unverified].
+            let base = format!("{sub}/providers/Microsoft.Network/locations/local");
+            Polling {
+                status: (
+                    format!("{base}/operations/{id}"),
+                    "Microsoft.Network/locations/operations/read",
+                ),
+                result: (
+                    format!("{base}/operationResults/{id}"),
+                    "Microsoft.Network/locations/operationResults/read",
                 ),
             }
         } else if lower.contains("/providers/microsoft.hybridcompute/") {

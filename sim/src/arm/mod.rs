@@ -15,6 +15,7 @@ pub mod alerts;
 pub mod arc;
 pub mod cosmos;
 pub mod lro;
+pub mod nsg;
 pub mod sql;
 pub mod storage;
 pub mod waf;
@@ -83,6 +84,8 @@ pub fn insert_resource(st: &mut State, mut r: Value) {
         storage::init_account(st, &id, &mut r);
     } else if lower == "microsoft.documentdb/databaseaccounts" {
         cosmos::init_account(st, &id, &mut r);
+    } else if lower == "microsoft.network/networksecuritygroups" {
+        nsg::init_nsg(st, &id, &mut r);
     }
     st.resources.insert(key(&id), r);
 }
@@ -239,6 +242,8 @@ fn dispatch(sim: &Sim, st: &mut State, req: &Req, path: &str, claims: &Claims) -
         sql::handle(st, &ctx)
     } else if t.contains("/Microsoft.DocumentDB/") {
         cosmos::handle(st, &ctx)
+    } else if t.contains("/networkSecurityGroups/") {
+        nsg::handle(st, &ctx)
     } else if t.contains("WebApplicationFirewallPolicies") {
         waf::handle(st, &ctx)
     } else if t.contains("/alerts/") {
