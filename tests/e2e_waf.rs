@@ -324,6 +324,16 @@ async fn nsg_deny_rule_takes_a_free_priority_keeps_foreign_rules_and_moves_aside
     let env = Env::new("e2e-nsg").await;
     let _op = env.operator();
     let before = nsg_rules(&env).await;
+    // The first PUT finds its priority taken meanwhile, the second the NSG busy: both retried
+    // from a fresh read, and only the third is a write.
+    for (status, code) in [
+        (400, "SecurityRuleConflict"),
+        (429, "RetryableErrorDueToAnotherOperation"),
+    ] {
+        env.sim
+            .fault(json!({"match": {"method": "PUT", "pathRegex": "/securityRules/ctr-deny-"}, "status": status, "errorCode": code, "count": 1, "retryAfterSeconds": 1}))
+            .await;
+    }
     let t = env
         .apply(
             "NsgDenyRule",
@@ -359,6 +369,8 @@ async fn nsg_deny_rule_takes_a_free_priority_keeps_foreign_rules_and_moves_aside
         vec![("PUT".to_string(), path.clone())],
         "one long-running PUT of our rule, nothing else"
     );
+    let refused: Vec<u16> = env.sim.writes().await.iter().map(|w| w.2).collect();
+    assert_eq!(refused, [400, 429, 201], "both faults were met");
     assert_eq!(foreign(&nsg_rules(&env).await), foreign(&before));
 
     // An admin edits one of their rules and deletes ours: ours comes back, theirs stays edited.
