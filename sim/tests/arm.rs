@@ -1077,13 +1077,24 @@ async fn nsg_rules_are_long_running_resources_unique_by_priority_and_direction()
     );
     assert!(h.contains_key("retry-after"));
     assert_eq!(sim.poll(&t, &op).await.last().unwrap(), "Succeeded");
-    let (s, _, b) = sim
+    // The operator reads rules through the NSG (it holds no securityRules/read).
+    let (s, _, _) = sim
         .call(&t, "GET", &format!("{nsg}/securityRules/ours?{v}"), None)
         .await;
-    assert_eq!(
-        (s, &b["properties"]["provisioningState"]),
-        (200, &json!("Succeeded"))
-    );
+    assert_eq!(s, 403);
+    let ours = async || {
+        let (s, _, b) = sim.call(&t, "GET", &format!("{nsg}?{v}"), None).await;
+        assert_eq!(s, 200, "{b}");
+        b["properties"]["securityRules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "ours")
+            .cloned()
+    };
+    let got = ours().await.expect("rule ours is embedded in the NSG");
+    assert_eq!(got["properties"]["provisioningState"], "Succeeded");
+    assert_eq!(got["properties"]["direction"], "Outbound");
     // DELETE: 202 with Location only (final-state-via location); absent: 204.
     let (s, h, _) = sim
         .call(&t, "DELETE", &format!("{nsg}/securityRules/ours?{v}"), None)
@@ -1100,10 +1111,7 @@ async fn nsg_rules_are_long_running_resources_unique_by_priority_and_direction()
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(matches!(done, 200 | 204), "{done}");
-    let (s, _, _) = sim
-        .call(&t, "GET", &format!("{nsg}/securityRules/ours?{v}"), None)
-        .await;
-    assert_eq!(s, 404);
+    assert!(ours().await.is_none());
     let (s, _, _) = sim
         .call(&t, "DELETE", &format!("{nsg}/securityRules/ours?{v}"), None)
         .await;

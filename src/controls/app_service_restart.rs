@@ -23,7 +23,8 @@ pub struct Observed {
     pub states: Vec<(Option<String>, Value)>,
 }
 
-fn base(site: &str, slot: Option<&str>) -> String {
+/// The site, or one of its deployment slots (shared by the App Service kinds).
+pub fn base(site: &str, slot: Option<&str>) -> String {
     match slot {
         Some(s) => format!("{site}/slots/{s}"),
         None => site.to_string(),
@@ -37,8 +38,24 @@ fn what(slot: Option<&str>) -> String {
     }
 }
 
-fn targets(slots: &[String]) -> impl Iterator<Item = Option<&str>> {
+/// The site (`None`) and then each listed slot.
+pub fn targets(slots: &[String]) -> impl Iterator<Item = Option<&str>> {
     std::iter::once(None).chain(slots.iter().map(|s| Some(s.as_str())))
+}
+
+/// Stalled `SlotNotFound` naming every listed slot the site does not have.
+pub fn slots_exist<'a>(site: &str, missing: impl Iterator<Item = &'a str>) -> Result<(), Stall> {
+    let missing: Vec<&str> = missing.collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Stall::new(
+        "SlotNotFound",
+        format!(
+            "{site} has no deployment slot {} (spec.slots)",
+            missing.join(", ")
+        ),
+    ))
 }
 
 pub fn plan(
@@ -47,21 +64,13 @@ pub fn plan(
     o: &Observed,
     status: &CommonStatus,
 ) -> Result<Assessment, Stall> {
-    let missing: Vec<&str> = o
-        .states
-        .iter()
-        .filter(|(_, s)| s.is_null())
-        .filter_map(|(slot, _)| slot.as_deref())
-        .collect();
-    if !missing.is_empty() {
-        return Err(Stall::new(
-            "SlotNotFound",
-            format!(
-                "{site} has no deployment slot {} (spec.slots)",
-                missing.join(", ")
-            ),
-        ));
-    }
+    slots_exist(
+        site,
+        o.states
+            .iter()
+            .filter(|(_, s)| s.is_null())
+            .filter_map(|(slot, _)| slot.as_deref()),
+    )?;
     let soft = obj.spec.soft_restart;
     let steps: Vec<Step> = targets(&obj.spec.slots)
         .filter(|slot| !rotation::acknowledged(status, &what(*slot)))

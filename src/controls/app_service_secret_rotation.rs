@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use kube::ResourceExt;
 use serde_json::{Map, Value, json};
 
-use super::app_service_restart::WEB_API;
+use super::app_service_restart::{WEB_API, base, slots_exist, targets};
 use super::lockdown;
 use crate::api::common::{CommonStatus, ReleasePolicy};
 use crate::api::web::AppServiceSecretRotation;
@@ -39,13 +39,6 @@ pub struct Observed {
     /// The Secret's keys and values: what every scope's settings must hold.
     pub desired: BTreeMap<String, String>,
     pub scopes: Vec<Scope>,
-}
-
-fn base(site: &str, slot: Option<&str>) -> String {
-    match slot {
-        Some(s) => format!("{site}/slots/{s}"),
-        None => site.to_string(),
-    }
 }
 
 fn scope_name(slot: Option<&str>) -> String {
@@ -132,22 +125,13 @@ pub fn plan(
     o: &Observed,
     status: &CommonStatus,
 ) -> Result<Assessment, Stall> {
-    let missing: Vec<&str> = o
-        .scopes
-        .iter()
-        .filter(|s| s.settings.is_none())
-        .filter_map(|s| s.slot.as_deref())
-        .collect();
-    if !missing.is_empty() {
-        return Err(Stall::new(
-            "SlotNotFound",
-            format!(
-                "{} has no deployment slot {} (spec.slots)",
-                t.id,
-                missing.join(", ")
-            ),
-        ));
-    }
+    slots_exist(
+        &t.id,
+        o.scopes
+            .iter()
+            .filter(|s| s.settings.is_none())
+            .filter_map(|s| s.slot.as_deref()),
+    )?;
     let mut steps = Vec::new();
     let mut stale = Vec::new();
     for s in &o.scopes {
@@ -298,8 +282,7 @@ impl Control for AppServiceSecretRotationControl {
         let site = az.arm.get(&t.id, WEB_API).await?;
         let desired = desired(az, obj).await?;
         let mut scopes = Vec::new();
-        let slots = std::iter::once(None).chain(obj.spec.slots.iter().map(|s| Some(s.as_str())));
-        for slot in slots {
+        for slot in targets(&obj.spec.slots) {
             let path = base(&t.id, slot);
             let settings = list_settings(az, &path).await?;
             let mut allow = BTreeMap::new();

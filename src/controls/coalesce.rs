@@ -21,6 +21,16 @@ pub const SETTLE: Duration = Duration::from_secs(1);
 /// Long enough for a thousand first reconciles (each admits one resource) on one target.
 pub const MAX_HOLD: Duration = Duration::from_secs(30);
 
+/// The Reconciling state of a resource held for a coalesced write: `what` says what the write
+/// will carry, e.g. "other WafIpBlocks are arriving on this policy; writing them in one PUT".
+pub fn held(what: &str, wait: Duration) -> crate::engine::Wait {
+    crate::engine::Wait {
+        reason: "Coalescing".into(),
+        message: format!("{what} in {} ms", wait.as_millis()),
+        recheck: wait,
+    }
+}
+
 /// Wants per target (lower case), per resource key (`namespace/name`), in key order, and when
 /// each resource was first seen (and whether it still waits for admission).
 pub struct Registry<W> {

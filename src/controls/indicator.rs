@@ -19,7 +19,7 @@ use crate::api::indicator::{IndicatorAction, IndicatorSeverity, IndicatorType, T
 use crate::azure::{AzureError, Clients, ResourceId, Service};
 use crate::controls::coalesce::Registry;
 use crate::engine::composition::OnTarget;
-use crate::engine::{Assessment, Control, Stall, Step, Wait};
+use crate::engine::{Assessment, Control, Stall, Step};
 
 const LIST: &str = "/api/indicators?$top=10000";
 const IMPORT: &str = "/api/indicators/import";
@@ -261,14 +261,10 @@ pub fn plan(
         return Ok(Assessment {
             message,
             extra,
-            wait: Some(Wait {
-                reason: "Coalescing".into(),
-                message: format!(
-                    "other ThreatIndicators are arriving; importing them together in {} ms",
-                    wait.as_millis()
-                ),
-                recheck: wait,
-            }),
+            wait: Some(super::coalesce::held(
+                "other ThreatIndicators are arriving; importing them together",
+                wait,
+            )),
             ..Default::default()
         });
     }

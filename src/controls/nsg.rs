@@ -16,7 +16,7 @@ use crate::api::network::{NsgDenyRule, NsgDirection, NsgProtocol};
 use crate::azure::{AzureError, Clients, ResourceId};
 use crate::controls::coalesce::Registry;
 use crate::engine::composition::{OnTarget, name_of};
-use crate::engine::{Assessment, Control, Stall, Step, Wait};
+use crate::engine::{Assessment, Control, Stall, Step};
 
 pub const NETWORK_API: &str = "2024-01-01";
 const NSG_TYPE: &str = "Microsoft.Network/networkSecurityGroups";
@@ -397,14 +397,10 @@ impl Control for NsgDenyRuleControl {
                 Ok(Assessment {
                     message: format!("security rule {} is missing or differs", own.rule),
                     extra,
-                    wait: Some(Wait {
-                        reason: "Coalescing".into(),
-                        message: format!(
-                            "other NsgDenyRules are arriving on this NSG; writing them in one PUT in {} ms",
-                            wait.as_millis()
-                        ),
-                        recheck: wait,
-                    }),
+                    wait: Some(super::coalesce::held(
+                        "other NsgDenyRules are arriving on this NSG; writing them in one PUT",
+                        wait,
+                    )),
                     ..Default::default()
                 })
             }

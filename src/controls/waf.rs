@@ -13,7 +13,7 @@ use crate::api::network::{WafIpBlock, WafPolicyType};
 use crate::azure::{AzureError, Clients, ResourceId};
 use crate::controls::coalesce::Registry;
 use crate::engine::composition::OnTarget;
-use crate::engine::{Assessment, Control, Stall, Step, Wait};
+use crate::engine::{Assessment, Control, Stall, Step};
 
 pub const APPGW_API: &str = "2024-01-01";
 pub const FD_API: &str = "2024-02-01";
@@ -440,14 +440,10 @@ impl Control for WafIpBlockControl {
             Some(_) if let Some(wait) = self.registry.hold(&t.id, &key_of(obj)) => Ok(Assessment {
                 message: format!("custom rule {} is missing or differs", own.rule),
                 extra,
-                wait: Some(Wait {
-                    reason: "Coalescing".into(),
-                    message: format!(
-                        "other WafIpBlocks are arriving on this policy; writing them in one PUT in {} ms",
-                        wait.as_millis()
-                    ),
-                    recheck: wait,
-                }),
+                wait: Some(super::coalesce::held(
+                    "other WafIpBlocks are arriving on this policy; writing them in one PUT",
+                    wait,
+                )),
                 ..Default::default()
             }),
             Some((next, chosen)) => {

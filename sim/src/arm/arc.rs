@@ -21,7 +21,7 @@ pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
         return Resp::not_found(&machine);
     }
     if ctx.req.method == Method::DELETE {
-        return delete_run_command(st, ctx);
+        return lro::delete(st, ctx, remove_run_command);
     }
     let mut body = json_body!(ctx);
     if !body["location"].is_string() {
@@ -111,25 +111,6 @@ fn validate(props: &serde_json::Value) -> Result<(), Resp> {
         ));
     }
     Ok(())
-}
-
-fn delete_run_command(st: &mut State, ctx: &Ctx) -> Resp {
-    if get_stored(st, ctx.path).is_none() {
-        return Resp::empty(StatusCode::NO_CONTENT);
-    }
-    lro::start(
-        st,
-        ctx,
-        Shape::Location,
-        StatusCode::ACCEPTED,
-        Effect::Apply {
-            id: ctx.path.to_string(),
-            arg: String::new(),
-            apply: remove_run_command,
-        },
-        None,
-        None,
-    )
 }
 
 fn remove_run_command(st: &mut State, id: &str, _: &str) -> bool {

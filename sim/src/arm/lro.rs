@@ -292,6 +292,27 @@ pub fn start(
     )
 }
 
+/// A long-running DELETE with `final-state-via: location` (202, `Location` only): 204 when the
+/// resource is already gone, else `remove` runs when the operation completes.
+pub fn delete(st: &mut State, ctx: &arm::Ctx, remove: fn(&mut State, &str, &str) -> bool) -> Resp {
+    if arm::get_stored(st, ctx.path).is_none() {
+        return Resp::empty(StatusCode::NO_CONTENT);
+    }
+    start(
+        st,
+        ctx,
+        Shape::Location,
+        StatusCode::ACCEPTED,
+        Effect::Apply {
+            id: ctx.path.to_string(),
+            arg: String::new(),
+            apply: remove,
+        },
+        None,
+        None,
+    )
+}
+
 /// Completes every operation whose delay has passed.
 pub fn settle(st: &mut State, now: Instant) {
     let due: Vec<String> = st

@@ -67,7 +67,7 @@ pub fn handle(st: &mut State, ctx: &Ctx) -> Resp {
             ),
         )
         .with_header("Retry-After", "1"),
-        Method::DELETE => delete(st, ctx),
+        Method::DELETE => lro::delete(st, ctx, remove_rule),
         _ => put(st, ctx, &rules),
     }
 }
@@ -128,25 +128,6 @@ fn put(st: &mut State, ctx: &Ctx, rules: &str) -> Resp {
         },
         Some(ctx.path.to_string()),
         Some(accepted),
-    )
-}
-
-fn delete(st: &mut State, ctx: &Ctx) -> Resp {
-    if get_stored(st, ctx.path).is_none() {
-        return Resp::empty(StatusCode::NO_CONTENT);
-    }
-    lro::start(
-        st,
-        ctx,
-        Shape::Location,
-        StatusCode::ACCEPTED,
-        Effect::Apply {
-            id: ctx.path.to_string(),
-            arg: String::new(),
-            apply: remove_rule,
-        },
-        None,
-        None,
     )
 }
 
